@@ -1,0 +1,36 @@
+"""`python -m bot`: load .env (the environment wins), read Settings, set up logging, run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from bot.app import StartupError, serve
+from bot.config import ConfigError, Settings
+from bot.logs import configure_logging
+
+
+def main() -> int:
+    load_dotenv(Path.cwd() / ".env", override=False)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        sys.stderr.write(f"startup error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Build the Slack app from settings and clients, and run it over Socket Mode or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+
+import aiohttp
+from aiohttp import web
+from anthropic import AsyncAnthropic
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import guards
+from bot.config import Settings
+from bot.logs import BOLT_LOGGER
+from bot.pipeline.answer import Answerer
+from bot.surfaces import direct_message, mention, slash_command
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+
+
+class StartupError(Exception):
+    """Slack or the configuration refused us at start; the message is one line naming the variable."""
+
+
+def build_slack_client(settings: Settings) -> AsyncWebClient:
+    slack = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    return slack
+
+
+def build_claude_client(settings: Settings) -> AsyncAnthropic:
+    return AsyncAnthropic(
+        api_key=settings.anthropic_api_key,
+        base_url=settings.anthropic_base_url,
+        timeout=settings.claude_timeout_seconds,
+        max_retries=settings.claude_max_retries,
+        open_telemetry=False,  # spans could carry prompts if an environment variable asked for content
+    )
+
+
+def build_app(settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic) -> AsyncApp:
+    app = AsyncApp(
+        client=slack,
+        signing_secret=settings.slack_signing_secret or "",
+        request_verification_enabled=not settings.socket_mode,
+        logger=logging.getLogger(BOLT_LOGGER),
+    )
+    guards.register(app, guards.RecentEventIds())
+    answer = Answerer(settings, slack, claude)
+    mention.register(app, answer)
+    direct_message.register(app, answer)
+    slash_command.register(app, answer, settings.slash_command)
+    # Acknowledge any other event, so Slack does not redeliver what we do not handle.
+    app.event(re.compile(".*"))(_acknowledge_only)
+    return app
+
+
+async def _acknowledge_only() -> None:
+    return None
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT."""
+    slack = build_slack_client(settings)
+    claude = build_claude_client(settings)
+    try:
+        await _check_bot_token(slack)
+        app = build_app(settings, slack, claude)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if settings.slack_app_token is not None:
+            await _serve_socket_mode(app, settings.slack_app_token, stop)
+        else:
+            await _serve_http(app, settings.port, stop)
+    finally:
+        await claude.close()
+
+
+async def _check_bot_token(slack: AsyncWebClient) -> None:
+    try:
+        identity = await slack.auth_test()
+    except SlackApiError as exc:
+        raise StartupError(f"SLACK_BOT_TOKEN: Slack rejected it ({exc.response.get('error')})") from None
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise StartupError(f"SLACK_API_URL: cannot reach Slack ({exc.__class__.__name__})") from None
+    log.info("connected as bot user=%s team=%s", identity.get("user_id"), identity.get("team_id"))
+
+
+async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:
+    handler = AsyncSocketModeHandler(app, app_token)
+    try:
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+    except SlackApiError as exc:
+        raise StartupError(f"SLACK_APP_TOKEN: Slack rejected it ({exc.response.get('error')})") from None
+    log.info("listening over Socket Mode")
+    try:
+        await stop.wait()
+    finally:
+        await handler.close_async()  # type: ignore[no-untyped-call]
+
+
+async def _serve_http(app: AsyncApp, port: int, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(app.web_app(path=EVENTS_PATH, port=port), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+        log.info("listening over HTTP on port %d at %s", port, EVENTS_PATH)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

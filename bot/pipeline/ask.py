@@ -1,0 +1,75 @@
+"""Ask: the one request type every Slack surface turns its payload into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMessage:
+    """The only parts of a Slack message the bot uses: who wrote it, when, and its text."""
+
+    ts: str
+    text: str
+    user: str | None = None
+    bot_id: str | None = None
+    bot_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    user_id: str | None
+    bot_id: str | None
+
+    def wrote(self, message: SlackMessage) -> bool:
+        return (self.bot_id is not None and message.bot_id == self.bot_id) or (
+            self.user_id is not None and message.user == self.user_id
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """Read the thread rooted at `thread_ts`, up to the invoking message."""
+
+    channel: str
+    thread_ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecentDirectMessages:
+    """Read the DM's recent top-level messages, within the policy's window."""
+
+    channel: str
+
+
+History = Thread | RecentDirectMessages | None
+
+
+@dataclass(frozen=True, slots=True)
+class InConversation:
+    """Post in the channel or DM; in the thread when `thread_ts` is set."""
+
+    channel: str
+    thread_ts: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Privately:
+    """Answer only the invoker, through the interaction's response_url."""
+
+    response_url: str
+
+
+ReplyTarget = InConversation | Privately
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    request_id: str  # event_id or trigger_id, for logs
+    surface: str
+    team_id: str
+    user_id: str
+    message: SlackMessage  # the message that invoked the bot
+    history: History  # what else to read, or None for the message alone
+    reply_to: ReplyTarget
+    bot: BotIdentity

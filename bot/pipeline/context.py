@@ -1,0 +1,105 @@
+"""Read, now, the conversation an Ask names, and the display names its turns need."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.pipeline.ask import Ask, RecentDirectMessages, SlackMessage, Thread
+from bot.pipeline.retention import DM_MAX_MESSAGES, slim
+
+PAGE_SIZE = 200  # Slack's recommended page size for conversations.* reads
+MAX_NAME_LOOKUPS = 100
+NAME_LOOKUPS_AT_ONCE = 10
+
+
+class ContextUnavailable(Exception):
+    """Slack refused or failed a read; carries the method and Slack's error code, never content."""
+
+    def __init__(self, method: str, error: str) -> None:
+        super().__init__(f"{method} failed: {error}")
+        self.method = method
+        self.error = error
+
+
+async def read_conversation(
+    slack: AsyncWebClient, ask: Ask, *, dm_window_seconds: float
+) -> list[SlackMessage]:
+    """The conversation oldest first, ending on the invoking message."""
+    match ask.history:
+        case Thread(channel, thread_ts):
+            read = await _read(
+                slack, "conversations_replies", channel=channel, ts=thread_ts, latest=ask.message.ts
+            )
+        case RecentDirectMessages(channel):
+            oldest = f"{time.time() - dm_window_seconds:.6f}"
+            read = await _read(
+                slack,
+                "conversations_history",
+                limit=DM_MAX_MESSAGES,
+                channel=channel,
+                latest=ask.message.ts,
+                oldest=oldest,
+            )
+            read.reverse()  # history comes newest first
+        case None:
+            return [ask.message]
+    invoked_at = _ts_key(ask.message.ts)
+    earlier = [m for m in read if _ts_key(m.ts) < invoked_at]
+    return [*earlier, ask.message]
+
+
+async def look_up_names(slack: AsyncWebClient, user_ids: Iterable[str]) -> dict[str, str]:
+    """Display names for this request only; a failed lookup leaves the id as it is."""
+    gate = asyncio.Semaphore(NAME_LOOKUPS_AT_ONCE)
+
+    async def name_of(user_id: str) -> tuple[str, str | None]:
+        async with gate:
+            try:
+                response = await slack.users_info(user=user_id)
+            except (TimeoutError, SlackApiError, aiohttp.ClientError):
+                return user_id, None
+        user = response.get("user") or {}
+        profile = user.get("profile") or {}
+        return user_id, profile.get("display_name") or profile.get("real_name") or user.get("name")
+
+    found = await asyncio.gather(*(name_of(user_id) for user_id in sorted(user_ids)[:MAX_NAME_LOOKUPS]))
+    return {user_id: name for user_id, name in found if name}
+
+
+async def _read(
+    slack: AsyncWebClient, method: str, *, limit: int | None = None, **params: Any
+) -> list[SlackMessage]:
+    """Every page of a conversations.* read, slimmed as it arrives."""
+    read: list[SlackMessage] = []
+    cursor = None
+    while limit is None or len(read) < limit:
+        try:
+            response = await getattr(slack, method)(limit=PAGE_SIZE, inclusive=True, cursor=cursor, **params)
+        except SlackApiError as exc:
+            raise ContextUnavailable(method, str(exc.response.get("error", "unknown"))) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise ContextUnavailable(method, exc.__class__.__name__) from None
+        for raw in response.get("messages") or []:
+            message = slim(raw) if isinstance(raw, dict) else None
+            if message is not None:
+                read.append(message)
+        cursor = (response.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            break
+    return read if limit is None else read[:limit]
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    """Slack timestamps ("1790000100.000200") compared exactly, without float rounding."""
+    seconds, _, micros = ts.partition(".")
+    try:
+        return int(seconds), int(micros or 0)
+    except ValueError:
+        return (0, 0)

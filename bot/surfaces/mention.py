@@ -1,0 +1,38 @@
+"""Mention: `@Claude …` in a channel or thread becomes an Ask answered in that thread."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, SlackMessage, Thread
+from bot.surfaces import Answer, event_fields
+
+
+def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
+    fields = event_fields(body)
+    if fields is None:
+        return None
+    event, user, channel, ts, text = fields
+    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    return Ask(
+        request_id=str(body.get("event_id") or ts),
+        surface="mention",
+        team_id=str(body.get("team_id") or event.get("team") or ""),
+        user_id=user,
+        message=SlackMessage(ts=ts, text=text, user=user),
+        # A top-level mention is its own whole conversation: nothing else to read.
+        history=Thread(channel, thread_ts) if thread_ts else None,
+        reply_to=InConversation(channel, thread_ts or ts),
+        bot=bot,
+    )
+
+
+def register(app: AsyncApp, answer: Answer) -> None:
+    @app.event("app_mention")
+    async def on_mention(body: dict[str, Any], context: AsyncBoltContext) -> None:
+        ask = to_ask(body, BotIdentity(context.bot_user_id, context.bot_id))
+        if ask is not None:
+            await answer(ask)

@@ -1,0 +1,54 @@
+"""Slash command: `/claude <question>` becomes an Ask answered privately; alone or `help`, the usage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+
+from bot.pipeline.ask import Ask, BotIdentity, Privately, SlackMessage
+from bot.surfaces import Answer
+
+HELP_WORDS = frozenset({"", "help", "?", "-h", "--help"})
+WORKING = "Asking Claude… the answer will appear here, visible only to you."
+
+
+def usage(command: str) -> str:
+    return (
+        f"*{command} <question>* asks Claude and shows the answer only to you. "
+        "It sees only your question, not the channel.\n"
+        "To ask about a thread, mention me in it; to chat, send me a direct message.\n"
+        "I keep nothing: conversations live only in Slack."
+    )
+
+
+def to_ask(command: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
+    text, user, response_url = command.get("text"), command.get("user_id"), command.get("response_url")
+    if not (isinstance(text, str) and isinstance(user, str) and isinstance(response_url, str)):
+        return None
+    question = text.strip()
+    if question.lower() in HELP_WORDS:
+        return None
+    trigger_id = command.get("trigger_id")
+    return Ask(
+        request_id=trigger_id if isinstance(trigger_id, str) else "slash_command",
+        surface="slash_command",
+        team_id=str(command.get("team_id") or ""),
+        user_id=user,
+        message=SlackMessage(ts="0", text=question, user=user),
+        history=None,  # slash commands have no thread; the question is the whole conversation
+        reply_to=Privately(response_url),
+        bot=bot,
+    )
+
+
+def register(app: AsyncApp, answer: Answer, command_name: str) -> None:
+    @app.command(command_name)
+    async def on_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
+        ask = to_ask(command, BotIdentity(context.bot_user_id, context.bot_id))
+        if ask is None:
+            await ack(text=usage(command_name))
+            return
+        await ack(text=WORKING)
+        await answer(ask)
