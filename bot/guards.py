@@ -27,10 +27,12 @@ class RecentEventIds:
 
     def first_time(self, event_id: str, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        while self._expiry and (next(iter(self._expiry.values())) <= now or len(self._expiry) >= self._max):
+        while self._expiry and next(iter(self._expiry.values())) <= now:
             self._expiry.popitem(last=False)
         if event_id in self._expiry:
             return False
+        if len(self._expiry) >= self._max:
+            self._expiry.popitem(last=False)
         self._expiry[event_id] = now + self._ttl
         return True
 

@@ -2,7 +2,7 @@
 
     ClaudeError
      ├── ClaudeBusy            rate limited (429) or overloaded (529), after the SDK's retries
-     ├── ClaudeUnavailable     server errors (5xx), timeouts, dropped connections
+     ├── ClaudeUnavailable     server errors (5xx), timeouts, dropped connections (mid-stream too)
      ├── ClaudeRejected        the request itself was refused (400, 413, 422)
      └── ClaudeMisconfigured   the key, its permissions or the model id (401, 403, 404)
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import anthropic
+import httpx2
 from anthropic import AsyncAnthropic
 
 from bot.pipeline.retention import Prompt
@@ -79,6 +80,8 @@ async def ask_claude(
     except anthropic.APIStatusError as exc:
         raise _classify(exc) from None
     except anthropic.APIConnectionError:  # timeouts included
+        raise ClaudeUnavailable() from None
+    except httpx2.TransportError:  # a stream that stalls or drops after its headers
         raise ClaudeUnavailable() from None
     return ClaudeAnswer(
         text="".join(parts),

@@ -1,0 +1,541 @@
+"""Loopback fake of Slack's Web API, response_url and Socket Mode for the real slack_sdk clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import itertools
+import json
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Self
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.test_utils import TestServer
+
+APP_ID = "A0APP"
+VERIFICATION_TOKEN = "FAKEverificationTOKEN0000"
+OK_ONLY_METHODS = (
+    "reactions.add reactions.remove assistant.threads.setStatus assistant.threads.setSuggestedPrompts"
+    " assistant.threads.setTitle".split()
+)
+HELLO = {
+    "type": "hello",
+    "num_connections": 1,
+    "debug_info": {"host": "applink-fake", "build_number": 105, "approximate_connection_time": 18060},
+    "connection_info": {"app_id": APP_ID},
+}
+MICROSECOND = Decimal("0.000001")
+Params = dict[str, Any]
+
+
+@dataclass
+class Call:
+    method: str
+    params: Params
+    headers: dict[str, str]  # lower-cased names
+
+
+@dataclass
+class _Fault:
+    error: str
+    status: int
+    retry_after: int | None
+    delay: float
+
+
+def _err(error: str) -> Params:
+    return {"ok": False, "error": error}
+
+
+def _ts(message: Params) -> Decimal:
+    return Decimal(message["ts"])  # not float: 16 significant digits lose precision
+
+
+def _truthy(value: object) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+def _json_field(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value  # form posts carry blocks as JSON text
+
+
+async def _read_params(request: web.Request) -> Params:
+    params: Params = dict(request.query)
+    if request.content_type == "application/json":
+        params.update(await request.json())
+    elif request.body_exists:
+        params.update(await request.post())
+    return params
+
+
+class FakeSlack:
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test",
+        app_token: str = "xapp-test",
+        bot_user_id: str = "U0BOT",
+        bot_id: str = "B0BOT",
+        team_id: str = "T0TEAM",
+        page_size: int = 2,
+    ) -> None:
+        self.bot_token, self.app_token = bot_token, app_token
+        self.bot_user_id, self.bot_id, self.team_id = bot_user_id, bot_id, team_id
+        self.page_size = page_size
+        self.latency = 0.0
+        self.calls: list[Call] = []
+        self.acks: dict[str, Params] = {}
+        self.users: dict[str, Params] = {}
+        self.channels: dict[str, Params] = {}
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_connections = 0
+        self._threads: dict[tuple[str, str], list[Params]] = {}
+        self._history: dict[str, dict[str, Params]] = {}  # channel -> ts -> message
+        self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
+        self._delays: dict[str, float] = {}
+        self._counter = itertools.count(1)
+        self._last_ts = Decimal(0)
+        self._changed = asyncio.Condition()
+        self._handlers: dict[str, Callable[[Params], Params]] = {
+            "auth.test": self._auth_test,
+            "apps.connections.open": lambda _: {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket-mode"},
+            "users.info": self._users_info,
+            "conversations.replies": self._replies,
+            "conversations.history": self._history_page,
+            "conversations.info": lambda p: {"ok": True, "channel": self._channel_info(p.get("channel", ""))},
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.postEphemeral": lambda _: {"ok": True, "message_ts": self._new_ts()},
+            "chat.delete": self._delete,
+            **dict.fromkeys(OK_ONLY_METHODS, lambda _: {"ok": True}),
+        }
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response_url/{name}", self._response_url)
+        app.router.add_get("/socket-mode", self._socket)
+        self._server = TestServer(app, host="127.0.0.1")
+
+    # lifecycle and URLs
+
+    async def start(self) -> None:
+        await self._server.start_server(shutdown_timeout=1.0)
+
+    async def close(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+        await self._server.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        assert self._server.port is not None, "FakeSlack is not started"
+        return self._server.port
+
+    @property
+    def api_url(self) -> str:
+        return self.url("api/")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def response_url(self, name: str = "r1") -> str:
+        return self.url(f"response_url/{name}")
+
+    # test setup
+
+    def add_user(
+        self,
+        user_id: str,
+        *,
+        display_name: str = "",
+        real_name: str = "",
+        name: str | None = None,
+        is_bot: bool = False,
+        team_id: str | None = None,
+        **extra: Any,
+    ) -> Params:
+        team = team_id or self.team_id
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": team,
+            "name": name or (display_name or real_name or user_id).lower().replace(" ", "."),
+            "real_name": real_name,
+            "is_bot": is_bot,
+            **dict.fromkeys(("deleted", "is_admin", "is_owner", "is_app_user"), False),
+            **dict.fromkeys(("is_restricted", "is_ultra_restricted"), False),
+            "profile": {"display_name": display_name, "real_name": real_name, "team": team},
+            **extra,
+        }
+        return self.users[user_id]
+
+    def add_channel(self, channel_id: str, **fields: Any) -> Params:
+        self.channels[channel_id] = {**self._channel_info(channel_id), **fields}
+        return self.channels[channel_id]
+
+    def add_thread(self, channel: str, messages: list[Params]) -> list[Params]:
+        thread = [{"type": "message", **m} for m in messages]
+        parent_ts = thread[0]["ts"]
+        for message in thread:
+            message.setdefault("thread_ts", parent_ts)
+        self._threads[(channel, parent_ts)] = thread
+        self._history.setdefault(channel, {})[parent_ts] = thread[0]  # same object, so edits show in both
+        return thread
+
+    def add_history(self, channel: str, messages: list[Params]) -> None:
+        history = self._history.setdefault(channel, {})
+        for message in messages:
+            history[message["ts"]] = {"type": "message", **message}
+
+    def fail(
+        self,
+        method: str,
+        *,
+        error: str = "ratelimited",
+        status: int = 200,
+        times: int = 1,
+        retry_after: int | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self._faults[method].extend([_Fault(error, status, retry_after, delay)] * times)
+
+    def delay(self, method: str, seconds: float) -> None:
+        self._delays[method] = seconds
+
+    # assertions
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+        def what() -> str:
+            seen = [c.method for c in self.calls]
+            return f"{count} call(s) to {method}, got {seen.count(method)}; calls so far: {seen}"
+
+        await self._wait(lambda: len(self.calls_to(method)) >= count, timeout, what)
+        return self.calls_to(method)
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> Params:
+        await self._wait(
+            lambda: envelope_id in self.acks,
+            timeout,
+            lambda: f"ack of {envelope_id}; acked: {list(self.acks)}",
+        )
+        return self.acks[envelope_id]
+
+    async def wait_for_socket(self, timeout: float = 5.0, *, count: int = 1) -> None:
+        """Wait until `count` connections have been greeted in all and one of them is still open."""
+        await self._wait(
+            lambda: self.socket_connections >= count and self._live_socket() is not None,
+            timeout,
+            lambda: f"Socket Mode connection #{count}; so far {self.socket_connections}",
+        )
+
+    async def _wait(self, ready: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(ready)
+        except TimeoutError:
+            raise AssertionError(f"FakeSlack: timed out after {timeout}s waiting for {what()}") from None
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # Socket Mode
+
+    def events_api_envelope(
+        self,
+        event: Params,
+        *,
+        event_id: str | None = None,
+        retry_attempt: int | None = None,
+        retry_reason: str | None = None,
+        envelope_id: str | None = None,
+    ) -> Params:
+        n = next(self._counter)
+        authorization = {"enterprise_id": None, "team_id": self.team_id, "user_id": self.bot_user_id}
+        payload = {
+            "token": VERIFICATION_TOKEN,
+            "team_id": self.team_id,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev0FAKE{n:05d}",
+            "event_time": int(time.time()),
+            "authorizations": [{**authorization, "is_bot": True, "is_enterprise_install": False}],
+            "is_ext_shared_channel": False,
+            "event_context": f"4-fakeEventContext{n}",
+        }
+        return {
+            "envelope_id": envelope_id or str(uuid.uuid4()),
+            "type": "events_api",
+            "accepts_response_payload": False,
+            # Slack sends 0 and "" on a first delivery, so Bolt sets x-slack-retry-num: "0" even then
+            "retry_attempt": retry_attempt or 0,
+            "retry_reason": retry_reason or ("http_timeout" if retry_attempt else ""),
+            "payload": payload,
+        }
+
+    def slash_command_envelope(
+        self,
+        command: str = "/claude",
+        text: str = "",
+        *,
+        user_id: str = "U0ALICE",
+        channel_id: str = "C0GENERAL",
+        response_url: str | None = None,
+    ) -> Params:
+        n = next(self._counter)
+        payload = {
+            "token": VERIFICATION_TOKEN,
+            "team_id": self.team_id,
+            "team_domain": "fakeco",
+            "channel_id": channel_id,
+            "channel_name": self._channel_info(channel_id)["name"],
+            "user_id": user_id,
+            "user_name": self.users.get(user_id, {}).get("name", user_id.lower()),
+            "command": command,
+            "text": text,
+            "api_app_id": APP_ID,
+            "is_enterprise_install": "false",
+            "response_url": response_url or self.response_url(f"cmd{n}"),
+            "trigger_id": f"{n}.{n:010d}.fake{uuid.uuid4().hex}",
+        }
+        return {
+            "envelope_id": str(uuid.uuid4()),
+            "type": "slash_commands",
+            "accepts_response_payload": True,
+            "payload": payload,
+        }
+
+    async def send_envelope(self, envelope: Params) -> None:
+        ws = self._live_socket()
+        assert ws is not None, "FakeSlack: no Socket Mode client is connected"
+        # Slack delivers events only from channels that exist, so later reads of them must not fail
+        payload = envelope.get("payload") or {}
+        event = payload.get("event") or {}
+        for channel in (
+            payload.get("channel_id"),
+            event.get("channel"),
+            (event.get("assistant_thread") or {}).get("channel_id"),
+        ):
+            if isinstance(channel, str):
+                self._history.setdefault(channel, {})
+        await ws.send_str(json.dumps(envelope))
+
+    async def disconnect(self, reason: str = "refresh_requested") -> None:
+        await self.send_envelope(
+            {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}
+        )
+
+    def _live_socket(self) -> web.WebSocketResponse | None:
+        return next((ws for ws in reversed(self.sockets) if not ws.closed), None)
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()  # autoping answers the client's pings
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({**HELLO, "num_connections": len(self.sockets)})
+        self.socket_connections += 1
+        await self._notify()
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT and "envelope_id" in (frame := json.loads(msg.data)):
+                    self.acks[frame["envelope_id"]] = frame
+                    await self._notify()
+        finally:
+            self.sockets.remove(ws)
+        return ws
+
+    # HTTP
+
+    async def _record(self, call: Call) -> _Fault | None:
+        self.calls.append(call)
+        await self._notify()
+        delay = self._delays.get(call.method, 0.0) + (self.latency if call.method != "response_url" else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        fault = self._faults[call.method].popleft() if self._faults[call.method] else None
+        if fault and fault.delay:
+            await asyncio.sleep(fault.delay)
+        return fault
+
+    @staticmethod
+    def _fault_response(fault: _Fault) -> web.Response:
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+        return web.json_response(_err(fault.error), status=fault.status, headers=headers)
+
+    @staticmethod
+    def _headers(request: web.Request) -> dict[str, str]:
+        return {name.lower(): value for name, value in request.headers.items()}
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        params = {**await _read_params(request), "_name": request.match_info["name"]}
+        if fault := await self._record(Call("response_url", params, self._headers(request))):
+            return self._fault_response(fault)
+        return web.Response(text="ok")
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _read_params(request)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ") or params.pop("token", "")
+        if fault := await self._record(Call(method, params, self._headers(request))):
+            return self._fault_response(fault)
+        if (handler := self._handlers.get(method)) is None:
+            return web.json_response(_err("unknown_method"))
+        if token != (self.app_token if method == "apps.connections.open" else self.bot_token):
+            known = token in (self.bot_token, self.app_token)
+            return web.json_response(_err("not_allowed_token_type" if known else "invalid_auth"))
+        return web.json_response(handler(params))
+
+    # Web API methods
+
+    def _auth_test(self, _: Params) -> Params:
+        return {
+            "ok": True,
+            "url": "https://fakeco.slack.com/",
+            "team": "FakeCo",
+            "user": "claude",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _users_info(self, params: Params) -> Params:
+        user = self.users.get(params.get("user", ""))
+        return {"ok": True, "user": user} if user else _err("user_not_found")
+
+    def _channel_info(self, channel_id: str) -> Params:
+        if channel_id in self.channels:
+            return self.channels[channel_id]
+        kind = channel_id[:1]
+        return {
+            "id": channel_id,
+            "name": channel_id.lower(),
+            "is_channel": kind == "C",
+            "is_group": kind == "G",
+            "is_im": kind == "D",
+            "is_private": kind in ("G", "D"),
+            "is_member": True,
+            **dict.fromkeys(("is_mpim", "is_archived", "is_shared", "is_ext_shared", "is_org_shared"), False),
+        }
+
+    def _new_ts(self) -> str:
+        # the real clock, as in Slack, but strictly increasing so every ts is unique
+        self._last_ts = max(Decimal(time.time()).quantize(MICROSECOND), self._last_ts + MICROSECOND)
+        return str(self._last_ts)
+
+    def _find(self, channel: str, ts: str) -> Params | None:
+        replies = (
+            m for (c, _), thread in self._threads.items() if c == channel for m in thread if m["ts"] == ts
+        )
+        return self._history.get(channel, {}).get(ts) or next(replies, None)
+
+    def _page(self, messages: list[Params], params: Params, *, newest_first: bool) -> Params:
+        inclusive = _truthy(params.get("inclusive"))
+        try:
+            oldest = Decimal(params.get("oldest") or 0)
+            latest = Decimal(params["latest"]) if params.get("latest") else None
+            cursor = params.get("cursor")
+            start = Decimal(base64.b64decode(cursor).decode().removeprefix("next_ts:")) if cursor else None
+        except (InvalidOperation, binascii.Error, UnicodeDecodeError):
+            return _err("invalid_cursor" if params.get("cursor") else "invalid_arguments")
+        selected = [
+            m
+            for m in sorted(messages, key=_ts, reverse=newest_first)
+            if (_ts(m) >= oldest if inclusive else _ts(m) > oldest)
+            and (latest is None or (_ts(m) <= latest if inclusive else _ts(m) < latest))
+            and (start is None or (_ts(m) <= start if newest_first else _ts(m) >= start))
+        ]
+        size = min(int(params.get("limit") or 1000), self.page_size)
+        page, rest = selected[:size], selected[size:]
+        next_cursor = base64.b64encode(f"next_ts:{rest[0]['ts']}".encode()).decode() if rest else ""
+        return {
+            "ok": True,
+            "messages": page,
+            "has_more": bool(rest),
+            "response_metadata": {"next_cursor": next_cursor},
+        }
+
+    def _replies(self, params: Params) -> Params:
+        channel, ts = params.get("channel", ""), params.get("ts", "")
+        if channel not in self._history and channel not in self.channels:
+            return _err("channel_not_found")
+        thread = self._threads.get((channel, ts))
+        if thread is None:  # Slack answers a reply's (or a lone message's) ts with just that message
+            message = self._find(channel, ts)
+            if message is None:
+                return _err("thread_not_found")
+            thread = [message]
+        return self._page(thread, params, newest_first=False)
+
+    def _history_page(self, params: Params) -> Params:
+        history = self._history.get(params.get("channel", ""))
+        if history is None:
+            return _err("channel_not_found")
+        return self._page(list(history.values()), params, newest_first=True)
+
+    def _post_message(self, params: Params) -> Params:
+        channel = params.get("channel")
+        if not channel:
+            return _err("channel_not_found")
+        if not any(params.get(k) for k in ("text", "blocks", "markdown_text", "attachments")):
+            return _err("no_text")
+        ts = self._new_ts()
+        message: Params = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": APP_ID,
+            "text": params.get("text") or params.get("markdown_text") or "",
+            "ts": ts,
+            "team": self.team_id,
+            "bot_profile": {"id": self.bot_id, "app_id": APP_ID, "name": "Claude", "team_id": self.team_id},
+        }
+        if params.get("blocks"):
+            message["blocks"] = _json_field(params["blocks"])
+        history = self._history.setdefault(channel, {})
+        if thread_ts := params.get("thread_ts"):
+            message["thread_ts"] = thread_ts
+            if (channel, thread_ts) not in self._threads:
+                self._threads[(channel, thread_ts)] = [history[thread_ts]] if thread_ts in history else []
+            self._threads[(channel, thread_ts)].append(message)
+            if _truthy(params.get("reply_broadcast")):
+                history[ts] = message
+        else:
+            history[ts] = message  # threaded replies stay out of history, as in Slack
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _update(self, params: Params) -> Params:
+        channel, ts = params.get("channel", ""), params.get("ts", "")
+        message = self._find(channel, ts)
+        if message is None:
+            return _err("message_not_found")
+        if "markdown_text" in params:
+            message["text"] = params["markdown_text"]
+        message.update(
+            {k: _json_field(v) if k == "blocks" else v for k, v in params.items() if k in ("text", "blocks")}
+        )
+        message["edited"] = {"user": self.bot_user_id, "ts": self._new_ts()}
+        return {"ok": True, "channel": channel, "ts": ts, "text": message.get("text", ""), "message": message}
+
+    def _delete(self, params: Params) -> Params:
+        channel, ts = params.get("channel", ""), params.get("ts", "")
+        self._history.get(channel, {}).pop(ts, None)
+        for (thread_channel, _), thread in self._threads.items():
+            if thread_channel == channel:
+                thread[:] = [m for m in thread if m["ts"] != ts]
+        return {"ok": True, "channel": channel, "ts": ts}

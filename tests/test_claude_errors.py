@@ -1,0 +1,98 @@
+"""Claude's failures reach the user as one short sentence in the thread; the bot keeps serving."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
+from bot.pipeline.reply import ERROR_SENTENCES, FALLBACK_SENTENCE
+from tests.conftest import CHANNEL, mention
+
+# As deployed: the SDK retries twice before the bot gives up.
+with_sdk_retries = pytest.mark.parametrize("bot_overrides", [{"CLAUDE_MAX_RETRIES": "2"}], indirect=True)
+
+
+async def ask_and_get_reply(bot, ts: str) -> str:
+    await bot.send_event(mention("<@U0BOT> hello", ts=ts))
+    posts = await bot.slack.wait_for(
+        "chat.postMessage", count=len(bot.slack.calls_to("chat.postMessage")) + 1
+    )
+    return posts[-1].params["text"]
+
+
+@pytest.mark.parametrize(
+    ("inject", "expected"),
+    [
+        (lambda c: c.fail(529, times=3, retry_after_ms=1), ClaudeBusy),
+        (lambda c: c.fail(429, times=3, retry_after_ms=1), ClaudeBusy),
+        (lambda c: c.fail(500, times=3, retry_after_ms=1), ClaudeUnavailable),
+        (lambda c: c.drop_connection(times=3), ClaudeUnavailable),
+        (lambda c: c.drop_connection(after_chunks=1), ClaudeUnavailable),
+        (lambda c: c.fail_midstream(after_chunks=1), ClaudeBusy),
+        (lambda c: c.fail(400), ClaudeRejected),
+        (lambda c: c.fail(401), ClaudeMisconfigured),
+        (lambda c: c.fail(404), ClaudeMisconfigured),
+    ],
+    ids=[
+        "overloaded",
+        "rate_limited",
+        "server_error",
+        "dropped_connection",
+        "dropped_mid_stream",
+        "error_mid_stream",
+        "bad_request",
+        "bad_key",
+        "unknown_model",
+    ],
+)
+@with_sdk_retries
+async def test_claude_failure_becomes_one_short_sentence_then_the_next_ask_is_answered(bot, inject, expected):
+    inject(bot.claude)
+
+    text = await ask_and_get_reply(bot, "10.000001")
+    assert text == f":warning: {ERROR_SENTENCES[expected]}"
+    assert "Traceback" not in text and "Error code" not in text
+
+    bot.claude.reply("Back to normal.")
+    assert await ask_and_get_reply(bot, "10.000002") == "Back to normal."
+
+
+@with_sdk_retries
+async def test_transient_overload_is_retried_by_the_sdk_and_answered(bot):
+    bot.claude.fail(529, times=2, retry_after_ms=1)
+    bot.claude.reply("Answered after retries.")
+
+    assert await ask_and_get_reply(bot, "20.000001") == "Answered after retries."
+    assert len(bot.claude.requests) == 3
+
+
+@pytest.mark.parametrize("bot_overrides", [{"CLAUDE_TIMEOUT_SECONDS": "1"}], indirect=True)
+async def test_claude_that_never_answers_times_out_with_a_short_sentence(bot):
+    bot.claude.hang()
+
+    text = await ask_and_get_reply(bot, "30.000001")
+    assert text == f":warning: {ERROR_SENTENCES[ClaudeUnavailable]}"
+
+
+async def test_slack_refusing_the_thread_read_is_explained_in_the_thread(bot):
+    bot.slack.fail("conversations.replies", error="channel_not_found")
+    await bot.send_event(mention("<@U0BOT> summarise", ts="40.000002", thread_ts="40.000001"))
+
+    [post] = await bot.slack.wait_for("chat.postMessage")
+    assert post.params["thread_ts"] == "40.000001"
+    assert "couldn't read this conversation" in post.params["text"]
+    assert not bot.claude.requests
+
+
+async def test_request_carries_no_retention_flag_and_an_opaque_user(bot):
+    await bot.send_event(mention("<@U0BOT> hi", ts="50.000001", channel=CHANNEL))
+    await bot.slack.wait_for("chat.postMessage")
+
+    [request] = bot.claude.requests
+    assert "data_retention" not in request.body
+    assert set(request.body) <= {"model", "max_tokens", "system", "messages", "metadata", "stream"}
+    user_hash = request.body["metadata"]["user_id"]
+    assert len(user_hash) == 64 and "U0ALICE" not in user_hash
+    assert request.body["model"] == "claude-sonnet-5-5"
+    assert request.body["stream"] is True
+    assert FALLBACK_SENTENCE  # the generic sentence exists for unexpected failures

@@ -1,0 +1,82 @@
+"""Configuration: defaults, and one clear line naming the variable when something is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import DEFAULT_MODEL, ConfigError, Settings
+
+BASE = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1", "ANTHROPIC_API_KEY": "k"}
+
+
+def test_defaults():
+    settings = Settings.from_env(BASE)
+    assert settings.socket_mode
+    assert settings.port == 3000
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.claude_model == DEFAULT_MODEL
+    assert settings.slash_command == "/claude"
+    assert settings.log_level == "INFO"
+    assert settings.claude_max_retries == 2
+
+
+def test_http_mode_when_only_a_signing_secret_is_set():
+    env = {**BASE, "SLACK_SIGNING_SECRET": "s"}
+    del env["SLACK_APP_TOKEN"]
+    assert not Settings.from_env(env).socket_mode
+
+
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"SLACK_BOT_TOKEN": ""}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_BOT_TOKEN": "xoxp-user-token"}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_APP_TOKEN": "xoxb-wrong"}, "SLACK_APP_TOKEN"),
+        ({"SLACK_APP_TOKEN": ""}, "SLACK_APP_TOKEN"),
+        ({"ANTHROPIC_API_KEY": ""}, "ANTHROPIC_API_KEY"),
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"CLAUDE_MAX_TOKENS": "0"}, "CLAUDE_MAX_TOKENS"),
+        ({"CONTEXT_BUDGET_TOKENS": "many"}, "CONTEXT_BUDGET_TOKENS"),
+        ({"SLASH_COMMAND": "claude"}, "SLASH_COMMAND"),
+    ],
+)
+def test_bad_variable_is_named(change, variable):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, **change})
+    assert str(caught.value).startswith(f"{variable}:")
+
+
+def test_secrets_are_not_echoed_in_errors():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "SLACK_BOT_TOKEN": "xoxp-secret-value"})
+    assert "secret-value" not in str(caught.value)
+
+
+def run_bot(env: dict[str, str], cwd) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_missing_variable_exits_with_one_line_and_no_traceback(tmp_path):
+    result = run_bot({"SLACK_APP_TOKEN": "xapp-1", "ANTHROPIC_API_KEY": "k"}, tmp_path)
+    assert result.returncode != 0
+    assert result.stderr == "configuration error: SLACK_BOT_TOKEN: required but not set\n"
+    assert result.stdout == ""
+
+
+def test_dotenv_in_the_working_directory_is_read_and_the_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text("SLACK_BOT_TOKEN=xoxb-from-dotenv\nSLACK_APP_TOKEN=xapp-1\nPORT=3000\n")
+    result = run_bot({"PORT": "not-a-port", "ANTHROPIC_API_KEY": "k"}, tmp_path)
+    assert result.stderr.startswith("configuration error: PORT:")  # SLACK_BOT_TOKEN came from .env

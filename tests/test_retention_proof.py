@@ -1,0 +1,219 @@
+"""The retention promise, end to end: `python -m bot` runs against the fakes and no content escapes it.
+
+Every Slack message, display name and Claude answer carries a unique canary. The bot runs as its own
+process at LOG_LEVEL=DEBUG (and at INFO for bad signatures, which slack_bolt logs with the raw body);
+no canary may appear in what it printed or in any file under its working directory, HOME or TMPDIR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiohttp
+from slack_sdk.signature import SignatureVerifier
+
+from tests.conftest import ALICE, BOB, CHANNEL, DM, bot_env, bot_said, direct_message, mention, said
+
+SECRET = "proof-signing-secret"
+
+
+class Canaries:
+    def __init__(self) -> None:
+        self.issued: list[str] = []
+
+    def __call__(self, label: str = "") -> str:
+        canary = f"CANARY{label}{uuid.uuid4().hex}"
+        self.issued.append(canary)
+        return canary
+
+    def found_in(self, text: str) -> list[str]:
+        return [canary for canary in self.issued if canary in text]
+
+
+class BotProcess:
+    """`python -m bot` in a sandbox of its own: working directory, HOME and TMPDIR under tmp_path."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.dirs = [tmp_path / "work", tmp_path / "home", tmp_path / "tmp"]
+        for folder in self.dirs:
+            folder.mkdir()
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.dirs[1]),
+            "TMPDIR": str(self.dirs[2]),
+            **env,
+        }
+        self.output: list[str] = []
+        self._listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=self.dirs[0],
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            text = line.decode(errors="replace")
+            self.output.append(text)
+            if "listening over" in text:
+                self._listening.set()
+
+    async def wait_listening(self) -> None:
+        await asyncio.wait_for(self._listening.wait(), timeout=30)
+
+    async def stop(self, *, signal_first: bool = True) -> str:
+        if signal_first and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(self.process.wait(), timeout=30)
+        await self._reader
+        return "".join(self.output)
+
+    def written_files(self) -> str:
+        contents = []
+        for folder in self.dirs:
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    contents.append(f"{path}\n{path.read_bytes().decode(errors='replace')}")
+        return "\n".join(contents)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def now_ts(offset: float = 0.0) -> str:
+    return f"{time.time() + offset:.6f}"
+
+
+async def test_socket_mode_at_debug_keeps_no_content_in_logs_or_files(slack, claude, tmp_path):
+    canary = Canaries()
+    slack.add_user(ALICE, display_name=canary("name"), real_name=canary("name"))
+    slack.add_user(BOB, display_name=canary("name"), real_name=canary("name"))
+    claude.responder = lambda _body: f"Answer with **markdown** {canary('answer')}"
+    root, reply, mention_ts = now_ts(-30), now_ts(-20), now_ts(-10)
+    slack.add_thread(
+        CHANNEL,
+        [
+            said(BOB, canary("thread"), root),
+            bot_said(canary("earlier-answer"), reply),
+            said(ALICE, f"<@U0BOT> {canary('question')}", mention_ts),
+        ],
+    )
+    dm_old, dm_now = now_ts(-60), now_ts()
+    dm_question = canary("dm")
+    slack.add_history(DM, [said(ALICE, canary("dm-history"), dm_old), said(ALICE, dm_question, dm_now)])
+
+    bot = BotProcess(tmp_path, bot_env(slack, claude, LOG_LEVEL="DEBUG"))
+    await bot.start()
+    try:
+        await slack.wait_for_socket(timeout=30)
+        frames = [
+            slack.events_api_envelope(
+                mention(f"<@U0BOT> {canary('question')}", ts=mention_ts, thread_ts=root)
+            ),
+            slack.events_api_envelope(direct_message(dm_question, ts=dm_now)),
+            slack.slash_command_envelope("/claude", canary("command")),
+            # Ignored, redelivered and failing requests log too: they must keep content out as well.
+            slack.events_api_envelope(
+                direct_message(canary("bot"), ts=now_ts(), subtype="bot_message", bot_id="B0OTHER")
+            ),
+            slack.events_api_envelope(
+                direct_message(canary("edit"), ts=now_ts(), subtype="message_changed"), retry_attempt=1
+            ),
+        ]
+        for frame in frames:
+            await slack.send_envelope(frame)
+            await slack.wait_for_ack(frame["envelope_id"], timeout=30)
+        await slack.wait_for("chat.postMessage", count=2, timeout=30)
+        await slack.wait_for("response_url", timeout=30)
+        claude.fail(500)
+        await slack.send_envelope(
+            slack.events_api_envelope(mention(f"<@U0BOT> {canary('failing')}", ts=now_ts()))
+        )
+        await slack.wait_for("chat.postMessage", count=3, timeout=30)
+    finally:
+        output = await bot.stop()
+
+    assert "answered" in output and "ignored: from_a_bot" in output  # it did log, at DEBUG too
+    assert len(claude.requests) == 4
+    assert canary.found_in(output) == []
+    assert canary.found_in(bot.written_files()) == []
+
+
+async def test_http_mode_bad_signatures_at_info_keep_no_content_in_logs(slack, claude, tmp_path):
+    canary = Canaries()
+    claude.responder = lambda _body: canary("answer")
+    port = free_port()
+    env = bot_env(
+        slack, claude, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET, PORT=str(port), LOG_LEVEL="INFO"
+    )
+    bot = BotProcess(tmp_path, env)
+    await bot.start()
+    url = f"http://127.0.0.1:{port}/slack/events"
+    try:
+        await bot.wait_listening()
+        async with aiohttp.ClientSession() as session:
+
+            async def post(body: str, content_type: str, secret: str) -> int:
+                timestamp = str(int(time.time()))
+                headers = {
+                    "Content-Type": content_type,
+                    "X-Slack-Request-Timestamp": timestamp,
+                    "X-Slack-Signature": SignatureVerifier(secret).generate_signature(
+                        timestamp=timestamp, body=body
+                    ),
+                }
+                async with session.post(url, data=body, headers=headers) as response:
+                    return response.status
+
+            event = slack.events_api_envelope(mention(f"<@U0BOT> {canary('forged')}", ts=now_ts()))["payload"]
+            command = urlencode({"command": "/claude", "text": canary("forged-command"), "user_id": ALICE})
+            assert await post(json.dumps(event), "application/json", "forged-secret") == 401
+            assert await post(command, "application/x-www-form-urlencoded", "forged-secret") == 401
+            genuine = slack.events_api_envelope(mention(f"<@U0BOT> {canary('genuine')}", ts=now_ts()))[
+                "payload"
+            ]
+            assert await post(json.dumps(genuine), "application/json", SECRET) == 200
+            await slack.wait_for("chat.postMessage", timeout=30)
+    finally:
+        output = await bot.stop()
+
+    assert "listening over HTTP" in output
+    assert len(claude.requests) == 1
+    assert canary.found_in(output) == []
+    assert canary.found_in(bot.written_files()) == []
+
+
+async def test_bot_token_rejected_at_start_is_one_line_naming_it(slack, claude, tmp_path):
+    bot = BotProcess(tmp_path, bot_env(slack, claude, SLACK_BOT_TOKEN="xoxb-revoked"))
+    await bot.start()
+    output = await bot.stop(signal_first=False)  # it exits by itself
+    assert bot.process.returncode == 1
+    assert output == "startup error: SLACK_BOT_TOKEN: Slack rejected it (invalid_auth)\n"
+
+
+async def test_sigterm_stops_the_bot_cleanly(slack, claude, tmp_path):
+    bot = BotProcess(tmp_path, bot_env(slack, claude))
+    await bot.start()
+    await slack.wait_for_socket(timeout=30)
+    output = await bot.stop()
+    assert bot.process.returncode == 0, output
