@@ -57,6 +57,8 @@ async def answered_only(bot, marker: str) -> None:
 async def test_ignored_events_are_acknowledged_and_not_answered(bot, event):
     await bot.send_event(event)  # returns only once acked
     await answered_only(bot, "the only question")
+    reads = [call for call in bot.slack.calls if call.method.startswith(("conversations.", "users."))]
+    assert reads and {call.params.get("channel", DM) for call in reads} == {DM}  # only the marker's DM
 
 
 @pytest.mark.parametrize(
