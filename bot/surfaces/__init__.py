@@ -5,9 +5,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from bot.pipeline.ask import Ask
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+
+from bot.pipeline.ask import Ask, BotIdentity
 
 Answer = Callable[[Ask], Awaitable[None]]
+ToAsk = Callable[[Mapping[str, Any], BotIdentity], Ask | None]
+
+
+def answer_event(app: AsyncApp, event_type: str, to_ask: ToAsk, answer: Answer) -> None:
+    """Listen for `event_type`; answer the Ask it translates to, if any (Bolt has acked already)."""
+
+    async def on_event(body: dict[str, Any], context: AsyncBoltContext) -> None:
+        ask = to_ask(body, BotIdentity(context.bot_user_id, context.bot_id))
+        if ask is not None:
+            await answer(ask)
+
+    app.event(event_type)(on_event)
 
 
 def event_fields(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str, str, str] | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, RecentDirectMessages, SlackMessage, Thread
-from bot.surfaces import Answer, event_fields
+from bot.surfaces import Answer, answer_event, event_fields
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
@@ -33,8 +33,4 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
 
 def register(app: AsyncApp, answer: Answer) -> None:
     # Every message event, so none goes unacknowledged; only a person's DM is answered.
-    @app.event("message")
-    async def on_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
-        ask = to_ask(body, BotIdentity(context.bot_user_id, context.bot_id))
-        if ask is not None:
-            await answer(ask)
+    answer_event(app, "message", to_ask, answer)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, SlackMessage, Thread
-from bot.surfaces import Answer, event_fields
+from bot.surfaces import Answer, answer_event, event_fields
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
@@ -31,8 +31,4 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
 
 
 def register(app: AsyncApp, answer: Answer) -> None:
-    @app.event("app_mention")
-    async def on_mention(body: dict[str, Any], context: AsyncBoltContext) -> None:
-        ask = to_ask(body, BotIdentity(context.bot_user_id, context.bot_id))
-        if ask is not None:
-            await answer(ask)
+    answer_event(app, "app_mention", to_ask, answer)

@@ -8,10 +8,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.fakes.loopback import LoopbackServer
 
 ALLOWED_FIELDS = frozenset(
     "model max_tokens messages system metadata stop_sequences stream temperature top_p top_k tools"
@@ -64,7 +65,7 @@ class _Invalid(Exception):
     """What the real API would reject with 400 invalid_request_error; the text is the API's message."""
 
 
-class FakeClaude:
+class FakeClaude(LoopbackServer):
     def __init__(self) -> None:
         self.requests: list[ClaudeRequest] = []
         self.responder: Callable[[dict[str, Any]], str] = lambda _body: "Hello from fake Claude."
@@ -78,28 +79,15 @@ class FakeClaude:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
-        self._server = TestServer(app, host="127.0.0.1")
-        self._port: int | None = None
-
-    async def start(self) -> None:
-        await self._server.start_server(shutdown_timeout=1.0)
-        self._port = self._server.port
+        super().__init__(app)
 
     async def close(self) -> None:
-        self._closing.set()
-        await self._server.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
+        self._closing.set()  # releases hung requests
+        await super().close()
 
     @property
     def base_url(self) -> str:
-        assert self._port is not None, "FakeClaude not started"
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
     # --- scripting ---
 

@@ -13,10 +13,11 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp.test_utils import TestServer
+
+from tests.fakes.loopback import LoopbackServer
 
 APP_ID = "A0APP"
 VERIFICATION_TOKEN = "FAKEverificationTOKEN0000"
@@ -74,7 +75,7 @@ async def _read_params(request: web.Request) -> Params:
     return params
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     def __init__(
         self,
         *,
@@ -119,29 +120,14 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response_url/{name}", self._response_url)
         app.router.add_get("/socket-mode", self._socket)
-        self._server = TestServer(app, host="127.0.0.1")
+        super().__init__(app)
 
     # lifecycle and URLs
-
-    async def start(self) -> None:
-        await self._server.start_server(shutdown_timeout=1.0)
 
     async def close(self) -> None:
         for ws in list(self.sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY)
-        await self._server.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    @property
-    def port(self) -> int:
-        assert self._server.port is not None, "FakeSlack is not started"
-        return self._server.port
+        await super().close()
 
     @property
     def api_url(self) -> str:
