@@ -20,7 +20,7 @@ from bot import guards
 from bot.config import Settings
 from bot.logs import BOLT_LOGGER
 from bot.pipeline.answer import Answerer
-from bot.surfaces import direct_message, mention, slash_command
+from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_command
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,10 @@ def build_app(settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic)
     guards.register(app, guards.RecentEventIds())
     answer = Answerer(settings, slack, claude)
     mention.register(app, answer)
+    assistant.register(app, answer, answer.stop)  # before direct_message: it takes the DM's threads
     direct_message.register(app, answer)
     slash_command.register(app, answer, settings.slash_command)
+    shortcuts.register(app, answer)
     # Acknowledge any other event, so Slack does not redeliver what we do not handle.
     app.event(re.compile(".*"))(_acknowledge_only)
     return app

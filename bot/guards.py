@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.response import BoltResponse
+
+from bot.expiring import ExpiringMap
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +21,12 @@ class RecentEventIds:
     """Event ids seen lately, so a redelivery is not answered twice. Ids only, for `ttl_seconds`."""
 
     def __init__(self, ttl_seconds: float = 3600.0, max_ids: int = 100_000) -> None:
-        self._ttl = ttl_seconds
-        self._max = max_ids
-        self._expiry: OrderedDict[str, float] = OrderedDict()
+        self._seen: ExpiringMap[str, bool] = ExpiringMap(ttl_seconds, max_ids)
 
     def first_time(self, event_id: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        while self._expiry and next(iter(self._expiry.values())) <= now:
-            self._expiry.popitem(last=False)
-        if event_id in self._expiry:
+        if self._seen.get(event_id, now):
             return False
-        if len(self._expiry) >= self._max:
-            self._expiry.popitem(last=False)
-        self._expiry[event_id] = now + self._ttl
+        self._seen.put(event_id, True, now)
         return True
 
 

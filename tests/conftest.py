@@ -73,6 +73,14 @@ class RunningBot:
         await self.slack.wait_for_ack(frame["envelope_id"])
         return frame
 
+    async def finished(self, count: int = 1) -> None:
+        """Wait until `count` answers shown by a reaction are complete: the reaction is removed last."""
+        await self.slack.wait_for("reactions.remove", count=count)
+
+    def replies(self, channel: str, thread_ts: str) -> list[str]:
+        """The bot's messages in a thread, as they read now."""
+        return self.slack.thread_texts(channel, thread_ts)
+
     async def send_command(self, text: str, **fields: Any) -> dict[str, Any]:
         """Run the slash command over Socket Mode; returns the ack frame."""
         frame = self.slack.slash_command_envelope(self.settings.slash_command, text, **fields)

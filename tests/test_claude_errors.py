@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
+from bot.pipeline.context import ContextUnavailable
 from bot.pipeline.reply import ERROR_SENTENCES, FALLBACK_SENTENCE
 from tests.conftest import CHANNEL, mention
 
@@ -13,11 +14,10 @@ with_sdk_retries = pytest.mark.parametrize("bot_overrides", [{"CLAUDE_MAX_RETRIE
 
 
 async def ask_and_get_reply(bot, ts: str) -> str:
+    """Mention the bot at top level; the whole of what it answered in the new thread."""
     await bot.send_event(mention("<@U0BOT> hello", ts=ts))
-    posts = await bot.slack.wait_for(
-        "chat.postMessage", count=len(bot.slack.calls_to("chat.postMessage")) + 1
-    )
-    return posts[-1].params["text"]
+    await bot.finished(count=len(bot.slack.calls_to("reactions.remove")) + 1)
+    return "\n".join(bot.replies(CHANNEL, ts))
 
 
 @pytest.mark.parametrize(
@@ -27,8 +27,6 @@ async def ask_and_get_reply(bot, ts: str) -> str:
         (lambda c: c.fail(429, times=3, retry_after_ms=1), ClaudeBusy),
         (lambda c: c.fail(500, times=3, retry_after_ms=1), ClaudeUnavailable),
         (lambda c: c.drop_connection(times=3), ClaudeUnavailable),
-        (lambda c: c.drop_connection(after_chunks=1), ClaudeUnavailable),
-        (lambda c: c.fail_midstream(after_chunks=1), ClaudeBusy),
         (lambda c: c.fail(400), ClaudeRejected),
         (lambda c: c.fail(401), ClaudeMisconfigured),
         (lambda c: c.fail(404), ClaudeMisconfigured),
@@ -38,8 +36,6 @@ async def ask_and_get_reply(bot, ts: str) -> str:
         "rate_limited",
         "server_error",
         "dropped_connection",
-        "dropped_mid_stream",
-        "error_mid_stream",
         "bad_request",
         "bad_key",
         "unknown_model",
@@ -55,6 +51,23 @@ async def test_claude_failure_becomes_one_short_sentence_then_the_next_ask_is_an
 
     bot.claude.reply("Back to normal.")
     assert await ask_and_get_reply(bot, "10.000002") == "Back to normal."
+
+
+@pytest.mark.parametrize(
+    ("inject", "expected"),
+    [
+        (lambda c: c.drop_connection(after_chunks=2), ClaudeUnavailable),
+        (lambda c: c.fail_midstream(after_chunks=2), ClaudeBusy),
+    ],
+    ids=["dropped_mid_stream", "error_mid_stream"],
+)
+async def test_failure_mid_stream_keeps_the_partial_answer_with_a_note(bot, inject, expected):
+    bot.claude.chunk_chars = 5
+    bot.claude.reply("First words, then more words that never arrive.")
+    inject(bot.claude)
+
+    text = await ask_and_get_reply(bot, "15.000001")
+    assert text == f"First word\n\n_(Cut off: {ERROR_SENTENCES[expected]})_"
 
 
 @with_sdk_retries
@@ -78,15 +91,15 @@ async def test_slack_refusing_the_thread_read_is_explained_in_the_thread(bot):
     bot.slack.fail("conversations.replies", error="channel_not_found")
     await bot.send_event(mention("<@U0BOT> summarise", ts="40.000002", thread_ts="40.000001"))
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert post.params["thread_ts"] == "40.000001"
-    assert "couldn't read this conversation" in post.params["text"]
+    await bot.finished()
+    [reply] = bot.replies(CHANNEL, "40.000001")
+    assert reply == f":warning: {ERROR_SENTENCES[ContextUnavailable]}"
     assert not bot.claude.requests
 
 
 async def test_request_carries_no_retention_flag_and_an_opaque_user(bot):
     await bot.send_event(mention("<@U0BOT> hi", ts="50.000001", channel=CHANNEL))
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
 
     [request] = bot.claude.requests
     assert "data_retention" not in request.body

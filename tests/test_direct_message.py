@@ -26,10 +26,9 @@ async def test_dm_answers_in_the_dm_with_recent_messages_as_context(bot):
 
     await bot.send_event(direct_message("And for conferences abroad?", ts=question))
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert post.params["channel"] == DM
-    assert post.params.get("thread_ts") in (None, "")
-    assert post.params["text"] == "Ask your manager first."
+    await bot.finished()
+    assert bot.slack.top_level_texts(DM) == ["Book through the portal.", "Ask your manager first."]
+    assert {call.params.get("thread_ts") for call in bot.slack.calls_to("chat.postMessage")} == {None}
     history = bot.slack.calls_to("conversations.history")[0]
     assert float(history.params["oldest"]) > time.time() - 24 * 3600 - 60
     assert bot.claude.requests[0].body["messages"] == [
@@ -47,8 +46,8 @@ async def test_dm_in_a_thread_reads_that_thread_and_answers_in_it(bot):
 
     await bot.send_event(direct_message("Shorter please", ts=reply, thread_ts=root))
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert post.params["thread_ts"] == root
+    await bot.slack.wait_for("assistant.threads.setStatus", count=2)  # cleared once the answer is done
+    assert bot.replies(DM, root) == ["Hello from fake Claude."]
     assert not bot.slack.calls_to("conversations.history")
     assert bot.claude.requests[0].body["messages"] == [
         {"role": "user", "content": "Alice: Draft an announcement\n\nAlice: Shorter please"}
@@ -60,7 +59,7 @@ async def test_dm_with_a_file_and_text_is_answered(bot):
     event = direct_message("What does this log say?", ts=ts, subtype="file_share", files=[{"id": "F1"}])
     await bot.send_event(event)
 
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     assert bot.claude.requests[0].body["messages"][-1]["content"] == "Alice: What does this log say?"
 
 
@@ -69,6 +68,6 @@ async def test_message_in_a_channel_is_not_answered(bot):
     await bot.send_event(event)
     await bot.send_event(direct_message("a real DM", ts=now_ts()))
 
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     assert len(bot.claude.requests) == 1
     assert "a real DM" in bot.claude.requests[0].body["messages"][-1]["content"]

@@ -20,7 +20,7 @@ def payload_event(name: str) -> dict:
 async def answered_only(bot, marker: str) -> None:
     """Send a plain DM `marker` after the events under test; once it is answered, earlier ones are done."""
     await bot.send_event(direct_message(marker, ts="999.000001"))
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     assert [r.body["messages"][-1]["content"] for r in bot.claude.requests] == [f"Alice: {marker}"]
     assert len(bot.slack.calls_to("chat.postMessage")) == 1
 
@@ -70,9 +70,9 @@ async def test_redelivered_event_is_answered_once(bot, retry):
     await bot.send_event(event, event_id="Ev0SAME", **retry)
     await bot.send_event(direct_message("marker", ts="999.000001"))
 
-    await bot.slack.wait_for("chat.postMessage", count=2)
+    await bot.finished(count=2)
     assert len(bot.claude.requests) == 2
-    assert sorted(call.params["channel"] for call in bot.slack.calls_to("chat.postMessage")) == [CHANNEL, DM]
+    assert bot.replies(CHANNEL, "10.000001") == ["Hello from fake Claude."]
 
 
 def test_event_ids_are_forgotten_after_their_time_limit():

@@ -81,9 +81,9 @@ async def test_event_is_acked_before_claude_answers_and_answered_after(http_bot,
     status, _ = await http_bot.post_event(payload)
 
     assert status == 200
-    assert not slack.calls_to("chat.postMessage")  # the ack did not wait for Claude
-    [post] = await slack.wait_for("chat.postMessage")
-    assert post.params["thread_ts"] == "2.000001"
+    assert not slack.calls_to("chat.startStream")  # the ack did not wait for Claude
+    await slack.wait_for("reactions.remove")  # the answer is complete
+    assert slack.thread_texts(CHANNEL, "2.000001") == ["Hello from fake Claude."]
 
 
 async def test_retried_delivery_is_acked_and_not_answered_again(http_bot, slack, claude):
@@ -91,14 +91,14 @@ async def test_retried_delivery_is_acked_and_not_answered_again(http_bot, slack,
         "payload"
     ]
     assert (await http_bot.post_event(payload))[0] == 200
-    await slack.wait_for("chat.postMessage")
+    await slack.wait_for("reactions.remove")
     retry = await http_bot.post_event(
         payload, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
     )
     assert retry[0] == 200
     marker = slack.events_api_envelope(mention("<@U0BOT> marker", ts="3.000002"))["payload"]
     await http_bot.post_event(marker)
-    await slack.wait_for("chat.postMessage", count=2)
+    await slack.wait_for("reactions.remove", count=2)
     assert len(claude.requests) == 2
 
 

@@ -20,8 +20,13 @@ def listed_under(heading: str) -> set[str]:
     return items
 
 
-def test_events_are_mentions_and_direct_messages_only():
-    assert listed_under("bot_events") == {"app_mention", "message.im"}
+def test_events_are_invocations_only_and_no_channel_wide_message_events():
+    assert listed_under("bot_events") == {
+        "app_mention",
+        "message.im",
+        "app_home_opened",
+        "agent_session_stopped",
+    }
 
 
 def test_scopes_are_exactly_the_ones_used():
@@ -32,6 +37,8 @@ def test_scopes_are_exactly_the_ones_used():
         "mpim:history",
         "im:history",
         "chat:write",
+        "assistant:write",
+        "reactions:write",
         "commands",
         "users:read",
     }
@@ -41,3 +48,5 @@ def test_socket_mode_is_on_and_the_command_is_the_default():
     text = MANIFEST.read_text()
     assert "socket_mode_enabled: true" in text
     assert "- command: /claude" in text
+    assert "callback_id: ask_about_thread" in text and "callback_id: summarize_thread" in text
+    assert "agent_view:" in text

@@ -22,10 +22,11 @@ async def test_mention_in_thread_answers_in_that_thread_with_the_thread_as_conte
         mention(f"<@{BOT_USER}> what should we do about node 7?", ts="100.000005", thread_ts="100.000001")
     )
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert post.params["channel"] == CHANNEL
-    assert post.params["thread_ts"] == "100.000001"
-    assert post.params["text"] == "Replace node 7."
+    await bot.finished()
+    assert bot.replies(CHANNEL, "100.000001")[-1] == "Replace node 7."
+    [stream] = bot.slack.calls_to("chat.startStream")
+    assert stream.params["recipient_user_id"] == ALICE
+    assert stream.params["recipient_team_id"] == "T0TEAM"
     [request] = bot.claude.requests
     assert request.body["messages"] == [
         {"role": "user", "content": "Bob Builder: Checkout latency spiked at 14:02."},
@@ -44,7 +45,7 @@ async def test_thread_is_read_across_every_page(bot):
     bot.slack.add_thread(CHANNEL, [said(BOB, f"message {n}", f"200.00000{n}") for n in range(1, 8)])
     await bot.send_event(mention("<@U0BOT> sum up", ts="200.000008", thread_ts="200.000001"))
 
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     assert len(bot.slack.calls_to("conversations.replies")) >= 4
     last_turn = bot.claude.requests[0].body["messages"][-1]["content"]
     for n in range(1, 8):
@@ -62,7 +63,7 @@ async def test_thread_context_stops_at_the_mention(bot):
     )
     await bot.send_event(mention("<@U0BOT> question", ts="300.000002", thread_ts="300.000001"))
 
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     [request] = bot.claude.requests
     assert "after the mention" not in str(request.body["messages"])
     assert request.body["messages"][-1]["content"].endswith("Alice: question")
@@ -71,8 +72,8 @@ async def test_thread_context_stops_at_the_mention(bot):
 async def test_top_level_mention_answers_in_a_new_thread_without_reading_history(bot):
     await bot.send_event(mention("<@U0BOT> what is a mutex?", ts="400.000001"))
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert post.params["thread_ts"] == "400.000001"
+    await bot.finished()
+    assert bot.replies(CHANNEL, "400.000001") == ["Hello from fake Claude."]
     assert not bot.slack.calls_to("conversations.replies")
     assert not bot.slack.calls_to("conversations.history")
     assert bot.claude.requests[0].body["messages"] == [{"role": "user", "content": "Alice: what is a mutex?"}]
@@ -84,7 +85,7 @@ async def test_bare_mention_in_a_thread_asks_about_the_thread(bot):
     )
     await bot.send_event(mention("<@U0BOT>", ts="500.000002", thread_ts="500.000001"))
 
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     [message] = bot.claude.requests[0].body["messages"]
     assert message["content"].startswith("Bob Builder: Is the deploy blocked?")
     assert message["content"].endswith("Alice: (mentioned you with no further text)")
@@ -93,12 +94,12 @@ async def test_bare_mention_in_a_thread_asks_about_the_thread(bot):
 async def test_mentioned_people_are_named_for_claude(bot):
     await bot.send_event(mention(f"<@{BOT_USER}> what did <@{BOB}> decide?", ts="600.000001"))
 
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     assert bot.claude.requests[0].body["messages"][0]["content"] == "Alice: what did @Bob Builder decide?"
 
 
 async def test_unknown_user_keeps_their_id_and_the_answer_still_arrives(bot):
     await bot.send_event(mention("<@U0BOT> hello", ts="700.000001", user="U0GHOST"))
 
-    await bot.slack.wait_for("chat.postMessage")
+    await bot.finished()
     assert bot.claude.requests[0].body["messages"][0]["content"] == "U0GHOST: hello"

@@ -1,36 +1,49 @@
-"""Answers arrive readable in Slack: mrkdwn, and long ones split without losing text or breaking code."""
+"""Answers arrive readable in Slack: mrkdwn when posted, Markdown when streamed, long ones split without
+losing text or breaking code, and nothing Claude repeats pings anyone."""
 
 from __future__ import annotations
 
-from bot.pipeline.mrkdwn import split_message, to_mrkdwn
+import time
+
 from bot.pipeline.reply import MESSAGE_LIMIT
-from tests.conftest import mention
+from tests.conftest import CHANNEL, DM, direct_message, mention
+
+EXPECTED_MRKDWN = "*Steps*\n\n1. Run *make*\n2. Read <https://example.com|the docs>\n\nUse `a &lt; b`."
+MARKDOWN = "## Steps\n\n1. Run **make**\n2. Read [the docs](https://example.com)\n\nUse `a < b`."
 
 
-async def test_markdown_answer_is_posted_as_mrkdwn(bot):
-    bot.claude.reply("## Steps\n\n1. Run **make**\n2. Read [the docs](https://example.com)\n\nUse `a < b`.")
+def now_ts() -> str:
+    return f"{time.time():.6f}"
+
+
+async def test_posted_answer_is_mrkdwn(bot):
+    bot.claude.reply(MARKDOWN)
+    await bot.send_event(direct_message("how?", ts=now_ts()))
+
+    await bot.finished()
+    assert bot.slack.top_level_texts(DM) == [EXPECTED_MRKDWN]
+    assert {call.params["unfurl_links"] for call in bot.slack.calls_to("chat.postMessage")} == {False}
+
+
+async def test_streamed_answer_is_markdown_for_slack_to_render(bot):
+    bot.claude.reply(MARKDOWN)
     await bot.send_event(mention("<@U0BOT> how?", ts="1.000001"))
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert post.params["text"] == (
-        "*Steps*\n\n1. Run *make*\n2. Read <https://example.com|the docs>\n\nUse `a &lt; b`."
-    )
-    assert post.params["unfurl_links"] in (False, "false", "0", 0)
+    await bot.finished()
+    assert bot.replies(CHANNEL, "1.000001") == [MARKDOWN]
 
 
-async def test_long_answer_with_code_is_split_into_messages_in_order_without_losing_text(bot):
+async def test_long_posted_answer_is_split_in_order_without_losing_text_or_breaking_code(bot):
     paragraphs = [f"Paragraph {n}: " + "word " * 150 for n in range(12)]
     code = "```python\n" + "\n".join(f"print({n})  # line {n}" for n in range(300)) + "\n```"
-    answer = "\n\n".join(paragraphs[:6] + [code] + paragraphs[6:])
-    bot.claude.reply(answer)
-    await bot.send_event(mention("<@U0BOT> long please", ts="2.000001"))
+    bot.claude.chunk_chars = 400
+    bot.claude.reply("\n\n".join(paragraphs[:6] + [code] + paragraphs[6:]))
+    await bot.send_event(direct_message("long please", ts=now_ts()))
 
-    pieces = len(split_message(to_mrkdwn(answer), MESSAGE_LIMIT))
-    posts = await bot.slack.wait_for("chat.postMessage", count=pieces)
-    texts = [p.params["text"] for p in posts]
-    assert pieces >= 3 and len(texts) == pieces
-    assert {p.params["thread_ts"] for p in posts} == {"2.000001"}
-    assert all(len(text) <= 3_900 for text in texts)
+    await bot.finished()
+    texts = bot.slack.top_level_texts(DM)
+    assert len(texts) >= 3
+    assert all(len(text) <= MESSAGE_LIMIT for text in texts)
     assert all(text.count("```") % 2 == 0 for text in texts)  # every piece opens and closes its code
     joined = "\n".join(texts)
     for n in range(12):
@@ -44,13 +57,27 @@ async def test_answer_cut_at_max_tokens_says_so(bot):
     bot.claude.reply("The first half", stop_reason="max_tokens")
     await bot.send_event(mention("<@U0BOT> go on", ts="3.000001"))
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert post.params["text"] == "The first half\n\n_(The answer was cut off at its length limit.)_"
+    await bot.finished()
+    assert bot.replies(CHANNEL, "3.000001") == [
+        "The first half\n\n_(The answer was cut off at its length limit.)_"
+    ]
 
 
-async def test_mentions_claude_repeats_do_not_ping(bot):
-    bot.claude.reply("Ask <@U0BOB> or tell <!channel>.")
+async def test_mentions_claude_repeats_do_not_ping_when_posted(bot):
+    bot.claude.reply("Ask <@U0BOB> or tell <!channel> in <#C0OTHER>.")
+    await bot.send_event(direct_message("who?", ts=now_ts()))
+
+    await bot.finished()
+    [text] = bot.slack.top_level_texts(DM)
+    assert "<@" not in text and "<!" not in text and "<#" not in text
+
+
+async def test_mentions_claude_repeats_do_not_ping_when_streamed(bot):
+    bot.claude.chunk_chars = 1  # a mention split across pieces must be defused too
+    bot.claude.reply("Ask <@U0BOB> or tell <!channel> in <#C0OTHER>.")
     await bot.send_event(mention("<@U0BOT> who?", ts="4.000001"))
 
-    [post] = await bot.slack.wait_for("chat.postMessage")
-    assert "<@" not in post.params["text"] and "<!" not in post.params["text"]
+    await bot.finished()
+    [text] = bot.replies(CHANNEL, "4.000001")
+    assert "<@" not in text and "<!" not in text and "<#" not in text
+    assert text.replace("\u2060", "") == "Ask <@U0BOB> or tell <!channel> in <#C0OTHER>."

@@ -143,13 +143,13 @@ async def test_socket_mode_at_debug_keeps_no_content_in_logs_or_files(slack, cla
         for frame in frames:
             await slack.send_envelope(frame)
             await slack.wait_for_ack(frame["envelope_id"], timeout=30)
-        await slack.wait_for("chat.postMessage", count=2, timeout=30)
+        await slack.wait_for("reactions.remove", count=2, timeout=30)  # both answers complete
         await slack.wait_for("response_url", timeout=30)
         claude.fail(500)
         await slack.send_envelope(
             slack.events_api_envelope(mention(f"<@U0BOT> {canary('failing')}", ts=now_ts()))
         )
-        await slack.wait_for("chat.postMessage", count=3, timeout=30)
+        await slack.wait_for("reactions.remove", count=3, timeout=30)
     finally:
         output = await bot.stop()
 
@@ -193,7 +193,7 @@ async def test_http_mode_bad_signatures_at_info_keep_no_content_in_logs(slack, c
                 "payload"
             ]
             assert await post(json.dumps(genuine), "application/json", SECRET) == 200
-            await slack.wait_for("chat.postMessage", timeout=30)
+            await slack.wait_for("reactions.remove", timeout=30)
     finally:
         output = await bot.stop()
 

@@ -64,6 +64,32 @@ ReplyTarget = InConversation | Privately
 
 
 @dataclass(frozen=True, slots=True)
+class Reaction:
+    """Show progress as a reaction on the invoking message."""
+
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadStatus:
+    """Show progress as the assistant thread's status line ("is thinking…")."""
+
+    channel: str
+    thread_ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingNote:
+    """Show progress as a private "working on it" note, for interactions with no message of their own."""
+
+    response_url: str
+
+
+Progress = Reaction | ThreadStatus | WorkingNote | None
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     request_id: str  # event_id or trigger_id, for logs
     surface: str
@@ -73,3 +99,6 @@ class Ask:
     history: History  # what else to read, or None for the message alone
     reply_to: ReplyTarget
     bot: BotIdentity
+    user_team_id: str = ""  # the asker's own workspace (differs in Slack Connect channels)
+    progress: Progress = None  # how to show at once that the bot is working
+    viewing_channel: str | None = None  # in assistant threads: the channel the user is looking at

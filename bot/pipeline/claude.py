@@ -11,6 +11,7 @@ Each carries the HTTP status and request id for logs, never the SDK's message te
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anthropic
@@ -45,7 +46,6 @@ class ClaudeMisconfigured(ClaudeError):
 
 @dataclass(frozen=True, slots=True)
 class ClaudeAnswer:
-    text: str
     stop_reason: str | None
     input_tokens: int
     output_tokens: int
@@ -65,8 +65,19 @@ _BY_ERROR_TYPE: dict[str, type[ClaudeError]] = {
 
 
 async def ask_claude(
-    claude: AsyncAnthropic, prompt: Prompt, *, model: str, max_tokens: int, user_hash: str
+    claude: AsyncAnthropic,
+    prompt: Prompt,
+    *,
+    model: str,
+    max_tokens: int,
+    user_hash: str,
+    on_text: Callable[[str], Awaitable[None]],
 ) -> ClaudeAnswer:
+    """Stream Claude's answer, awaiting `on_text` for each piece as it is generated.
+
+    An exception from `on_text` (the reader pressed Stop, say) leaves the stream at once, which closes
+    the connection so that no more tokens are generated.
+    """
     try:
         async with claude.messages.stream(
             model=model,
@@ -75,7 +86,8 @@ async def ask_claude(
             messages=prompt.messages,
             metadata={"user_id": user_hash},
         ) as stream:
-            parts = [text async for text in stream.text_stream]
+            async for text in stream.text_stream:
+                await on_text(text)
             final = await stream.get_final_message()
     except anthropic.APIStatusError as exc:
         raise _classify(exc) from None
@@ -84,7 +96,6 @@ async def ask_claude(
     except httpx2.TransportError:  # a stream that stalls or drops after its headers
         raise ClaudeUnavailable() from None
     return ClaudeAnswer(
-        text="".join(parts),
         stop_reason=final.stop_reason,
         input_tokens=final.usage.input_tokens,
         output_tokens=final.usage.output_tokens,

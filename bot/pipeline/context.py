@@ -55,6 +55,21 @@ async def read_conversation(
     return [*earlier, ask.message]
 
 
+async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage]:
+    """A channel's most recent top-level messages, oldest first (one page: the budget keeps fewer)."""
+    try:
+        response = await slack.conversations_history(channel=channel, limit=PAGE_SIZE)
+    except SlackApiError as exc:
+        raise ContextUnavailable("conversations_history", str(exc.response.get("error", "unknown"))) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ContextUnavailable("conversations_history", exc.__class__.__name__) from None
+    read = [
+        message for raw in response.get("messages") or [] if isinstance(raw, dict) and (message := slim(raw))
+    ]
+    read.reverse()
+    return read
+
+
 async def look_up_names(slack: AsyncWebClient, user_ids: Iterable[str]) -> dict[str, str]:
     """Display names for this request only; a failed lookup leaves the id as it is."""
     gate = asyncio.Semaphore(NAME_LOOKUPS_AT_ONCE)

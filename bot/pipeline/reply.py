@@ -1,22 +1,40 @@
-"""Write the answer where the Ask said, as mrkdwn in as many messages as it needs, or one short error."""
+"""Write the answer where the Ask said while Claude writes it, or one short error sentence.
+
+    open_writer(slack, ask)
+     ├── NativeStream      a thread: chat.startStream / appendStream / stopStream, falling back to
+     ├── UpdatedMessages   chat.postMessage, then chat.update at a bounded rate (also top-level DMs)
+     └── PrivateAnswer     the interaction's response_url, once the answer is complete
+
+Streamed text goes out at most once per interval, never once per token. Long answers roll over into
+further messages before Slack's limits, and a code block open at a cut is closed and reopened.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.pipeline.ask import InConversation, Privately, ReplyTarget
+from bot.pipeline.ask import Ask, InConversation, Privately
 from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
 from bot.pipeline.context import ContextUnavailable
 from bot.pipeline.mrkdwn import split_message, to_mrkdwn
+from bot.pipeline.rollover import roll_over
 
 log = logging.getLogger(__name__)
 
-MESSAGE_LIMIT = 3_900  # Slack shows long text best below 4,000 characters a message
+MESSAGE_LIMIT = 3_900  # mrkdwn per message: Slack shows long text best below 4,000 characters
+STREAM_LIMIT = 10_000  # markdown per streamed message, below the ~12k where Slack refuses more blocks
+STREAM_INTERVAL = 0.5  # seconds between appendStream calls
+UPDATE_INTERVAL = 1.0  # seconds between chat.update calls (Tier 3)
 RESPONSE_URL_USES = 5  # a response_url takes five posts within 30 minutes
 TEXT_LIMIT = 39_000  # Slack truncates `text` past 40,000 characters
 
@@ -34,68 +52,305 @@ STOP_NOTES = {
     "max_tokens": "_(The answer was cut off at its length limit.)_",
     "refusal": "_(Claude declined to answer this.)_",
 }
+STOPPED_NOTE = "_(Stopped.)_"
+# Slack turns <@U…>, <!here> and <#C…> into pings and links even in markdown; a word joiner defuses them.
+_PINGS = (("<@", "<\u2060@"), ("<!", "<\u2060!"), ("<#", "<\u2060#"))
 
 
 class ReplyFailed(Exception):
     """Slack refused a post; carries Slack's error code only."""
 
 
-def finish(text: str, stop_reason: str | None) -> str:
-    """Claude's Markdown answer plus a note when it did not end normally."""
-    note = STOP_NOTES.get(stop_reason or "")
-    return f"{text.rstrip()}\n\n{note}".strip() if note else text
+class StoppedByReader(Exception):
+    """The reader pressed Stop on the streaming answer."""
 
 
 def error_sentence(error: Exception) -> str:
     return next((s for kind, s in ERROR_SENTENCES.items() if isinstance(error, kind)), FALLBACK_SENTENCE)
 
 
-async def post_reply(slack: AsyncWebClient, target: ReplyTarget, markdown: str) -> int:
-    """Post `markdown` as mrkdwn; returns how many messages it took."""
-    mrkdwn = to_mrkdwn(markdown) or "_(Claude returned an empty answer.)_"
-    match target:
-        case InConversation(channel, thread_ts):
-            pieces = split_message(mrkdwn, MESSAGE_LIMIT)
-            for piece in pieces:
-                await _post(slack, channel, thread_ts, piece)
+def stop_note(stop_reason: str | None) -> str | None:
+    return STOP_NOTES.get(stop_reason or "")
+
+
+def open_writer(slack: AsyncWebClient, ask: Ask, preface: str = "") -> ReplyWriter:
+    match ask.reply_to:
+        case InConversation(channel, thread_ts) if thread_ts is not None:
+            return NativeStream(slack, channel, thread_ts, ask.user_id, ask.user_team_id or ask.team_id)
+        case InConversation(channel, None):
+            return UpdatedMessages(slack, channel, None)
         case Privately(response_url):
-            pieces = split_message(mrkdwn, MESSAGE_LIMIT)
-            if len(pieces) > RESPONSE_URL_USES:
-                pieces = split_message(mrkdwn, TEXT_LIMIT)[:RESPONSE_URL_USES]
-            for piece in pieces:
-                await _respond(response_url, piece)
-    return len(pieces)
+            return PrivateAnswer(response_url, preface)
+    raise AssertionError(ask.reply_to)
 
 
-async def post_error(slack: AsyncWebClient, target: ReplyTarget, error: Exception) -> None:
-    """One short sentence for the person who asked; a failure to post it is only logged."""
-    sentence = f":warning: {error_sentence(error)}"
+class ReplyWriter(ABC):
+    def __init__(self) -> None:
+        self.messages = 0  # posted so far
+        self.chars = 0  # of Claude's answer received
+
+    def posted(self) -> int:
+        """Messages posted so far."""
+        return self.messages
+
+    async def append(self, markdown: str) -> None:
+        """A piece of Claude's answer, as it arrives."""
+        self.chars += len(markdown)
+        await self._append(markdown)
+
+    @abstractmethod
+    async def _append(self, markdown: str) -> None: ...
+
+    @abstractmethod
+    async def finish(self, note: str | None = None) -> None:
+        """The answer is complete; `note` says if it ended early."""
+
+    @property
+    @abstractmethod
+    def started(self) -> bool:
+        """Whether any of the answer is on its way to the reader."""
+
+    async def interrupt(self, error: Exception | None) -> None:
+        """End early: the partial answer stays with a note, or the error alone is said. Never raises."""
+        try:
+            if self.started:
+                await self.finish(STOPPED_NOTE if error is None else f"_(Cut off: {error_sentence(error)})_")
+            elif error is not None:
+                await self._say(f":warning: {error_sentence(error)}")
+        except (ReplyFailed, StoppedByReader) as exc:
+            log.warning("interrupted reply not written: %s", exc)
+
+    @abstractmethod
+    async def _say(self, mrkdwn: str) -> None:
+        """Post one short message."""
+
+
+class _Throttled(ReplyWriter):
+    """Collects pieces and writes them out at most once per `interval`."""
+
+    interval = UPDATE_INTERVAL
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = ""
+        self._last_write = float("-inf")
+
+    @property
+    def started(self) -> bool:
+        return self.messages > 0 or bool(self._pending)
+
+    async def _append(self, markdown: str) -> None:
+        self._pending += markdown
+        if time.monotonic() - self._last_write >= self.interval:
+            await self._flush(final=False)
+
+    async def finish(self, note: str | None = None) -> None:
+        if note:
+            self._pending += f"\n\n{note}"
+        await self._flush(final=True)
+
+    async def _flush(self, *, final: bool) -> None:
+        self._last_write = time.monotonic()
+        pending, self._pending = self._pending, ""
+        await self._write(pending, final=final)
+
+    @abstractmethod
+    async def _write(self, markdown: str, *, final: bool) -> None: ...
+
+
+class UpdatedMessages(_Throttled):
+    """Posts the first words at once, then edits the message; a full message rolls over to a new one."""
+
+    def __init__(self, slack: AsyncWebClient, channel: str, thread_ts: str | None) -> None:
+        super().__init__()
+        self._slack, self._channel, self._thread_ts = slack, channel, thread_ts
+        self._ts: str | None = None  # the message being written
+        self._markdown = ""  # its whole text so far
+        self._shown = ""  # what Slack shows of it
+
+    def adopt(self, ts: str, markdown: str) -> None:
+        """Carry on in a message another writer began (and counted)."""
+        self._ts, self._markdown, self._shown = ts, markdown, ""
+
+    async def _write(self, markdown: str, *, final: bool) -> None:  # noqa: ARG002 (each write is whole)
+        text = self._markdown + markdown
+        while len(to_mrkdwn(text)) > MESSAGE_LIMIT:
+            head, text = _fitting_head(text)
+            await self._show(head)
+            self._ts, self._shown = None, ""
+        self._markdown = text
+        if text.strip():
+            await self._show(text)
+
+    async def _show(self, markdown: str) -> None:
+        mrkdwn = to_mrkdwn(markdown)
+        if mrkdwn == self._shown:
+            return
+        if self._ts is None:
+            self._ts = await _post(self._slack, self._channel, self._thread_ts, mrkdwn)
+            self.messages += 1
+        else:
+            await _call(self._slack.chat_update, channel=self._channel, ts=self._ts, text=mrkdwn)
+        self._shown = mrkdwn
+
+    async def _say(self, mrkdwn: str) -> None:
+        await _post(self._slack, self._channel, self._thread_ts, mrkdwn)
+
+
+class NativeStream(_Throttled):
+    """Slack's native streaming in a thread; on refusal or expiry it carries on as UpdatedMessages."""
+
+    interval = STREAM_INTERVAL
+
+    def __init__(self, slack: AsyncWebClient, channel: str, thread_ts: str, user: str, team: str) -> None:
+        super().__init__()
+        self._slack, self._channel, self._thread_ts = slack, channel, thread_ts
+        self._user, self._team = user, team  # channels need both to stream
+        self._ts: str | None = None  # the streaming message
+        self._markdown = ""  # its text so far
+        self._fallback: UpdatedMessages | None = None
+
+    async def _write(self, markdown: str, *, final: bool) -> None:
+        if not final and markdown.endswith("<"):  # it may begin a mention: defuse it with what follows
+            markdown, self._pending = markdown[:-1], "<" + self._pending
+        markdown = _defuse_pings(markdown)
+        while markdown and self._fallback is None:
+            head, markdown = roll_over(self._markdown, markdown, STREAM_LIMIT - len(self._markdown))
+            await self._stream(head)
+            if markdown:  # this message is full
+                await self._stop()
+        if self._fallback is not None:
+            await self._fallback._write(markdown, final=final)
+        elif final:
+            await self._stop()
+
+    async def _stream(self, markdown: str) -> None:
+        if not markdown:
+            return
+        try:
+            if self._ts is None:
+                response = await self._slack.chat_startStream(
+                    channel=self._channel,
+                    thread_ts=self._thread_ts,
+                    markdown_text=markdown,
+                    recipient_user_id=self._user,
+                    recipient_team_id=self._team,
+                )
+                self._ts = str(response["ts"])
+                self.messages += 1
+            else:
+                await self._slack.chat_appendStream(
+                    channel=self._channel, ts=self._ts, markdown_text=markdown
+                )
+            self._markdown += markdown
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown"))
+            if error == "stopped_by_user":
+                raise StoppedByReader() from None
+            log.info("native streaming %s refused (%s): falling back to chat.update", self._ts, error)
+            self._fall_back()
+            assert self._fallback is not None
+            await self._fallback._write(markdown, final=False)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ReplyFailed(f"streaming {exc.__class__.__name__}") from None
+
+    def _fall_back(self) -> None:
+        self._fallback = UpdatedMessages(self._slack, self._channel, self._thread_ts)
+        if self._ts is not None:
+            self._fallback.adopt(self._ts, self._markdown)
+
+    async def _stop(self) -> None:
+        if self._ts is None:
+            return
+        ts, self._ts, self._markdown = self._ts, None, ""
+        try:
+            await self._slack.chat_stopStream(channel=self._channel, ts=ts)
+        except SlackApiError as exc:  # an expired or stopped stream keeps what it showed
+            log.info("chat.stopStream %s: %s", ts, exc.response.get("error"))
+
+    @property
+    def started(self) -> bool:
+        return super().started or (self._fallback is not None and self._fallback.started)
+
+    async def _say(self, mrkdwn: str) -> None:
+        await _post(self._slack, self._channel, self._thread_ts, mrkdwn)
+
+    def posted(self) -> int:
+        return self.messages + (self._fallback.messages if self._fallback else 0)
+
+
+class PrivateAnswer(ReplyWriter):
+    """Ephemeral answers can't be edited as they grow, so the answer goes out whole, to the asker only."""
+
+    def __init__(self, response_url: str, preface: str) -> None:
+        super().__init__()
+        self._response_url = response_url
+        self._markdown = preface
+
+    @property
+    def started(self) -> bool:
+        return self.chars > 0
+
+    async def _append(self, markdown: str) -> None:
+        self._markdown += markdown
+
+    async def finish(self, note: str | None = None) -> None:
+        mrkdwn = to_mrkdwn(f"{self._markdown}\n\n{note}" if note else self._markdown)
+        pieces = split_message(mrkdwn, MESSAGE_LIMIT)
+        if len(pieces) > RESPONSE_URL_USES:
+            pieces = split_message(mrkdwn, TEXT_LIMIT)[:RESPONSE_URL_USES]
+        for piece in pieces:
+            await self._say(piece)
+
+    async def _say(self, mrkdwn: str) -> None:
+        self.messages += 1
+        await _respond(self._response_url, mrkdwn)
+
+
+def _fitting_head(markdown: str) -> tuple[str, str]:
+    """The longest head (cut near a boundary) whose mrkdwn fits one message, and the rest."""
+    room = MESSAGE_LIMIT
+    while True:
+        head, tail = roll_over("", markdown, room)
+        if len(to_mrkdwn(head)) <= MESSAGE_LIMIT or room < 200:
+            return head, tail
+        room = room * 3 // 4
+
+
+def _defuse_pings(markdown: str) -> str:
+    for ping, defused in _PINGS:
+        markdown = markdown.replace(ping, defused)
+    return markdown
+
+
+async def _post(slack: AsyncWebClient, channel: str, thread_ts: str | None, text: str) -> str:
+    # No unfurling: Slack would fetch every link in the answer and show previews nobody asked for.
+    response = await _call(
+        slack.chat_postMessage,
+        channel=channel,
+        thread_ts=thread_ts,
+        text=text,
+        unfurl_links=False,
+        unfurl_media=False,
+    )
+    return str(response["ts"])
+
+
+async def _call(method: Callable[..., Awaitable[AsyncSlackResponse]], **params: Any) -> dict[str, Any]:
+    name = getattr(method, "__name__", "slack")
     try:
-        match target:
-            case InConversation(channel, thread_ts):
-                await _post(slack, channel, thread_ts, sentence)
-            case Privately(response_url):
-                await _respond(response_url, sentence)
-    except ReplyFailed as exc:
-        log.warning("error reply failed: %s", exc)
-
-
-async def _post(slack: AsyncWebClient, channel: str, thread_ts: str | None, text: str) -> None:
-    try:
-        # No unfurling: Slack would fetch every link in the answer and show previews nobody asked for.
-        await slack.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, text=text, unfurl_links=False, unfurl_media=False
-        )
+        response = await method(**params)
     except SlackApiError as exc:
-        raise ReplyFailed(f"chat.postMessage {exc.response.get('error', 'unknown')}") from None
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise ReplyFailed(f"chat.postMessage {exc.__class__.__name__}") from None
+        raise ReplyFailed(f"{name} {exc.response.get('error', 'unknown')}") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ReplyFailed(f"{name} {exc.__class__.__name__}") from None
+    return dict(response.data) if isinstance(response.data, dict) else {}
 
 
 async def _respond(response_url: str, text: str) -> None:
     try:
         response = await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral")
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise ReplyFailed(f"response_url {exc.__class__.__name__}") from None
     if response.status_code != 200:
         raise ReplyFailed(f"response_url status {response.status_code}")

@@ -3,9 +3,11 @@
 What this bot does with Slack content, in full:
 
 1. Read only when invoked. Content is read only inside `answer(ask)`, for an Ask made by a person's
-   mention, DM or slash command, and only from the conversation the Ask names: the thread it was made
-   in (up to the invoking message), or the DM's top-level messages from the last DM_CONTEXT_HOURS.
-   A slash command sends its own text alone. The manifest subscribes to no channel-wide message event.
+   mention, DM, slash command, assistant-thread message or message shortcut, and only from the
+   conversation the Ask names: the thread it was made in (up to the invoking message), or the DM's
+   top-level messages from the last DM_CONTEXT_HOURS. A slash command sends its own text alone. The
+   channel an assistant-thread user is viewing is read only when their question is about it
+   (`asks_about_channel`). The manifest subscribes to no channel-wide message event.
 2. Only three fields survive the read: author, timestamp and text (`slim`). Files, reactions,
    attachments and metadata are dropped at once.
 3. Turns: the bot's own messages become assistant turns; everyone else's are user turns that start
@@ -41,6 +43,7 @@ SPOKEN_SUBTYPES = frozenset({None, "bot_message", "file_share", "thread_broadcas
 SHORTENED = " […shortened to fit the context budget]"
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_ABOUT_CHANNEL = re.compile(r"\b(this|that|the|current|my) (channel|conversation)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,11 @@ def people_to_name(messages: Iterable[SlackMessage], bot: BotIdentity) -> set[st
     return ids
 
 
+def asks_about_channel(question: str, channel_id: str) -> bool:
+    """Whether a question in an assistant thread is about the channel its asker is viewing."""
+    return f"<#{channel_id}" in question or _ABOUT_CHANNEL.search(question) is not None
+
+
 def build_prompt(
     messages: Sequence[SlackMessage],
     *,
@@ -91,8 +99,23 @@ def build_prompt(
     names: Mapping[str, str],
     system: str,
     budget_tokens: int,
+    viewed: Sequence[SlackMessage] = (),
 ) -> Prompt:
-    """Turn a conversation (oldest first, ending on the invoking message) into Claude's input."""
+    """Turn a conversation (oldest first, ending on the invoking message) into Claude's input.
+
+    `viewed` is the channel an assistant thread's asker is viewing, read only because they asked
+    about it; its newest messages get up to half the budget, in the system prompt.
+    """
+    if viewed:
+        lines = [
+            f"{turn.text}"
+            for turn in _newest_within_budget(viewed, BotIdentity(None, None), names, budget_tokens // 2)
+        ]
+        budget_tokens -= sum(estimate_tokens(line) for line in lines)
+        system += (
+            "\n\nThe person is viewing a Slack channel and asked about it. Its most recent messages, oldest "
+            "first:\n" + "\n".join(lines)
+        )
     kept = _newest_within_budget(messages, bot, names, budget_tokens)
     omitted = len(messages) - len(kept)
     turns = _merge(kept)

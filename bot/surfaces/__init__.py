@@ -24,6 +24,14 @@ def answer_event(app: AsyncApp, event_type: str, to_ask: ToAsk, answer: Answer) 
     app.event(event_type)(on_event)
 
 
+def user_team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+    """The asker's own workspace: in Slack Connect channels it is not the one that installed the bot."""
+    for team in (event.get("user_team"), event.get("team"), body.get("team_id")):
+        if isinstance(team, str) and team.startswith("T"):
+            return team
+    return ""
+
+
 def event_fields(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str, str, str] | None:
     """The event and its user, channel, ts and text, when all are present strings and text is not blank."""
     event = body.get("event")

@@ -1,4 +1,6 @@
-"""Direct message: a person's DM to the bot becomes an Ask answered in that DM."""
+"""Direct message: a person's top-level DM to the bot becomes an Ask answered in that DM.
+
+Messages in the DM's threads belong to the agent surface (`assistant.py`)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.pipeline.ask import Ask, BotIdentity, InConversation, RecentDirectMessages, SlackMessage, Thread
-from bot.surfaces import Answer, answer_event, event_fields
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, RecentDirectMessages, SlackMessage
+from bot.surfaces import Answer, answer_event, event_fields, user_team
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
@@ -16,18 +18,19 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
     if fields is None:
         return None
     event, user, channel, ts, text = fields
-    if event.get("channel_type") != "im":
+    if event.get("channel_type") != "im" or event.get("thread_ts"):
         return None
-    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
     return Ask(
         request_id=str(body.get("event_id") or ts),
         surface="direct_message",
         team_id=str(body.get("team_id") or event.get("team") or ""),
         user_id=user,
         message=SlackMessage(ts=ts, text=text, user=user),
-        history=Thread(channel, thread_ts) if thread_ts else RecentDirectMessages(channel),
-        reply_to=InConversation(channel, thread_ts),
+        history=RecentDirectMessages(channel),
+        reply_to=InConversation(channel, None),
         bot=bot,
+        user_team_id=user_team(body, event),
+        progress=Reaction(channel, ts),
     )
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.pipeline.ask import Ask, BotIdentity, InConversation, SlackMessage, Thread
-from bot.surfaces import Answer, answer_event, event_fields
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, SlackMessage, Thread
+from bot.surfaces import Answer, answer_event, event_fields, user_team
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
@@ -27,6 +27,8 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
         history=Thread(channel, thread_ts) if thread_ts else None,
         reply_to=InConversation(channel, thread_ts or ts),
         bot=bot,
+        user_team_id=user_team(body, event),
+        progress=Reaction(channel, ts),
     )
 
 

@@ -72,6 +72,7 @@ class FakeClaude(LoopbackServer):
         self.chunk_chars = 20
         self.first_token_delay = 0.0
         self.chunk_delay = 0.0
+        self.abandoned = 0  # streams whose client hung up before the end (a reader pressed Stop, say)
         self._replies: deque[tuple[str, str]] = deque()
         self._failures: deque[_Failure] = deque()
         self._arrived = asyncio.Condition()
@@ -134,6 +135,14 @@ class FakeClaude(LoopbackServer):
             except TimeoutError:
                 raise AssertionError(f"expected {count} Claude requests, got {len(self.requests)}") from None
             return list(self.requests)
+
+    async def wait_for_abandoned(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Wait until `count` streams were given up by their client before the end."""
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(lambda: self.abandoned >= count), timeout)
+            except TimeoutError:
+                raise AssertionError(f"expected {count} abandoned streams, got {self.abandoned}") from None
 
     # --- handlers ---
 
@@ -206,6 +215,11 @@ class FakeClaude(LoopbackServer):
         for i, chunk in enumerate(chunks[:cut]):
             if i and self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
+            if request.transport is None or request.transport.is_closing():
+                async with self._arrived:
+                    self.abandoned += 1
+                    self._arrived.notify_all()
+                return resp
             delta = {"type": "text_delta", "text": chunk}
             await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
         if failure is not None and failure.kind == "drop":

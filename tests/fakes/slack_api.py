@@ -21,10 +21,8 @@ from tests.fakes.loopback import LoopbackServer
 
 APP_ID = "A0APP"
 VERIFICATION_TOKEN = "FAKEverificationTOKEN0000"
-OK_ONLY_METHODS = (
-    "reactions.add reactions.remove assistant.threads.setStatus assistant.threads.setSuggestedPrompts"
-    " assistant.threads.setTitle".split()
-)
+MARKDOWN_LIMIT = 12_000  # markdown_text per call and markdown blocks per message (platform facts §5)
+CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
 HELLO = {
     "type": "hello",
     "num_connections": 1,
@@ -40,6 +38,21 @@ class Call:
     method: str
     params: Params
     headers: dict[str, str]  # lower-cased names
+
+
+@dataclass
+class _Stream:
+    started: float  # time.monotonic(): Slack ends a stream a fixed time after start, appends don't extend it
+    live: bool = True
+    stopped_by_user: bool = False
+
+
+class _ApiError(Exception):
+    """Raised by a handler to answer {"ok": false, "error": ...}."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 @dataclass
@@ -66,6 +79,46 @@ def _json_field(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value  # form posts carry blocks as JSON text
 
 
+def _require(params: Params, *names: str) -> None:
+    if not all(params.get(name) for name in names):
+        raise _ApiError("invalid_arguments")
+
+
+def _markdown_blocks_text(blocks: Any) -> str | None:
+    texts = [b.get("text", "") for b in blocks or [] if isinstance(b, dict) and b.get("type") == "markdown"]
+    return "\n".join(texts) if texts else None
+
+
+def _check_markdown(params: Params) -> None:
+    if len(params.get("markdown_text") or "") > MARKDOWN_LIMIT:
+        raise _ApiError("msg_too_long")
+    if len(_markdown_blocks_text(_json_field(params.get("blocks"))) or "") > MARKDOWN_LIMIT:
+        raise _ApiError("msg_blocks_too_long")  # markdown blocks share 12k per message
+
+
+def _stream_text(params: Params) -> str:
+    """The markdown one stream call adds: markdown_text, then the text of its markdown_text chunks."""
+    try:
+        chunks = _json_field(params.get("chunks") or [])
+    except json.JSONDecodeError:
+        raise _ApiError("invalid_chunks") from None
+    if not isinstance(chunks, list) or not all(
+        isinstance(c, dict) and c.get("type") in CHUNK_TYPES for c in chunks
+    ):
+        raise _ApiError("invalid_chunks")
+    texts = [c.get("text") for c in chunks if c["type"] == "markdown_text"]
+    if not all(isinstance(t, str) for t in texts):
+        raise _ApiError("invalid_chunks")
+    text = (params.get("markdown_text") or "") + "".join(texts)
+    if len(text) > MARKDOWN_LIMIT:
+        raise _ApiError("msg_too_long")
+    return text
+
+
+def _trigger_id(n: int) -> str:
+    return f"{n}.{n:010d}.fake{uuid.uuid4().hex}"
+
+
 async def _read_params(request: web.Request) -> Params:
     params: Params = dict(request.query)
     if request.content_type == "application/json":
@@ -90,6 +143,9 @@ class FakeSlack(LoopbackServer):
         self.bot_user_id, self.bot_id, self.team_id = bot_user_id, bot_id, team_id
         self.page_size = page_size
         self.latency = 0.0
+        self.stream_lifetime = 300.0  # seconds from chat.startStream until Slack stops accepting appends
+        self.stream_total_limit = MARKDOWN_LIMIT  # a streamed message's whole text
+        self.views: dict[str, Params] = {}  # view id -> view, from views.open/update
         self.calls: list[Call] = []
         self.acks: dict[str, Params] = {}
         self.users: dict[str, Params] = {}
@@ -100,6 +156,9 @@ class FakeSlack(LoopbackServer):
         self._history: dict[str, dict[str, Params]] = {}  # channel -> ts -> message
         self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
         self._delays: dict[str, float] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}  # (channel, ts) of a streamed message
+        self._stream_refusal: tuple[str, int | None] | None = None  # error, times left (None: always)
+        self._reactions: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         self._counter = itertools.count(1)
         self._last_ts = Decimal(0)
         self._changed = asyncio.Condition()
@@ -114,7 +173,16 @@ class FakeSlack(LoopbackServer):
             "chat.update": self._update,
             "chat.postEphemeral": lambda _: {"ok": True, "message_ts": self._new_ts()},
             "chat.delete": self._delete,
-            **dict.fromkeys(OK_ONLY_METHODS, lambda _: {"ok": True}),
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": lambda p: self._append_stream(p, stop=False),
+            "chat.stopStream": lambda p: self._append_stream(p, stop=True),
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "reactions.add": lambda p: self._react(p, add=True),
+            "reactions.remove": lambda p: self._react(p, add=False),
+            "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
+            "assistant.threads.setTitle": self._set_title,
         }
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
@@ -199,10 +267,42 @@ class FakeSlack(LoopbackServer):
     def delay(self, method: str, seconds: float) -> None:
         self._delays[method] = seconds
 
+    def refuse_streaming(self, error: str = "not_allowed", times: int | None = None) -> None:
+        """Make chat.startStream answer `error` (`times=None`: always), as when streaming is unavailable."""
+        self._stream_refusal = (error, times)
+
+    def stop_by_user(self, ts: str) -> None:
+        """The user pressed stop: the stream ends and later appends or stops answer `stopped_by_user`."""
+        stream = next((s for (_, s_ts), s in self._streams.items() if s_ts == ts), None)
+        assert stream is not None, f"FakeSlack: no streamed message {ts}"
+        self._user_stop(stream)
+
     # assertions
 
     def calls_to(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
+
+    def message(self, channel: str, ts: str) -> Params:
+        """A copy of the stored message plus `streaming`: whether Slack would still take appends to it."""
+        message = self._find(channel, ts)
+        assert message is not None, f"FakeSlack: no message {ts} in {channel}"
+        stream = self._streams.get((channel, ts))
+        return {**message, "streaming": stream is not None and self._live(stream)}
+
+    def thread_texts(self, channel: str, thread_ts: str) -> list[str]:
+        """The texts of this bot's messages in a thread, oldest first, as they read now."""
+        thread = sorted(self._threads.get((channel, thread_ts), []), key=_ts)
+        return [m.get("text", "") for m in thread if m.get("bot_id") == self.bot_id]
+
+    def top_level_texts(self, channel: str) -> list[str]:
+        """The texts of this bot's top-level messages in a channel or DM, oldest first."""
+        messages = sorted(self._history.get(channel, {}).values(), key=_ts)
+        return [
+            m.get("text", "") for m in messages if m.get("bot_id") == self.bot_id and not m.get("thread_ts")
+        ]
+
+    def reactions(self, channel: str, ts: str) -> set[str]:
+        return set(self._reactions.get((channel, ts), ()))
 
     async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
         def what() -> str:
@@ -297,12 +397,149 @@ class FakeSlack(LoopbackServer):
             "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": response_url or self.response_url(f"cmd{n}"),
-            "trigger_id": f"{n}.{n:010d}.fake{uuid.uuid4().hex}",
+            "trigger_id": _trigger_id(n),
         }
         return {
             "envelope_id": str(uuid.uuid4()),
             "type": "slash_commands",
             "accepts_response_payload": True,
+            "payload": payload,
+        }
+
+    def message_shortcut_envelope(
+        self,
+        callback_id: str,
+        *,
+        message: Params,
+        channel_id: str = "C0GENERAL",
+        user_id: str = "U0ALICE",
+        response_url: str | None = None,
+    ) -> Params:
+        n = next(self._counter)
+        payload = {
+            "type": "message_action",
+            "token": VERIFICATION_TOKEN,
+            "action_ts": f"{time.time():.6f}",
+            **self._actor(user_id),
+            "channel": {"id": channel_id, "name": self._channel_info(channel_id)["name"]},
+            "callback_id": callback_id,
+            "trigger_id": _trigger_id(n),
+            "message_ts": message["ts"],
+            "message": message,
+            "response_url": response_url or self.response_url(f"shortcut{n}"),
+        }
+        return self._interactive_envelope(payload, accepts_response_payload=False)
+
+    def view_submission_envelope(
+        self,
+        callback_id: str,
+        *,
+        values: Params,
+        private_metadata: str | None = None,
+        user_id: str = "U0ALICE",
+    ) -> Params:
+        """A modal's submission; a view opened by views.open with this callback_id lends its id and blocks."""
+        n = next(self._counter)
+        opened = next((v for v in reversed(self.views.values()) if v.get("callback_id") == callback_id), {})
+        view = {
+            **self._view({"type": "modal", "callback_id": callback_id}),
+            **opened,
+            "state": {"values": values},
+        }
+        if private_metadata is not None:
+            view["private_metadata"] = private_metadata
+        payload = {
+            "type": "view_submission",
+            **self._actor(user_id),
+            "api_app_id": APP_ID,
+            "token": VERIFICATION_TOKEN,
+            "trigger_id": _trigger_id(n),
+            "view": view,
+            "response_urls": [],
+        }
+        return self._interactive_envelope(payload, accepts_response_payload=True)
+
+    def assistant_thread_started_envelope(
+        self,
+        *,
+        user_id: str = "U0ALICE",
+        channel_id: str = "D0ALICE",
+        thread_ts: str | None = None,
+        context_channel_id: str | None = "C0GENERAL",
+    ) -> Params:
+        return self._assistant_envelope(
+            "assistant_thread_started", user_id, channel_id, thread_ts, context_channel_id
+        )
+
+    def assistant_context_changed_envelope(
+        self,
+        *,
+        user_id: str = "U0ALICE",
+        channel_id: str = "D0ALICE",
+        thread_ts: str | None = None,
+        context_channel_id: str | None = "C0GENERAL",
+    ) -> Params:
+        return self._assistant_envelope(
+            "assistant_thread_context_changed", user_id, channel_id, thread_ts, context_channel_id
+        )
+
+    def agent_session_stopped_envelope(
+        self, *, channel_id: str, user_id: str, thread_ts: str, streaming_message_ts: list[str]
+    ) -> Params:
+        """The user pressed stop; send_envelope also stops those streams, as Slack has by then."""
+        event = {
+            "type": "agent_session_stopped",
+            "channel": channel_id,
+            "user": user_id,
+            "thread_ts": thread_ts,
+            "streaming_message_ts": streaming_message_ts,
+            "event_ts": self._new_ts(),
+        }
+        return self.events_api_envelope(event)
+
+    def app_home_opened_envelope(
+        self, *, user_id: str = "U0ALICE", channel_id: str = "D0ALICE", tab: str = "messages"
+    ) -> Params:
+        event = {
+            "type": "app_home_opened",
+            "user": user_id,
+            "channel": channel_id,
+            "tab": tab,
+            "event_ts": self._new_ts(),
+        }
+        return self.events_api_envelope(event)
+
+    def _assistant_envelope(
+        self, kind: str, user_id: str, channel_id: str, thread_ts: str | None, context_channel_id: str | None
+    ) -> Params:
+        context = {"channel_id": context_channel_id, "team_id": self.team_id, "enterprise_id": None}
+        event = {
+            "type": kind,
+            "assistant_thread": {
+                "user_id": user_id,
+                "context": context if context_channel_id else {},  # no context when opened from the DM
+                "channel_id": channel_id,
+                "thread_ts": thread_ts or self._new_ts(),
+            },
+            "event_ts": self._new_ts(),
+        }
+        return self.events_api_envelope(event)
+
+    def _actor(self, user_id: str) -> Params:
+        name = self.users.get(user_id, {}).get("name", user_id.lower())
+        return {
+            "team": {"id": self.team_id, "domain": "fakeco"},
+            "user": {"id": user_id, "username": name, "name": name, "team_id": self.team_id},
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+
+    @staticmethod
+    def _interactive_envelope(payload: Params, *, accepts_response_payload: bool) -> Params:
+        return {
+            "envelope_id": str(uuid.uuid4()),
+            "type": "interactive",
+            "accepts_response_payload": accepts_response_payload,
             "payload": payload,
         }
 
@@ -312,13 +549,19 @@ class FakeSlack(LoopbackServer):
         # Slack delivers events only from channels that exist, so later reads of them must not fail
         payload = envelope.get("payload") or {}
         event = payload.get("event") or {}
+        channel_field = payload.get("channel")
         for channel in (
             payload.get("channel_id"),
+            channel_field.get("id") if isinstance(channel_field, dict) else None,  # interactive payloads
             event.get("channel"),
             (event.get("assistant_thread") or {}).get("channel_id"),
         ):
             if isinstance(channel, str):
                 self._history.setdefault(channel, {})
+        if event.get("type") == "agent_session_stopped":  # Slack stops the streams before it tells the app
+            for ts in event.get("streaming_message_ts") or []:
+                if stream := self._streams.get((event.get("channel", ""), ts)):
+                    self._user_stop(stream)
         await ws.send_str(json.dumps(envelope))
 
     async def disconnect(self, reason: str = "refresh_requested") -> None:
@@ -384,7 +627,10 @@ class FakeSlack(LoopbackServer):
         if token != (self.app_token if method == "apps.connections.open" else self.bot_token):
             known = token in (self.bot_token, self.app_token)
             return web.json_response(_err("not_allowed_token_type" if known else "invalid_auth"))
-        return web.json_response(handler(params))
+        try:
+            return web.json_response(handler(params))
+        except _ApiError as error:
+            return web.json_response(_err(error.error))
 
     # Web API methods
 
@@ -448,6 +694,8 @@ class FakeSlack(LoopbackServer):
         ]
         size = min(int(params.get("limit") or 1000), self.page_size)
         page, rest = selected[:size], selected[size:]
+        if not _truthy(params.get("include_all_metadata")):  # Slack returns metadata only when asked
+            page = [{k: v for k, v in m.items() if k != "metadata"} if "metadata" in m else m for m in page]
         next_cursor = base64.b64encode(f"next_ts:{rest[0]['ts']}".encode()).decode() if rest else ""
         return {
             "ok": True,
@@ -480,41 +728,59 @@ class FakeSlack(LoopbackServer):
             return _err("channel_not_found")
         if not any(params.get(k) for k in ("text", "blocks", "markdown_text", "attachments")):
             return _err("no_text")
+        _check_markdown(params)
+        message = self._add_bot_message(
+            channel,
+            params.get("text") or params.get("markdown_text") or "",
+            thread_ts=params.get("thread_ts"),
+            broadcast=_truthy(params.get("reply_broadcast")),
+        )
+        for field in ("blocks", "metadata"):
+            if params.get(field):
+                message[field] = _json_field(params[field])
+        return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
+
+    def _add_bot_message(self, channel: str, text: str, *, thread_ts: str | None, broadcast: bool) -> Params:
         ts = self._new_ts()
         message: Params = {
             "type": "message",
             "user": self.bot_user_id,
             "bot_id": self.bot_id,
             "app_id": APP_ID,
-            "text": params.get("text") or params.get("markdown_text") or "",
+            "text": text,
             "ts": ts,
             "team": self.team_id,
             "bot_profile": {"id": self.bot_id, "app_id": APP_ID, "name": "Claude", "team_id": self.team_id},
         }
-        if params.get("blocks"):
-            message["blocks"] = _json_field(params["blocks"])
         history = self._history.setdefault(channel, {})
-        if thread_ts := params.get("thread_ts"):
+        if thread_ts:
             message["thread_ts"] = thread_ts
             if (channel, thread_ts) not in self._threads:
                 self._threads[(channel, thread_ts)] = [history[thread_ts]] if thread_ts in history else []
             self._threads[(channel, thread_ts)].append(message)
-            if _truthy(params.get("reply_broadcast")):
+            if broadcast:
                 history[ts] = message
         else:
             history[ts] = message  # threaded replies stay out of history, as in Slack
-        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+        return message
 
     def _update(self, params: Params) -> Params:
         channel, ts = params.get("channel", ""), params.get("ts", "")
         message = self._find(channel, ts)
         if message is None:
             return _err("message_not_found")
+        _check_markdown(params)
         if "markdown_text" in params:
             message["text"] = params["markdown_text"]
-        message.update(
-            {k: _json_field(v) if k == "blocks" else v for k, v in params.items() if k in ("text", "blocks")}
-        )
+        if "text" in params:
+            message["text"] = params["text"]
+        if "blocks" in params:
+            message["blocks"] = _json_field(params["blocks"])
+            markdown = _markdown_blocks_text(message["blocks"])
+            if markdown is not None and not {"text", "markdown_text"} & params.keys():
+                message["text"] = markdown  # the markdown block is then all there is to read
+        if "metadata" in params:
+            message["metadata"] = _json_field(params["metadata"])
         message["edited"] = {"user": self.bot_user_id, "ts": self._new_ts()}
         return {"ok": True, "channel": channel, "ts": ts, "text": message.get("text", ""), "message": message}
 
@@ -525,3 +791,128 @@ class FakeSlack(LoopbackServer):
             if thread_channel == channel:
                 thread[:] = [m for m in thread if m["ts"] != ts]
         return {"ok": True, "channel": channel, "ts": ts}
+
+    # native streaming (chat.startStream / appendStream / stopStream)
+
+    def _live(self, stream: _Stream) -> bool:
+        return stream.live and time.monotonic() - stream.started <= self.stream_lifetime
+
+    def _user_stop(self, stream: _Stream) -> None:
+        if self._live(stream):
+            stream.live, stream.stopped_by_user = False, True
+
+    def _start_stream(self, params: Params) -> Params:
+        if self._stream_refusal is not None:
+            error, times = self._stream_refusal
+            if times is not None:
+                self._stream_refusal = (error, times - 1) if times > 1 else None
+            return _err(error)
+        _require(params, "channel", "thread_ts")
+        channel: str = params["channel"]
+        if channel.startswith(("C", "G")):  # in DMs Slack knows who reads the stream
+            for name in ("recipient_user_id", "recipient_team_id"):
+                if not params.get(name):
+                    return _err(f"missing_{name}")
+        text = _stream_text(params)
+        if len(text) > self.stream_total_limit:
+            return _err("msg_blocks_too_long")
+        message = self._add_bot_message(channel, text, thread_ts=params["thread_ts"], broadcast=False)
+        self._streams[(channel, message["ts"])] = _Stream(time.monotonic())
+        return {"ok": True, "channel": channel, "ts": message["ts"]}
+
+    def _append_stream(self, params: Params, *, stop: bool) -> Params:
+        channel, ts = params.get("channel", ""), params.get("ts", "")
+        message = self._find(channel, ts)
+        if message is None:
+            return _err("message_not_found")
+        stream = self._streams.get((channel, ts))
+        if stream is not None and stream.stopped_by_user:
+            return _err("stopped_by_user")
+        if stream is None or not self._live(stream):
+            return _err("message_not_in_streaming_state")
+        text = _stream_text(params)
+        if len(message["text"]) + len(text) > self.stream_total_limit:
+            return _err("msg_blocks_too_long")  # rejected whole: the message keeps its text
+        message["text"] += text
+        if not stop:
+            return {"ok": True, "channel": channel, "ts": ts}
+        for field in ("blocks", "metadata"):
+            if params.get(field):
+                message[field] = _json_field(params[field])
+        stream.live = False
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    # views, reactions and assistant threads
+
+    def _view(self, view: Params, view_id: str | None = None) -> Params:
+        view_id = view_id or f"V0FAKE{next(self._counter):05d}"
+        return {
+            "id": view_id,
+            "team_id": self.team_id,
+            "type": "modal",
+            "blocks": [],
+            "private_metadata": "",
+            "callback_id": "",
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            "clear_on_close": False,
+            "notify_on_close": False,
+            "external_id": "",
+            "previous_view_id": None,
+            "root_view_id": view_id,
+            "app_id": APP_ID,
+            "app_installed_team_id": self.team_id,
+            "bot_id": self.bot_id,
+            **view,
+        }
+
+    def _views_open(self, params: Params) -> Params:
+        if not (params.get("trigger_id") or params.get("interactivity_pointer")) or not params.get("view"):
+            return _err("invalid_arguments")
+        view = self._view(_json_field(params["view"]))
+        self.views[view["id"]] = view
+        return {"ok": True, "view": view}
+
+    def _views_update(self, params: Params) -> Params:
+        if not params.get("view"):
+            return _err("invalid_arguments")
+        external_id = params.get("external_id")
+        view_id = params.get("view_id") or next(
+            (v["id"] for v in self.views.values() if external_id and v.get("external_id") == external_id),
+            None,
+        )
+        if view_id not in self.views:
+            return _err("not_found")
+        old = self.views[view_id]
+        view = self._view(_json_field(params["view"]), view_id)
+        self.views[view_id] = {**view, "root_view_id": old["root_view_id"], "state": old["state"]}
+        return {"ok": True, "view": self.views[view_id]}
+
+    def _react(self, params: Params, *, add: bool) -> Params:
+        channel, ts, name = params.get("channel"), params.get("timestamp"), params.get("name")
+        if not name:
+            return _err("invalid_name")
+        if not (channel and ts):
+            return _err("no_item_specified")
+        names = self._reactions[(channel, ts)]
+        if add == (name in names):
+            return _err("already_reacted" if add else "no_reaction")
+        if add:
+            names.add(name)
+        else:
+            names.discard(name)
+        return {"ok": True}
+
+    def _set_status(self, params: Params) -> Params:
+        _require(params, "channel_id", "thread_ts")
+        if not isinstance(params.get("status"), str):  # "" is how a status is cleared
+            return _err("invalid_arguments")
+        return {"ok": True}
+
+    def _set_suggested_prompts(self, params: Params) -> Params:
+        _require(params, "channel_id", "prompts")
+        return {"ok": True}
+
+    def _set_title(self, params: Params) -> Params:
+        _require(params, "channel_id", "thread_ts", "title")
+        return {"ok": True}

@@ -1,0 +1,73 @@
+"""Show at once that the bot is working, and clear it when the answer is complete.
+
+A reaction on the invoking message in channels and top-level DMs; the thread's status line in
+assistant threads; a private note for message shortcuts (a slash command's ack says it already).
+Progress is a courtesy: a failure to show or clear it is logged, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.pipeline.ask import Progress, Reaction, ThreadStatus, WorkingNote
+
+log = logging.getLogger(__name__)
+
+WORKING_REACTION = "hourglass_flowing_sand"
+WORKING_NOTE = ":hourglass_flowing_sand: Reading the thread and asking Claude…"
+STATUS = "is thinking…"
+LOADING_MESSAGES = ["Reading the conversation…", "Asking Claude…"]
+TITLE_LENGTH = 60
+
+
+async def show_progress(slack: AsyncWebClient, progress: Progress) -> None:
+    match progress:
+        case WorkingNote(response_url):
+            await quietly(AsyncWebhookClient(response_url).send(text=WORKING_NOTE, response_type="ephemeral"))
+        case Reaction(channel, ts):
+            await quietly(slack.reactions_add(channel=channel, timestamp=ts, name=WORKING_REACTION))
+        case ThreadStatus(channel, thread_ts):
+            await quietly(
+                slack.assistant_threads_setStatus(
+                    channel_id=channel, thread_ts=thread_ts, status=STATUS, loading_messages=LOADING_MESSAGES
+                )
+            )
+
+
+async def clear_progress(slack: AsyncWebClient, progress: Progress) -> None:
+    match progress:
+        case Reaction(channel, ts):
+            await quietly(slack.reactions_remove(channel=channel, timestamp=ts, name=WORKING_REACTION))
+        case ThreadStatus(channel, thread_ts):
+            await quietly(
+                slack.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status="")
+            )
+
+
+async def name_thread(slack: AsyncWebClient, progress: Progress, question: str) -> None:
+    """Title an assistant thread after its first question."""
+    if isinstance(progress, ThreadStatus):
+        first_line = question.strip().split("\n", 1)[0]
+        title = first_line if len(first_line) <= TITLE_LENGTH else first_line[: TITLE_LENGTH - 1] + "…"
+        await quietly(
+            slack.assistant_threads_setTitle(
+                channel_id=progress.channel, thread_ts=progress.thread_ts, title=title
+            )
+        )
+
+
+async def quietly(call: Awaitable[Any]) -> None:
+    """Await a courtesy call to Slack; a refusal or failure is logged, never raised."""
+    try:
+        await call
+    except SlackApiError as exc:
+        log.info("courtesy call refused: %s", exc.response.get("error"))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.info("courtesy call failed: %s", exc.__class__.__name__)
