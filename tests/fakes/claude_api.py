@@ -212,16 +212,17 @@ class FakeClaude(LoopbackServer):
         cut = failure.after_chunks if failure is not None else None
         if self.first_token_delay:
             await asyncio.sleep(self.first_token_delay)
-        for i, chunk in enumerate(chunks[:cut]):
-            if i and self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
-            if request.transport is None or request.transport.is_closing():
-                async with self._arrived:
-                    self.abandoned += 1
-                    self._arrived.notify_all()
-                return resp
-            delta = {"type": "text_delta", "text": chunk}
-            await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        try:
+            for i, chunk in enumerate(chunks[:cut]):
+                if i and self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                delta = {"type": "text_delta", "text": chunk}
+                await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        except (ConnectionResetError, asyncio.CancelledError):  # aiohttp cancels a handler whose client left
+            async with self._arrived:
+                self.abandoned += 1
+                self._arrived.notify_all()
+            raise
         if failure is not None and failure.kind == "drop":
             return _drop(request)
         if failure is not None:  # midstream: the API reports overload etc. as an SSE event after HTTP 200

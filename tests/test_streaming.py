@@ -1,0 +1,99 @@
+"""Answers stream into Slack as Claude writes them: native streaming where Slack allows it, post and
+chat.update where it does not, rolling over long answers without losing text or breaking code."""
+
+from __future__ import annotations
+
+from bot.pipeline.mrkdwn import to_mrkdwn
+from bot.pipeline.reply import STREAM_LIMIT
+from tests.conftest import CHANNEL, mention
+
+ANSWER = "Streaming keeps people reading while Claude is still writing the rest of the answer."
+
+
+async def test_first_words_are_sent_as_soon_as_claude_writes_them(bot):
+    bot.claude.chunk_chars = 30
+    bot.claude.chunk_delay = 0.3  # the rest of the answer is still far away when the first words arrive
+    bot.claude.reply(ANSWER)
+    await bot.send_event(mention("<@U0BOT> stream please", ts="1.000001"))
+
+    [start] = await bot.slack.wait_for("chat.startStream")
+    assert start.params["markdown_text"] == ANSWER[:30]
+    assert start.params["thread_ts"] == "1.000001"
+    await bot.finished()
+    assert bot.replies(CHANNEL, "1.000001") == [ANSWER]
+    assert len(bot.slack.calls_to("chat.stopStream")) == 1
+
+
+async def test_many_small_pieces_do_not_make_one_slack_call_each(bot):
+    bot.claude.chunk_chars = 2
+    bot.claude.reply("word " * 200)  # 500 pieces, arriving at once
+    await bot.send_event(mention("<@U0BOT> go", ts="2.000001"))
+
+    await bot.finished()
+    streaming_calls = sum(len(bot.slack.calls_to(m)) for m in ("chat.startStream", "chat.appendStream"))
+    assert streaming_calls <= 3
+    assert bot.replies(CHANNEL, "2.000001") == ["word " * 200]
+
+
+async def test_refused_native_streaming_falls_back_to_posting_and_updating(bot):
+    bot.slack.refuse_streaming("not_allowed")
+    bot.claude.chunk_chars = 10
+    bot.claude.reply("**Bold** start, then the rest of a longer answer.")
+    await bot.send_event(mention("<@U0BOT> go", ts="3.000001"))
+
+    await bot.finished()
+    [post] = bot.slack.calls_to("chat.postMessage")
+    assert post.params["thread_ts"] == "3.000001"
+    assert bot.slack.calls_to("chat.update")
+    assert bot.replies(CHANNEL, "3.000001") == ["*Bold* start, then the rest of a longer answer."]
+
+
+async def test_stream_that_slack_stops_accepting_carries_on_with_chat_update(bot):
+    bot.slack.stream_lifetime = 0.2  # Slack stops taking appends some minutes after the start
+    bot.claude.chunk_chars = 20
+    bot.claude.chunk_delay = 0.15
+    bot.claude.reply(ANSWER)
+    await bot.send_event(mention("<@U0BOT> go", ts="4.000001"))
+
+    await bot.finished()
+    assert bot.slack.calls_to("chat.update")
+    assert bot.replies(CHANNEL, "4.000001") == [to_mrkdwn(ANSWER)]  # one message, whole, not duplicated
+
+
+async def test_long_streamed_answer_rolls_over_without_losing_or_repeating_text_or_breaking_code(bot):
+    prose = [f"Paragraph {n}. " + "lorem ipsum " * 60 for n in range(30)]
+    code = "```python\n" + "\n".join(f"value_{n} = {n} * 2" for n in range(600)) + "\n```"
+    answer = "\n\n".join(prose[:12] + [code] + prose[12:])
+    bot.claude.chunk_chars = 500
+    bot.claude.reply(answer)
+    await bot.send_event(mention("<@U0BOT> everything", ts="5.000001"))
+
+    await bot.finished()
+    texts = bot.replies(CHANNEL, "5.000001")
+    assert len(texts) >= 4
+    assert all(len(text) <= STREAM_LIMIT for text in texts)
+    assert all(text.count("```") % 2 == 0 for text in texts)  # each message opens and closes its code
+    joined = "\n".join(texts)
+    for n in range(30):
+        assert joined.count(f"Paragraph {n}.") == 1
+    for n in range(600):
+        assert joined.count(f"value_{n} = {n} * 2") == 1
+    words = lambda text: text.replace("```python", "").replace("```", "").split()  # noqa: E731
+    assert words(joined) == words(answer)
+
+
+async def test_reader_pressing_stop_ends_the_claude_stream_too(bot):
+    full = "a long answer nobody will read " * 40
+    bot.claude.chunk_chars = 5
+    bot.claude.chunk_delay = 0.05
+    bot.claude.reply(full)
+    await bot.send_event(mention("<@U0BOT> go", ts="6.000001"))
+
+    [append, *_] = await bot.slack.wait_for("chat.appendStream")
+    bot.slack.stop_by_user(append.params["ts"])
+
+    await bot.claude.wait_for_abandoned()  # the connection was closed: no more tokens are generated
+    await bot.finished()
+    [text] = bot.replies(CHANNEL, "6.000001")
+    assert 0 < len(text) < len(full)
+    assert not bot.slack.calls_to("chat.postMessage")  # no error note: the reader chose to stop
