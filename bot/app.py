@@ -13,7 +13,10 @@ from anthropic import AsyncAnthropic
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import guards
@@ -25,6 +28,7 @@ from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_co
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+SLACK_TIMEOUT = 15  # seconds for one Web API call
 
 
 class StartupError(Exception):
@@ -32,8 +36,12 @@ class StartupError(Exception):
 
 
 def build_slack_client(settings: Settings) -> AsyncWebClient:
-    slack = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    slack = AsyncWebClient(
+        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT
+    )
+    # Beside the default retry on a dropped connection: wait out 429s (Retry-After) and retry 500/503.
     slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+    slack.retry_handlers.append(AsyncServerErrorRetryHandler(max_retry_count=2))
     return slack
 
 
@@ -47,7 +55,9 @@ def build_claude_client(settings: Settings) -> AsyncAnthropic:
     )
 
 
-def build_app(settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic) -> AsyncApp:
+def build_app(
+    settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic, answer: Answerer | None = None
+) -> AsyncApp:
     app = AsyncApp(
         client=slack,
         signing_secret=settings.slack_signing_secret or "",
@@ -55,7 +65,7 @@ def build_app(settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic)
         logger=logging.getLogger(BOLT_LOGGER),
     )
     guards.register(app, guards.RecentEventIds())
-    answer = Answerer(settings, slack, claude)
+    answer = answer or Answerer(settings, slack, claude)
     mention.register(app, answer)
     assistant.register(app, answer, answer.stop)  # before direct_message: it takes the DM's threads
     direct_message.register(app, answer)
@@ -71,12 +81,14 @@ async def _acknowledge_only() -> None:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT; then take no new work, finish what runs within the grace period,
+    mark the rest as interrupted in Slack, and return."""
     slack = build_slack_client(settings)
     claude = build_claude_client(settings)
     try:
         await _check_bot_token(slack)
-        app = build_app(settings, slack, claude)
+        answerer = Answerer(settings, slack, claude)
+        app = build_app(settings, slack, claude, answerer)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,6 +97,9 @@ async def serve(settings: Settings) -> None:
             await _serve_socket_mode(app, settings.slack_app_token, stop)
         else:
             await _serve_http(app, settings.port, stop)
+        log.info("stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds)
+        interrupted = await answerer.drain(settings.shutdown_grace_seconds)
+        log.info("stopped; %d answers interrupted", interrupted)
     finally:
         await claude.close()
 

@@ -41,6 +41,10 @@ class Settings:
     dm_context_hours: float
     slash_command: str
     log_level: str
+    max_concurrent_answers: int = 20
+    user_requests_per_minute: int = 10
+    request_deadline_seconds: float = 300.0
+    shutdown_grace_seconds: float = 20.0
 
     @property
     def socket_mode(self) -> bool:
@@ -74,6 +78,11 @@ class Settings:
             dm_context_hours=read.optional("DM_CONTEXT_HOURS", _number_between(0.1, 24 * 90)) or 24.0,
             slash_command=read.optional("SLASH_COMMAND", _slash_command) or "/claude",
             log_level=read.optional("LOG_LEVEL", _one_of(LOG_LEVELS)) or "INFO",
+            max_concurrent_answers=read.optional("MAX_CONCURRENT_ANSWERS", _int_between(1, 1000)) or 20,
+            user_requests_per_minute=read.optional("USER_REQUESTS_PER_MINUTE", _int_between(1, 1000)) or 10,
+            request_deadline_seconds=read.optional("REQUEST_DEADLINE_SECONDS", _number_between(5, 3600))
+            or 300.0,
+            shutdown_grace_seconds=read.optional("SHUTDOWN_GRACE_SECONDS", _number_between(0, 600)) or 20.0,
         )
 
 

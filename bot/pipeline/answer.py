@@ -6,117 +6,124 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from anthropic import AsyncAnthropic
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.limits import UserRateLimit
 from bot.logs import describe_exception
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.claude import ClaudeError, ask_claude
 from bot.pipeline.context import ContextUnavailable, look_up_names, read_channel, read_conversation
-from bot.pipeline.progress import clear_progress, name_thread, show_progress
-from bot.pipeline.reply import ReplyFailed, StoppedByReader, open_writer, stop_note
-from bot.pipeline.retention import asks_about_channel, build_prompt, opaque_user_id, people_to_name
+from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
+from bot.pipeline.reply import (
+    ReplyFailed,
+    ReplyWriter,
+    Restarting,
+    StoppedByReader,
+    TookTooLong,
+    TooManyRequests,
+    open_writer,
+    stop_note,
+)
+from bot.pipeline.retention import Prompt, asks_about_channel, build_prompt, opaque_user_id, people_to_name
 
 log = logging.getLogger(__name__)
 
 EMPTY_ANSWER = "_(Claude returned an empty answer.)_"
+SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
+
+
+@dataclass
+class _Timings:
+    started: float
+    read: float = 0.0
+    claude: float = 0.0
 
 
 class Answerer:
     """`await answerer(ask)` answers one Ask; it never raises and keeps nothing afterwards.
 
-    While an answer is being written in a thread, its task is known by (channel, thread) so that the
-    reader's Stop can cancel it: ids only, forgotten when the answer ends.
+    It also bounds the work: at most MAX_CONCURRENT_ANSWERS Claude calls at once (the rest wait, with
+    their progress showing), USER_REQUESTS_PER_MINUTE per person, REQUEST_DEADLINE_SECONDS per answer.
+    Running answers are known by task, and by (channel, thread) for Stop: ids only, until they end.
     """
 
     def __init__(self, settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic) -> None:
         self._settings = settings
         self._slack = slack
         self._claude = claude
-        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._claude_slots = asyncio.Semaphore(settings.max_concurrent_answers)
+        self._rate_limit = UserRateLimit(settings.user_requests_per_minute)
+        self._by_thread: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = True
 
     def stop(self, channel: str, thread_ts: str) -> bool:
         """Cancel the answer being written in that thread, if there is one."""
-        task = self._running.get((channel, thread_ts))
+        task = self._by_thread.get((channel, thread_ts))
         if task is None:
             return False
         task.cancel()
         return True
 
+    async def drain(self, grace_seconds: float) -> int:
+        """Take no new Asks, let running answers finish within the grace, interrupt the rest.
+
+        Returns how many were interrupted; each says so in Slack."""
+        self._accepting = False
+        running = set(self._tasks)
+        if not running:
+            return 0
+        _, late = await asyncio.wait(running, timeout=grace_seconds)
+        for task in late:
+            task.cancel(SHUTDOWN)
+        await asyncio.gather(*late, return_exceptions=True)
+        return len(late)
+
     async def __call__(self, ask: Ask) -> None:
-        key = _thread_key(ask)
         task = asyncio.current_task()
-        if key is not None and task is not None:
-            self._running[key] = task
+        key = _thread_key(ask)
+        if task is not None:
+            self._tasks.add(task)
+            if key is not None:
+                self._by_thread[key] = task
         try:
             await self._answer(ask)
         finally:
-            if key is not None and self._running.get(key) is task:
-                del self._running[key]
+            if task is not None:
+                self._tasks.discard(task)
+                if key is not None and self._by_thread.get(key) is task:
+                    del self._by_thread[key]
 
     async def _answer(self, ask: Ask) -> None:
-        settings, slack = self._settings, self._slack
-        started = time.perf_counter()
         preface = _quote(ask.message.text) + "\n\n" if isinstance(ask.reply_to, Privately) else ""
-        writer = open_writer(slack, ask, preface)
-        stage = "read"
+        writer = open_writer(self._slack, ask, preface)
+        if not self._accepting:
+            await writer.interrupt(Restarting())
+            return
+        if not self._rate_limit.allow(ask.user_id):  # refused before anything is read
+            log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
+            await writer.interrupt(TooManyRequests())
+            return
+        timings = _Timings(started=time.perf_counter())
         try:
-            conversation, viewed, _ = await asyncio.gather(
-                read_conversation(slack, ask, dm_window_seconds=settings.dm_context_hours * 3600),
-                self._read_viewed_channel(ask),
-                show_progress(slack, ask.progress),
-            )
-            names = await look_up_names(slack, people_to_name([*conversation, *viewed], ask.bot))
-            prompt = build_prompt(
-                conversation,
-                bot=ask.bot,
-                names=names,
-                system=settings.system_prompt,
-                budget_tokens=settings.context_budget_tokens,
-                viewed=viewed,
-            )
-            if (
-                sum(not ask.bot.wrote(message) for message in conversation) == 1
-            ):  # the thread's first question
-                await name_thread(slack, ask.progress, ask.message.text)
-            del conversation, viewed, names  # only the prompt is needed from here on
-            stage, read_at = "claude", time.perf_counter()
-            answer = await ask_claude(
-                self._claude,
-                prompt,
-                model=settings.claude_model,
-                max_tokens=settings.claude_max_tokens,
-                user_hash=opaque_user_id(ask.team_id, ask.user_id),
-                on_text=writer.append,
-            )
-            stage = "reply"
-            await writer.finish(stop_note(answer.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
-            log.info(
-                "request=%s surface=%s answered messages=%d omitted=%d turns=%d input_tokens=%d "
-                "output_tokens=%d answer_chars=%d posts=%d stop=%s read_ms=%.0f total_ms=%.0f",
-                ask.request_id,
-                ask.surface,
-                prompt.kept,
-                prompt.omitted,
-                len(prompt.messages),
-                answer.input_tokens,
-                answer.output_tokens,
-                writer.chars,
-                writer.posted(),
-                answer.stop_reason,
-                (read_at - started) * 1000,
-                (time.perf_counter() - started) * 1000,
-            )
+            async with asyncio.timeout(self._settings.request_deadline_seconds):
+                await self._write_answer(ask, writer, timings)
         except StoppedByReader:
-            log.info("request=%s surface=%s stopped by the reader at %s", ask.request_id, ask.surface, stage)
-        except asyncio.CancelledError:
-            log.info("request=%s surface=%s cancelled at %s", ask.request_id, ask.surface, stage)
-            await writer.interrupt(None)
+            log.info("request=%s surface=%s stopped by the reader", ask.request_id, ask.surface)
+        except asyncio.CancelledError as exc:
+            shutdown = SHUTDOWN in exc.args
+            log.info("request=%s surface=%s cancelled (%s)", ask.request_id, ask.surface, exc.args or "stop")
+            await writer.interrupt(Restarting() if shutdown else None)
             raise
+        except TimeoutError:
+            log.warning("request=%s surface=%s passed its deadline", ask.request_id, ask.surface)
+            await writer.interrupt(TookTooLong())
         except (ContextUnavailable, ClaudeError, ReplyFailed) as exc:
-            log.warning("request=%s surface=%s failed at %s: %s", ask.request_id, ask.surface, stage, exc)
+            log.warning("request=%s surface=%s failed: %s", ask.request_id, ask.surface, exc)
             await writer.interrupt(exc)
         except Exception as exc:  # never a traceback in Slack; only the class and frames in the log
             log.error(
@@ -124,7 +131,63 @@ class Answerer:
             )
             await writer.interrupt(exc)
         finally:
-            await clear_progress(slack, ask.progress)
+            await clear_progress(self._slack, ask.progress)
+
+    async def _write_answer(self, ask: Ask, writer: ReplyWriter, timings: _Timings) -> None:
+        prompt = await self._prompt_for(ask)
+        timings.read = time.perf_counter()
+        if self._claude_slots.locked():  # every slot is busy: wait, and let the asker see it
+            log.info("request=%s waiting for a Claude slot", ask.request_id)
+            await show_waiting(self._slack, ask.progress)
+        async with self._claude_slots:
+            timings.claude = time.perf_counter()
+            answer = await ask_claude(
+                self._claude,
+                prompt,
+                model=self._settings.claude_model,
+                max_tokens=self._settings.claude_max_tokens,
+                user_hash=opaque_user_id(ask.team_id, ask.user_id),
+                on_text=writer.append,
+            )
+        await writer.finish(stop_note(answer.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
+        now = time.perf_counter()
+        log.info(
+            "request=%s surface=%s answered messages=%d omitted=%d turns=%d input_tokens=%d output_tokens=%d "
+            "answer_chars=%d posts=%d stop=%s read_ms=%.0f wait_ms=%.0f total_ms=%.0f",
+            ask.request_id,
+            ask.surface,
+            prompt.kept,
+            prompt.omitted,
+            len(prompt.messages),
+            answer.input_tokens,
+            answer.output_tokens,
+            writer.chars,
+            writer.posted(),
+            answer.stop_reason,
+            (timings.read - timings.started) * 1000,
+            (timings.claude - timings.read) * 1000,
+            (now - timings.started) * 1000,
+        )
+
+    async def _prompt_for(self, ask: Ask) -> Prompt:
+        """Read what the Ask names (showing progress meanwhile) and apply the retention policy."""
+        settings, slack = self._settings, self._slack
+        conversation, viewed, _ = await asyncio.gather(
+            read_conversation(slack, ask, dm_window_seconds=settings.dm_context_hours * 3600),
+            self._read_viewed_channel(ask),
+            show_progress(slack, ask.progress),
+        )
+        names = await look_up_names(slack, people_to_name([*conversation, *viewed], ask.bot))
+        if sum(not ask.bot.wrote(message) for message in conversation) == 1:  # the thread's first question
+            await name_thread(slack, ask.progress, ask.message.text)
+        return build_prompt(
+            conversation,
+            bot=ask.bot,
+            names=names,
+            system=settings.system_prompt,
+            budget_tokens=settings.context_budget_tokens,
+            viewed=viewed,
+        )
 
     async def _read_viewed_channel(self, ask: Ask) -> list[SlackMessage]:
         """The channel the user is viewing is read only when the question is about it."""

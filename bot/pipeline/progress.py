@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 WORKING_REACTION = "hourglass_flowing_sand"
 WORKING_NOTE = ":hourglass_flowing_sand: Reading the thread and asking Claude…"
 STATUS = "is thinking…"
+WAITING_STATUS = "is waiting for a free moment…"
 LOADING_MESSAGES = ["Reading the conversation…", "Asking Claude…"]
 TITLE_LENGTH = 60
 
@@ -39,6 +40,16 @@ async def show_progress(slack: AsyncWebClient, progress: Progress) -> None:
                     channel_id=channel, thread_ts=thread_ts, status=STATUS, loading_messages=LOADING_MESSAGES
                 )
             )
+
+
+async def show_waiting(slack: AsyncWebClient, progress: Progress) -> None:
+    """Every Claude slot is busy: say so where there is a status line (a reaction already shows it)."""
+    if isinstance(progress, ThreadStatus):
+        await quietly(
+            slack.assistant_threads_setStatus(
+                channel_id=progress.channel, thread_ts=progress.thread_ts, status=WAITING_STATUS
+            )
+        )
 
 
 async def clear_progress(slack: AsyncWebClient, progress: Progress) -> None:

@@ -38,7 +38,23 @@ UPDATE_INTERVAL = 1.0  # seconds between chat.update calls (Tier 3)
 RESPONSE_URL_USES = 5  # a response_url takes five posts within 30 minutes
 TEXT_LIMIT = 39_000  # Slack truncates `text` past 40,000 characters
 
+
+class TookTooLong(Exception):
+    """The answer passed REQUEST_DEADLINE_SECONDS."""
+
+
+class Restarting(Exception):
+    """The bot is shutting down: it takes no new work and interrupts what outlives the grace period."""
+
+
+class TooManyRequests(Exception):
+    """The asker is over USER_REQUESTS_PER_MINUTE."""
+
+
 ERROR_SENTENCES: dict[type[Exception], str] = {
+    TookTooLong: "This took too long, so I stopped. Please try again.",
+    Restarting: "I'm restarting, so I couldn't finish this. Please ask again in a minute.",
+    TooManyRequests: "You've asked me a lot in the last minute. Please wait a moment, then ask again.",
     ClaudeBusy: "Claude is busy right now. Please try again in a minute.",
     ClaudeUnavailable: "I couldn't reach Claude just now. Please try again in a minute.",
     ClaudeRejected: "Claude couldn't take this conversation, perhaps because it is too long. "
