@@ -28,7 +28,6 @@ from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_co
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-SLACK_TIMEOUT = 15  # seconds for one Web API call
 
 
 class StartupError(Exception):
@@ -37,7 +36,9 @@ class StartupError(Exception):
 
 def build_slack_client(settings: Settings) -> AsyncWebClient:
     slack = AsyncWebClient(
-        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        timeout=int(settings.slack_timeout_seconds),
     )
     # Beside the default retry on a dropped connection: wait out 429s (Retry-After) and retry 500/503.
     slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))

@@ -41,10 +41,11 @@ class Settings:
     dm_context_hours: float
     slash_command: str
     log_level: str
-    max_concurrent_answers: int = 20
-    user_requests_per_minute: int = 10
-    request_deadline_seconds: float = 300.0
-    shutdown_grace_seconds: float = 20.0
+    max_concurrent_answers: int
+    user_requests_per_minute: int
+    request_deadline_seconds: float
+    shutdown_grace_seconds: float
+    slack_timeout_seconds: float
 
     @property
     def socket_mode(self) -> bool:
@@ -64,25 +65,28 @@ class Settings:
             slack_bot_token=read.required("SLACK_BOT_TOKEN", _prefixed("xoxb-")),
             slack_app_token=app_token,
             slack_signing_secret=signing_secret,
-            port=read.optional("PORT", _int_between(1, 65535)) or 3000,
-            slack_api_url=read.optional("SLACK_API_URL", _http_url) or "https://slack.com/api/",
+            port=read.or_default("PORT", _int_between(1, 65535), 3000),
+            slack_api_url=read.or_default("SLACK_API_URL", _http_url, "https://slack.com/api/"),
             anthropic_api_key=read.required("ANTHROPIC_API_KEY", str),
             anthropic_base_url=read.optional("ANTHROPIC_BASE_URL", _http_url),
-            claude_model=read.optional("CLAUDE_MODEL", str) or DEFAULT_MODEL,
-            claude_max_tokens=read.optional("CLAUDE_MAX_TOKENS", _int_between(1, 128_000)) or 4096,
-            claude_timeout_seconds=read.optional("CLAUDE_TIMEOUT_SECONDS", _number_between(1, 3600)) or 120.0,
-            claude_max_retries=read.optional_zero("CLAUDE_MAX_RETRIES", _int_between(0, 10), default=2),
-            system_prompt=read.optional("CLAUDE_SYSTEM_PROMPT", str) or DEFAULT_SYSTEM_PROMPT,
-            context_budget_tokens=read.optional("CONTEXT_BUDGET_TOKENS", _int_between(1_000, 1_000_000))
-            or 50_000,
-            dm_context_hours=read.optional("DM_CONTEXT_HOURS", _number_between(0.1, 24 * 90)) or 24.0,
-            slash_command=read.optional("SLASH_COMMAND", _slash_command) or "/claude",
-            log_level=read.optional("LOG_LEVEL", _one_of(LOG_LEVELS)) or "INFO",
-            max_concurrent_answers=read.optional("MAX_CONCURRENT_ANSWERS", _int_between(1, 1000)) or 20,
-            user_requests_per_minute=read.optional("USER_REQUESTS_PER_MINUTE", _int_between(1, 1000)) or 10,
-            request_deadline_seconds=read.optional("REQUEST_DEADLINE_SECONDS", _number_between(5, 3600))
-            or 300.0,
-            shutdown_grace_seconds=read.optional("SHUTDOWN_GRACE_SECONDS", _number_between(0, 600)) or 20.0,
+            claude_model=read.or_default("CLAUDE_MODEL", str, DEFAULT_MODEL),
+            claude_max_tokens=read.or_default("CLAUDE_MAX_TOKENS", _int_between(1, 128_000), 4096),
+            claude_timeout_seconds=read.or_default("CLAUDE_TIMEOUT_SECONDS", _number_between(1, 3600), 120.0),
+            claude_max_retries=read.or_default("CLAUDE_MAX_RETRIES", _int_between(0, 10), 2),
+            system_prompt=read.or_default("CLAUDE_SYSTEM_PROMPT", str, DEFAULT_SYSTEM_PROMPT),
+            context_budget_tokens=read.or_default(
+                "CONTEXT_BUDGET_TOKENS", _int_between(1_000, 1_000_000), 50_000
+            ),
+            dm_context_hours=read.or_default("DM_CONTEXT_HOURS", _number_between(0.1, 24 * 90), 24.0),
+            slash_command=read.or_default("SLASH_COMMAND", _slash_command, "/claude"),
+            log_level=read.or_default("LOG_LEVEL", _one_of(LOG_LEVELS), "INFO"),
+            max_concurrent_answers=read.or_default("MAX_CONCURRENT_ANSWERS", _int_between(1, 1000), 20),
+            user_requests_per_minute=read.or_default("USER_REQUESTS_PER_MINUTE", _int_between(1, 1000), 10),
+            request_deadline_seconds=read.or_default(
+                "REQUEST_DEADLINE_SECONDS", _number_between(1, 3600), 300.0
+            ),
+            shutdown_grace_seconds=read.or_default("SHUTDOWN_GRACE_SECONDS", _number_between(0, 600), 20.0),
+            slack_timeout_seconds=read.or_default("SLACK_TIMEOUT_SECONDS", _number_between(1, 300), 15.0),
         )
 
 
@@ -99,7 +103,8 @@ class _Reader:
         except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
 
-    def optional_zero(self, name: str, parse: Callable[[str], int], *, default: int) -> int:
+    def or_default(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        """Like `optional`, but an unset variable means `default` (a set zero stays zero)."""
         value = self.optional(name, parse)
         return default if value is None else value
 

@@ -13,6 +13,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.app import build_app, build_claude_client, build_slack_client
 from bot.config import Settings
+from bot.pipeline.answer import Answerer
 from tests.fakes.claude_api import FakeClaude
 from tests.fakes.slack_api import FakeSlack
 
@@ -65,6 +66,7 @@ class RunningBot:
     settings: Settings
     slack: FakeSlack
     claude: FakeClaude
+    answerer: Answerer
 
     async def send_event(self, event: dict[str, Any], **envelope: Any) -> dict[str, Any]:
         """Deliver an event over Socket Mode; returns the envelope once the bot has acknowledged it."""
@@ -102,13 +104,14 @@ async def bot(
     settings = Settings.from_env(bot_env(slack, claude, **bot_overrides))
     slack_client = build_slack_client(settings)
     claude_client = build_claude_client(settings)
-    app = build_app(settings, slack_client, claude_client)
+    answerer = Answerer(settings, slack_client, claude_client)
+    app = build_app(settings, slack_client, claude_client, answerer)
     assert settings.slack_app_token is not None
     handler = AsyncSocketModeHandler(app, settings.slack_app_token)
     await handler.connect_async()
     await slack.wait_for_socket()
     try:
-        yield RunningBot(app, settings, slack, claude)
+        yield RunningBot(app, settings, slack, claude, answerer)
     finally:
         await handler.close_async()
         await claude_client.close()

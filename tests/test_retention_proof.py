@@ -7,20 +7,16 @@ no canary may appear in what it printed or in any file under its working directo
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
 import socket
-import sys
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlencode
 
 import aiohttp
 from slack_sdk.signature import SignatureVerifier
 
+from tests.bot_process import BotProcess
 from tests.conftest import ALICE, BOB, CHANNEL, DM, bot_env, bot_said, direct_message, mention, said
 
 SECRET = "proof-signing-secret"
@@ -37,61 +33,6 @@ class Canaries:
 
     def found_in(self, text: str) -> list[str]:
         return [canary for canary in self.issued if canary in text]
-
-
-class BotProcess:
-    """`python -m bot` in a sandbox of its own: working directory, HOME and TMPDIR under tmp_path."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
-        self.dirs = [tmp_path / "work", tmp_path / "home", tmp_path / "tmp"]
-        for folder in self.dirs:
-            folder.mkdir()
-        self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.dirs[1]),
-            "TMPDIR": str(self.dirs[2]),
-            **env,
-        }
-        self.output: list[str] = []
-        self._listening = asyncio.Event()
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            cwd=self.dirs[0],
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            text = line.decode(errors="replace")
-            self.output.append(text)
-            if "listening over" in text:
-                self._listening.set()
-
-    async def wait_listening(self) -> None:
-        await asyncio.wait_for(self._listening.wait(), timeout=30)
-
-    async def stop(self, *, signal_first: bool = True) -> str:
-        if signal_first and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(self.process.wait(), timeout=30)
-        await self._reader
-        return "".join(self.output)
-
-    def written_files(self) -> str:
-        contents = []
-        for folder in self.dirs:
-            for path in folder.rglob("*"):
-                if path.is_file():
-                    contents.append(f"{path}\n{path.read_bytes().decode(errors='replace')}")
-        return "\n".join(contents)
 
 
 def free_port() -> int:
@@ -209,11 +150,3 @@ async def test_bot_token_rejected_at_start_is_one_line_naming_it(slack, claude, 
     output = await bot.stop(signal_first=False)  # it exits by itself
     assert bot.process.returncode == 1
     assert output == "startup error: SLACK_BOT_TOKEN: Slack rejected it (invalid_auth)\n"
-
-
-async def test_sigterm_stops_the_bot_cleanly(slack, claude, tmp_path):
-    bot = BotProcess(tmp_path, bot_env(slack, claude))
-    await bot.start()
-    await slack.wait_for_socket(timeout=30)
-    output = await bot.stop()
-    assert bot.process.returncode == 0, output

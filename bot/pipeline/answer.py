@@ -109,6 +109,7 @@ class Answerer:
             await writer.interrupt(TooManyRequests())
             return
         timings = _Timings(started=time.perf_counter())
+        shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, read
         try:
             async with asyncio.timeout(self._settings.request_deadline_seconds):
                 await self._write_answer(ask, writer, timings)
@@ -131,6 +132,7 @@ class Answerer:
             )
             await writer.interrupt(exc)
         finally:
+            await shown  # a quick failure must not clear progress before it was shown
             await clear_progress(self._slack, ask.progress)
 
     async def _write_answer(self, ask: Ask, writer: ReplyWriter, timings: _Timings) -> None:
@@ -170,12 +172,11 @@ class Answerer:
         )
 
     async def _prompt_for(self, ask: Ask) -> Prompt:
-        """Read what the Ask names (showing progress meanwhile) and apply the retention policy."""
+        """Read what the Ask names and apply the retention policy."""
         settings, slack = self._settings, self._slack
-        conversation, viewed, _ = await asyncio.gather(
+        conversation, viewed = await asyncio.gather(
             read_conversation(slack, ask, dm_window_seconds=settings.dm_context_hours * 3600),
             self._read_viewed_channel(ask),
-            show_progress(slack, ask.progress),
         )
         names = await look_up_names(slack, people_to_name([*conversation, *viewed], ask.bot))
         if sum(not ask.bot.wrote(message) for message in conversation) == 1:  # the thread's first question

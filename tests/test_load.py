@@ -1,0 +1,72 @@
+"""Under load: a bounded number of Claude calls at once (the rest wait, visibly), a per-user rate
+limit with a polite answer, and a deadline so that no request hangs forever."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.pipeline.progress import WAITING_STATUS
+from bot.pipeline.reply import ERROR_SENTENCES, TookTooLong, TooManyRequests
+from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, said
+
+
+@pytest.mark.parametrize("bot_overrides", [{"MAX_CONCURRENT_ANSWERS": "2"}], indirect=True)
+async def test_claude_calls_beyond_the_limit_wait_and_are_all_answered(bot):
+    bot.claude.first_token_delay = 0.3
+    for n in range(5):
+        await bot.send_event(
+            mention(f"<@U0BOT> question {n}", ts=f"1.00000{n}", user=ALICE if n % 2 else BOB)
+        )
+
+    await bot.claude.wait_for_requests(2)
+    await asyncio.sleep(0.1)  # give a third request the chance to (wrongly) start while two are running
+    assert len(bot.claude.requests) == 2
+    await bot.finished(count=5)
+    assert len(bot.claude.requests) == 5
+    assert all(bot.replies(CHANNEL, f"1.00000{n}") == ["Hello from fake Claude."] for n in range(5))
+
+
+@pytest.mark.parametrize("bot_overrides", [{"MAX_CONCURRENT_ANSWERS": "1"}], indirect=True)
+async def test_waiting_is_shown_in_an_assistant_thread(bot):
+    bot.claude.first_token_delay = 0.3
+    await bot.send_event(mention("<@U0BOT> first", ts="2.000001"))
+    await bot.claude.wait_for_requests(1)
+    bot.slack.add_thread(DM, [said(ALICE, "hello", "2.000002"), said(ALICE, "second", "2.000003")])
+    await bot.send_event(direct_message("second", ts="2.000003", thread_ts="2.000002"))
+
+    statuses = await bot.slack.wait_for("assistant.threads.setStatus", count=2)
+    assert statuses[1].params["status"] == WAITING_STATUS
+    await bot.slack.wait_for("assistant.threads.setStatus", count=3)
+    assert bot.replies(DM, "2.000002") == ["Hello from fake Claude."]
+
+
+@pytest.mark.parametrize("bot_overrides", [{"USER_REQUESTS_PER_MINUTE": "2"}], indirect=True)
+async def test_a_person_over_the_rate_limit_gets_a_polite_answer_and_nothing_is_read(bot):
+    bot.slack.add_thread(CHANNEL, [said(ALICE, f"<@U0BOT> again {n}", f"3.00000{n}") for n in range(3)])
+    for n in range(3):
+        await bot.send_event(mention(f"<@U0BOT> again {n}", ts=f"3.00000{n}", thread_ts="3.000000"))
+    await bot.send_event(mention("<@U0BOT> someone else", ts="3.000009", user=BOB))
+
+    await bot.finished(count=3)  # two of Alice's and Bob's; the refused one showed no progress
+    await bot.slack.wait_for("chat.postMessage")
+    assert len(bot.claude.requests) == 3
+    assert f":warning: {ERROR_SENTENCES[TooManyRequests]}" in bot.replies(CHANNEL, "3.000000")
+    assert len(bot.slack.calls_to("conversations.replies")) == 2  # the refused third read nothing
+
+
+@pytest.mark.parametrize(
+    "bot_overrides", [{"REQUEST_DEADLINE_SECONDS": "1", "CLAUDE_TIMEOUT_SECONDS": "60"}], indirect=True
+)
+async def test_an_answer_past_its_deadline_is_ended_with_a_short_note(bot):
+    bot.claude.chunk_chars = 5
+    bot.claude.chunk_delay = 0.4
+    bot.claude.reply("slow words that take far longer than the deadline allows")
+    await bot.send_event(mention("<@U0BOT> slow", ts="4.000001"))
+
+    await bot.finished()
+    [text] = bot.replies(CHANNEL, "4.000001")
+    assert text.startswith("slow")
+    assert text.endswith(f"_(Cut off: {ERROR_SENTENCES[TookTooLong]})_")
+    await bot.claude.wait_for_abandoned()

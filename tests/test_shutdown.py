@@ -1,0 +1,64 @@
+"""Shutdown: on SIGTERM take no new work, finish answers in progress up to a grace period, mark the
+rest as interrupted in Slack, and exit 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.pipeline.reply import ERROR_SENTENCES, Restarting
+from tests.bot_process import BotProcess
+from tests.conftest import CHANNEL, bot_env, mention
+
+RESTARTING_NOTE = f"_(Cut off: {ERROR_SENTENCES[Restarting]})_"
+
+
+async def test_drain_lets_an_answer_finish_within_the_grace_period(bot):
+    bot.claude.first_token_delay = 0.3
+    await bot.send_event(mention("<@U0BOT> quick", ts="1.000001"))
+    await bot.claude.wait_for_requests(1)
+
+    assert await bot.answerer.drain(grace_seconds=5) == 0
+    assert bot.replies(CHANNEL, "1.000001") == ["Hello from fake Claude."]
+
+
+async def test_drain_interrupts_what_outlives_the_grace_period_and_says_so(bot):
+    bot.claude.chunk_chars = 5
+    bot.claude.chunk_delay = 0.2
+    bot.claude.reply("an answer much too slow to finish before the bot stops")
+    await bot.send_event(mention("<@U0BOT> slow", ts="2.000001"))
+    await bot.slack.wait_for("chat.startStream")
+
+    assert await bot.answerer.drain(grace_seconds=0.2) == 1
+    [text] = bot.replies(CHANNEL, "2.000001")
+    assert text.startswith("an an") and text.endswith(RESTARTING_NOTE)
+    assert bot.slack.reactions(CHANNEL, "2.000001") == set()  # progress cleared too
+
+
+async def test_after_drain_new_asks_are_told_to_come_back(bot):
+    await bot.answerer.drain(grace_seconds=1)
+    await bot.send_event(mention("<@U0BOT> anyone?", ts="3.000001"))
+
+    await bot.slack.wait_for("chat.postMessage")
+    assert bot.replies(CHANNEL, "3.000001") == [f":warning: {ERROR_SENTENCES[Restarting]}"]
+    assert not bot.claude.requests
+
+
+@pytest.mark.parametrize(
+    ("grace", "finished_text"),
+    [("10", "Hello from fake Claude."), ("0", None)],
+    ids=["finishes_in_grace", "interrupted"],
+)
+async def test_sigterm_with_an_answer_in_flight_exits_0(slack, claude, tmp_path, grace, finished_text):
+    claude.first_token_delay = 1.0
+    bot = BotProcess(tmp_path, bot_env(slack, claude, SHUTDOWN_GRACE_SECONDS=grace))
+    await bot.start()
+    await slack.wait_for_socket(timeout=30)
+    await slack.send_envelope(slack.events_api_envelope(mention("<@U0BOT> in flight", ts="4.000001")))
+    await claude.wait_for_requests(1, timeout=30)
+
+    output = await bot.stop()  # SIGTERM
+
+    assert bot.process.returncode == 0, output
+    [text] = slack.thread_texts(CHANNEL, "4.000001")
+    assert text == (finished_text or f":warning: {ERROR_SENTENCES[Restarting]}")
+    assert "answers interrupted" in output

@@ -1,0 +1,65 @@
+"""Slack misbehaving: 429 with Retry-After, server errors and timeouts, Socket Mode reconnects and
+redeliveries. Answers are not lost and never given twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.pipeline.context import ContextUnavailable
+from bot.pipeline.reply import ERROR_SENTENCES
+from tests.conftest import ALICE, CHANNEL, mention, said
+
+
+@pytest.mark.parametrize(
+    "method", ["conversations.replies", "users.info", "reactions.add", "chat.startStream", "chat.stopStream"]
+)
+async def test_rate_limited_call_waits_out_retry_after_and_the_answer_arrives(bot, method):
+    bot.slack.add_thread(CHANNEL, [said(ALICE, "root", "1.000000"), said(ALICE, "<@U0BOT> hi", "1.000001")])
+    bot.slack.fail(method, status=429, error="ratelimited", retry_after=0)
+
+    await bot.send_event(mention("<@U0BOT> hi", ts="1.000001", thread_ts="1.000000"))
+
+    await bot.finished()
+    assert len(bot.slack.calls_to(method)) == 2  # refused once, retried once
+    assert bot.replies(CHANNEL, "1.000000") == ["Hello from fake Claude."]
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_server_error_is_retried(bot, status):
+    bot.slack.add_thread(CHANNEL, [said(ALICE, "root", "2.000000"), said(ALICE, "<@U0BOT> hi", "2.000001")])
+    bot.slack.fail("conversations.replies", status=status, error="internal_error")
+
+    await bot.send_event(mention("<@U0BOT> hi", ts="2.000001", thread_ts="2.000000"))
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "2.000000") == ["Hello from fake Claude."]
+
+
+@pytest.mark.parametrize("bot_overrides", [{"SLACK_TIMEOUT_SECONDS": "1"}], indirect=True)
+async def test_slack_read_that_times_out_is_explained_in_the_thread(bot):
+    bot.slack.add_thread(CHANNEL, [said(ALICE, "root", "3.000000"), said(ALICE, "<@U0BOT> hi", "3.000001")])
+    bot.slack.fail("conversations.replies", status=200, error="never", delay=3.0, times=1)
+
+    await bot.send_event(mention("<@U0BOT> hi", ts="3.000001", thread_ts="3.000000"))
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "3.000000") == [f":warning: {ERROR_SENTENCES[ContextUnavailable]}"]
+    assert not bot.claude.requests
+
+
+@pytest.mark.parametrize("reason", ["refresh_requested", "warning"])
+async def test_socket_mode_reconnects_and_a_redelivered_event_is_answered_once(bot, reason):
+    first = mention("<@U0BOT> before the disconnect", ts="4.000001")
+    await bot.send_event(first, event_id="Ev0BEFORE")
+    await bot.finished()
+
+    await bot.slack.disconnect(reason)
+    await bot.slack.wait_for_socket(count=2)
+    # Slack redelivers what it thinks was not acked, on the new connection; then new work arrives.
+    await bot.send_event(first, event_id="Ev0BEFORE", retry_attempt=1, retry_reason="timeout")
+    await bot.send_event(mention("<@U0BOT> after the reconnect", ts="4.000002"), event_id="Ev0AFTER")
+
+    await bot.finished(count=2)
+    assert len(bot.claude.requests) == 2
+    assert bot.replies(CHANNEL, "4.000001") == ["Hello from fake Claude."]
+    assert bot.replies(CHANNEL, "4.000002") == ["Hello from fake Claude."]
