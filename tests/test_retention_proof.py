@@ -18,6 +18,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from tests.bot_process import BotProcess
 from tests.conftest import ALICE, BOB, CHANNEL, DM, bot_env, bot_said, direct_message, mention, said
+from tests.fakes.slack_api import FakeSlack
 
 SECRET = "proof-signing-secret"
 
@@ -45,57 +46,87 @@ def now_ts(offset: float = 0.0) -> str:
     return f"{time.time() + offset:.6f}"
 
 
-async def test_socket_mode_at_debug_keeps_no_content_in_logs_or_files(slack, claude, tmp_path):
+async def test_every_surface_at_debug_keeps_content_and_secrets_out_of_logs_and_files(claude, tmp_path):
     canary = Canaries()
-    slack.add_user(ALICE, display_name=canary("name"), real_name=canary("name"))
-    slack.add_user(BOB, display_name=canary("name"), real_name=canary("name"))
-    claude.responder = lambda _body: f"Answer with **markdown** {canary('answer')}"
-    root, reply, mention_ts = now_ts(-30), now_ts(-20), now_ts(-10)
-    slack.add_thread(
-        CHANNEL,
-        [
-            said(BOB, canary("thread"), root),
-            bot_said(canary("earlier-answer"), reply),
-            said(ALICE, f"<@U0BOT> {canary('question')}", mention_ts),
-        ],
-    )
-    dm_old, dm_now = now_ts(-60), now_ts()
-    dm_question = canary("dm")
-    slack.add_history(DM, [said(ALICE, canary("dm-history"), dm_old), said(ALICE, dm_question, dm_now)])
-
-    bot = BotProcess(tmp_path, bot_env(slack, claude, LOG_LEVEL="DEBUG"))
-    await bot.start()
-    try:
-        await slack.wait_for_socket(timeout=30)
-        frames = [
-            slack.events_api_envelope(
-                mention(f"<@U0BOT> {canary('question')}", ts=mention_ts, thread_ts=root)
-            ),
-            slack.events_api_envelope(direct_message(dm_question, ts=dm_now)),
-            slack.slash_command_envelope("/claude", canary("command")),
-            # Ignored, redelivered and failing requests log too: they must keep content out as well.
-            slack.events_api_envelope(
-                direct_message(canary("bot"), ts=now_ts(), subtype="bot_message", bot_id="B0OTHER")
-            ),
-            slack.events_api_envelope(
-                direct_message(canary("edit"), ts=now_ts(), subtype="message_changed"), retry_attempt=1
-            ),
-        ]
-        for frame in frames:
-            await slack.send_envelope(frame)
-            await slack.wait_for_ack(frame["envelope_id"], timeout=30)
-        await slack.wait_for("reactions.remove", count=2, timeout=30)  # both answers complete
-        await slack.wait_for("response_url", timeout=30)
-        claude.fail(500)
-        await slack.send_envelope(
-            slack.events_api_envelope(mention(f"<@U0BOT> {canary('failing')}", ts=now_ts()))
+    tokens = {"bot_token": f"xoxb-{canary('bot-token')}", "app_token": f"xapp-{canary('app-token')}"}
+    async with FakeSlack(**tokens) as slack:
+        slack.add_user(ALICE, display_name=canary("name"), real_name=canary("name"))
+        slack.add_user(BOB, display_name=canary("name"), real_name=canary("name"))
+        claude.responder = lambda _body: f"Answer with **markdown** {canary('answer')}"
+        root, reply, mention_ts = now_ts(-30), now_ts(-20), now_ts(-10)
+        slack.add_thread(
+            CHANNEL,
+            [
+                said(BOB, canary("thread"), root),
+                bot_said(canary("earlier-answer"), reply),
+                said(ALICE, f"<@U0BOT> {canary('question')}", mention_ts),
+            ],
         )
-        await slack.wait_for("reactions.remove", count=3, timeout=30)
-    finally:
-        output = await bot.stop()
+        slack.add_history(CHANNEL, [said(BOB, canary("channel-history"), now_ts(-40))])
+        dm_now, agent_root, agent_question = now_ts(), now_ts(-5), now_ts(-4)
+        slack.add_history(DM, [said(ALICE, canary("dm-history"), now_ts(-60))])
+        slack.add_thread(DM, [said(ALICE, f"Summarize this channel {canary('agent')}", agent_question)])
+        env = bot_env(slack, claude, LOG_LEVEL="DEBUG", ANTHROPIC_API_KEY=canary("api-key"))
+
+        bot = BotProcess(tmp_path, env)
+        await bot.start()
+        try:
+            await slack.wait_for_socket(timeout=30)
+
+            async def deliver(frame: dict) -> None:
+                await slack.send_envelope(frame)
+                await slack.wait_for_ack(frame["envelope_id"], timeout=30)
+
+            # A mention in a thread, a DM, the slash command: each answered.
+            await deliver(
+                slack.events_api_envelope(mention(f"<@U0BOT> {canary('q')}", ts=mention_ts, thread_ts=root))
+            )
+            await deliver(slack.events_api_envelope(direct_message(canary("dm"), ts=dm_now)))
+            await deliver(slack.slash_command_envelope("/claude", canary("command")))
+            await slack.wait_for("reactions.remove", count=2, timeout=30)
+            await slack.wait_for("response_url", timeout=30)
+            # The agent surface: a thread starts while viewing the channel, then a question about it.
+            await deliver(
+                slack.assistant_thread_started_envelope(thread_ts=agent_root, context_channel_id=CHANNEL)
+            )
+            await deliver(slack.app_home_opened_envelope())
+            agent_message = direct_message(f"Summarize this channel {canary('agent')}", ts=agent_question)
+            await deliver(slack.events_api_envelope(agent_message | {"thread_ts": agent_root}))
+            await slack.wait_for("conversations.history", count=2, timeout=30)  # the DM, then the channel
+            await slack.wait_for("chat.stopStream", count=2, timeout=30)
+            await deliver(
+                slack.agent_session_stopped_envelope(
+                    channel_id=DM, user_id=ALICE, thread_ts=agent_root, streaming_message_ts=[]
+                )
+            )
+            # Both message shortcuts, the modal's question included.
+            message = {"type": "message", "user": BOB, "text": canary("shortcut-message"), "ts": root}
+            await deliver(slack.message_shortcut_envelope("summarize_thread", message=message))
+            await slack.wait_for("response_url", count=3, timeout=30)  # the working note and the summary
+            await deliver(slack.message_shortcut_envelope("ask_about_thread", message=message))
+            await slack.wait_for("views.open", timeout=30)
+            values = {"question": {"text": {"type": "plain_text_input", "value": canary("modal-question")}}}
+            await deliver(slack.view_submission_envelope("ask_about_thread", values=values))
+            await slack.wait_for("response_url", count=5, timeout=30)
+            # Ignored, redelivered and failing requests log too.
+            await deliver(
+                slack.events_api_envelope(
+                    direct_message(canary("bot"), ts=now_ts(), subtype="bot_message", bot_id="B0OTHER")
+                )
+            )
+            await deliver(
+                slack.events_api_envelope(
+                    direct_message(canary("edit"), ts=now_ts(), subtype="message_changed"), retry_attempt=1
+                )
+            )
+            claude.fail(500)
+            await deliver(slack.events_api_envelope(mention(f"<@U0BOT> {canary('failing')}", ts=now_ts())))
+            await slack.wait_for("reactions.remove", count=3, timeout=30)
+        finally:
+            output = await bot.stop()
 
     assert "answered" in output and "ignored: from_a_bot" in output  # it did log, at DEBUG too
-    assert len(claude.requests) == 4
+    assert len(claude.requests) == 7
     assert canary.found_in(output) == []
     assert canary.found_in(bot.written_files()) == []
 

@@ -69,6 +69,11 @@ class Answerer:
         task.cancel()
         return True
 
+    async def wait_idle(self) -> None:
+        """Return once no answer is being written."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def drain(self, grace_seconds: float) -> int:
         """Take no new Asks, let running answers finish within the grace, interrupt the rest.
 
