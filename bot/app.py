@@ -6,12 +6,14 @@ import asyncio
 import logging
 import re
 import signal
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from anthropic import AsyncAnthropic
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
@@ -87,9 +89,10 @@ async def serve(settings: Settings) -> None:
     slack = build_slack_client(settings)
     claude = build_claude_client(settings)
     try:
-        await _check_bot_token(slack)
+        identity = await _check_bot_token(slack)
         answerer = Answerer(settings, slack, claude)
         app = build_app(settings, slack, claude, answerer)
+        await warm_up(app, identity)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -105,7 +108,20 @@ async def serve(settings: Settings) -> None:
         await claude.close()
 
 
-async def _check_bot_token(slack: AsyncWebClient) -> None:
+async def warm_up(app: AsyncApp, identity: dict[str, Any]) -> None:
+    """Let Bolt make its one auth.test now, with an event it ignores, so that no real event's ack
+    waits on it."""
+    event = {"type": "app_home_opened", "user": identity.get("user_id"), "tab": "home"}
+    body = {
+        "type": "event_callback",
+        "team_id": identity.get("team_id"),
+        "event_id": "warm-up",
+        "event": event,
+    }
+    await app.async_dispatch(AsyncBoltRequest(body=body, mode="socket_mode"))
+
+
+async def _check_bot_token(slack: AsyncWebClient) -> dict[str, Any]:
     try:
         identity = await slack.auth_test()
     except SlackApiError as exc:
@@ -113,6 +129,7 @@ async def _check_bot_token(slack: AsyncWebClient) -> None:
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise StartupError(f"SLACK_API_URL: cannot reach Slack ({exc.__class__.__name__})") from None
     log.info("connected as bot user=%s team=%s", identity.get("user_id"), identity.get("team_id"))
+    return dict(identity.data) if isinstance(identity.data, dict) else {}
 
 
 async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:

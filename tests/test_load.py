@@ -70,3 +70,15 @@ async def test_an_answer_past_its_deadline_is_ended_with_a_short_note(bot):
     assert text.startswith("slow")
     assert text.endswith(f"_(Cut off: {ERROR_SENTENCES[TookTooLong]})_")
     await bot.claude.wait_for_abandoned()
+
+
+async def test_acks_never_wait_on_slack_or_claude(bot):
+    bot.slack.latency = 0.6  # every Web API call, auth.test included, is slow
+    bot.claude.first_token_delay = 0.6
+    frame = bot.slack.events_api_envelope(mention("<@U0BOT> slow everything", ts="5.000001"))
+
+    await bot.slack.send_envelope(frame)
+    await bot.slack.wait_for_ack(frame["envelope_id"], timeout=0.5)  # well before any call could answer
+
+    await bot.answerer.wait_idle()
+    assert bot.replies(CHANNEL, "5.000001") == ["Hello from fake Claude."]
