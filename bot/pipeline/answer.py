@@ -183,9 +183,11 @@ class Answerer:
             read_conversation(slack, ask, dm_window_seconds=settings.dm_context_hours * 3600),
             self._read_viewed_channel(ask),
         )
-        names = await look_up_names(slack, people_to_name([*conversation, *viewed], ask.bot))
-        if sum(not ask.bot.wrote(message) for message in conversation) == 1:  # the thread's first question
-            await name_thread(slack, ask.progress, ask.message.text)
+        first_question = sum(not ask.bot.wrote(message) for message in conversation) == 1
+        names, _ = await asyncio.gather(
+            look_up_names(slack, people_to_name([*conversation, *viewed], ask.bot)),
+            name_thread(slack, ask.progress, ask.message.text) if first_question else asyncio.sleep(0),
+        )
         return build_prompt(
             conversation,
             bot=ask.bot,
