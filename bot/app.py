@@ -37,10 +37,13 @@ class StartupError(Exception):
 
 
 def build_slack_client(settings: Settings) -> AsyncWebClient:
+    """Call from a running event loop: the client keeps one connection pool for every Web API call."""
     slack = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
         timeout=int(settings.slack_timeout_seconds),
+        # Without a session slack_sdk opens a new one, and a new connection, for every call.
+        session=aiohttp.ClientSession(),
     )
     # Beside the default retry on a dropped connection: wait out 429s (Retry-After) and retry 500/503.
     slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
@@ -106,6 +109,8 @@ async def serve(settings: Settings) -> None:
         log.info("stopped; %d answers interrupted", interrupted)
     finally:
         await claude.close()
+        if slack.session is not None:
+            await slack.session.close()
 
 
 async def warm_up(app: AsyncApp, identity: dict[str, Any]) -> None:

@@ -116,6 +116,7 @@ async def bot(
     finally:
         await handler.close_async()
         await claude_client.close()
+        await slack_client.session.close()
 
 
 def mention(

@@ -48,11 +48,12 @@ class HttpBot:
 async def http_bot(slack, claude) -> AsyncIterator[HttpBot]:
     env = bot_env(slack, claude, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET)
     settings = Settings.from_env(env)
-    claude_client = build_claude_client(settings)
-    app = build_app(settings, build_slack_client(settings), claude_client)
+    claude_client, slack_client = build_claude_client(settings), build_slack_client(settings)
+    app = build_app(settings, slack_client, claude_client)
     async with TestServer(app.web_app(path=EVENTS_PATH)) as server, aiohttp.ClientSession() as session:
         yield HttpBot(server, session)
     await claude_client.close()
+    await slack_client.session.close()
 
 
 async def test_url_verification_is_answered_with_the_challenge(http_bot):

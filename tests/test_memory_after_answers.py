@@ -9,12 +9,13 @@ import uuid
 from collections import deque
 from dataclasses import fields, is_dataclass
 
-from aiohttp import web_request
+from aiohttp import web_request, web_response
 
 from tests.conftest import ALICE, BOB, CHANNEL, DM, bot_said, direct_message, mention, said
 
-# Objects only the fakes' servers make: the bot runs no aiohttp server in Socket Mode.
-FAKE_SIDE = (web_request.Request, web_request.BaseRequest)
+# Objects only the fakes' servers make (a kept-alive connection holds its last response): the bot runs
+# no aiohttp server in Socket Mode.
+FAKE_SIDE = (web_request.Request, web_request.BaseRequest, web_response.Response, web_response.StreamResponse)
 
 
 def fake_data(bot) -> list[object]:
