@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 from anthropic import AsyncAnthropic
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
@@ -19,6 +20,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import guards
@@ -137,8 +141,20 @@ async def _check_bot_token(slack: AsyncWebClient) -> dict[str, Any]:
     return dict(identity.data) if isinstance(identity.data, dict) else {}
 
 
+class AckFirstSocketModeHandler(AsyncSocketModeHandler):
+    """Acknowledges each Events API envelope as it arrives, before Bolt's middleware and listener
+    matching run: under a burst, acks then wait on nothing but the socket. Every event is acked anyway
+    (ignored ones included); slash commands and interactions keep Bolt's ack, which carries a reply."""
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        if req.type != "events_api":
+            return await super().handle(client, req)
+        await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+        await run_async_bolt_app(self.app, req)
+
+
 async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:
-    handler = AsyncSocketModeHandler(app, app_token)
+    handler = AckFirstSocketModeHandler(app, app_token)
     try:
         await handler.connect_async()  # type: ignore[no-untyped-call]
     except SlackApiError as exc:

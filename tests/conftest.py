@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
-from bot.app import build_app, build_claude_client, build_slack_client, warm_up
+from bot.app import AckFirstSocketModeHandler, build_app, build_claude_client, build_slack_client, warm_up
 from bot.config import Settings
 from bot.pipeline.answer import Answerer
 from tests.fakes.claude_api import FakeClaude
@@ -108,7 +107,7 @@ async def bot(
     app = build_app(settings, slack_client, claude_client, answerer)
     assert settings.slack_app_token is not None
     await warm_up(app, (await slack_client.auth_test()).data)  # as `serve` does
-    handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+    handler = AckFirstSocketModeHandler(app, settings.slack_app_token)
     await handler.connect_async()
     await slack.wait_for_socket()
     try:
