@@ -36,7 +36,8 @@ def why_ignored(event: object, bot_user_id: str | None) -> str | None:
         return "malformed"
     if event.get("bot_id"):
         return "from_a_bot"
-    if event.get("subtype") not in ANSWERED_SUBTYPES:
+    subtype = event.get("subtype")
+    if not isinstance(subtype, str | None) or subtype not in ANSWERED_SUBTYPES:  # a list is unhashable
         return "subtype"
     if bot_user_id is not None and event.get("user") == bot_user_id:
         return "from_self"

@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.ask import Ask, BotIdentity, Privately, SlackMessage, Thread, WorkingNote
+from bot.pipeline.progress import quietly
 from bot.surfaces import Answer
 
 ASK_ABOUT_THREAD = "ask_about_thread"
@@ -39,6 +40,14 @@ def thread_of(shortcut: Mapping[str, Any]) -> tuple[str, str, str, str, str] | N
 
 def _id(entity: object) -> object:
     return entity.get("id") if isinstance(entity, Mapping) else None
+
+
+def _question(view: Mapping[str, Any]) -> str:
+    """The question typed into the modal, or "" if the submission carries none."""
+    value: object = view
+    for key in ("state", "values", QUESTION_BLOCK, QUESTION_INPUT, "value"):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value.strip() if isinstance(value, str) else ""
 
 
 def to_ask(
@@ -96,22 +105,25 @@ def register(app: AsyncApp, answer: Answer) -> None:
         thread = thread_of(shortcut)
         trigger_id = shortcut.get("trigger_id")
         if thread is not None and isinstance(trigger_id, str):
-            await client.views_open(trigger_id=trigger_id, view=question_modal(*thread))
+            # A trigger expires after 3 seconds; Slack's refusal must not escape the listener.
+            await quietly(client.views_open(trigger_id=trigger_id, view=question_modal(*thread)))
 
     @app.view(ASK_ABOUT_THREAD)
     async def on_question(ack: AsyncAck, view: dict[str, Any], context: AsyncBoltContext) -> None:
-        values = (view.get("state") or {}).get("values") or {}
-        question = str(
-            ((values.get(QUESTION_BLOCK) or {}).get(QUESTION_INPUT) or {}).get("value") or ""
-        ).strip()
+        question = _question(view)
         if not question:
             await ack(response_action="errors", errors={QUESTION_BLOCK: "Please type a question."})
             return
         await ack()
         try:
-            team, user, channel, thread_ts, response_url = json.loads(view.get("private_metadata") or "")
+            fields = json.loads(view.get("private_metadata") or "")
         except (ValueError, TypeError):
             return
+        if not (
+            isinstance(fields, list) and len(fields) == 5 and all(isinstance(f, str) and f for f in fields)
+        ):
+            return
+        team, user, channel, thread_ts, response_url = fields
         await answer(
             to_ask(
                 team,
