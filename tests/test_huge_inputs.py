@@ -1,0 +1,198 @@
+"""Huge and hollow inputs, end to end over Socket Mode: a 40,000-character message, a 5,000-message thread,
+messages that carry only files or attachments, and an event type nobody knows."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+
+import pytest
+
+from bot.pipeline.progress import WORKING_REACTION
+from bot.pipeline.retention import CHARS_PER_TOKEN, SHORTENED
+from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, bot_said, direct_message, mention, said
+
+ANSWER = "Hello from fake Claude."
+OMITTED = re.compile(r"The (\d+) oldest messages of this conversation were left out")
+
+
+def prompt_chars(request) -> int:
+    return sum(len(message["content"]) for message in request.body["messages"])
+
+
+def errors_logged(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def huge_paste(size: int) -> str:
+    """`size` characters of numbered log lines, so any part of it can be recognized."""
+    line = "{:05d} GET /api/orders 200 12ms trace=abcdef0123456789\n"
+    return "".join(line.format(n) for n in range(size // len(line.format(0)) + 1))[:size]
+
+
+@pytest.mark.parametrize(
+    "bot_overrides",
+    [{}, {"CONTEXT_BUDGET_TOKENS": "5000"}],
+    ids=["fits-the-default-budget", "over-a-small-budget"],
+    indirect=True,
+)
+async def test_a_40000_character_mention_in_a_thread_is_answered_within_the_budget(bot, caplog):
+    budget_chars = bot.settings.context_budget_tokens * CHARS_PER_TOKEN
+    question = f"<@{BOT_USER}> what is wrong here?\n"
+    text = question + huge_paste(40_000 - len(question))
+    assert len(text) == 40_000
+    thread = [
+        said(BOB, "Orders are slow since the deploy.", "500.000001"),
+        bot_said("Which endpoint?", "500.000002"),
+        said(BOB, "/api/orders, log below.", "500.000003"),
+        said(ALICE, text, "500.000004"),
+    ]
+    bot.slack.add_thread(CHANNEL, thread)
+
+    await bot.send_event(mention(text, ts="500.000004", thread_ts="500.000001"))
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "500.000001") == ["Which endpoint?", ANSWER]
+    assert WORKING_REACTION not in bot.slack.reactions(CHANNEL, "500.000004")
+    [request] = bot.claude.requests
+    # Within the budget, but for the "[…shortened…]" marker the policy adds after cutting at the budget.
+    assert prompt_chars(request) <= budget_chars + len(SHORTENED)
+    last = request.body["messages"][-1]["content"]
+    body = text.removeprefix(f"<@{BOT_USER}> ").strip()
+    if budget_chars > 40_000:  # it fits: all of it and the thread before it went to Claude
+        assert last.endswith(f"Alice: {body}")
+        assert [m["content"] for m in request.body["messages"][:2]] == [
+            "Bob Builder: Orders are slow since the deploy.",
+            "Which endpoint?",
+        ]
+        assert not OMITTED.search(request.body["system"])
+    else:  # shortened to the budget: it keeps its start and says so; the older messages are left out
+        [message] = request.body["messages"]
+        assert message["content"].startswith("Alice: what is wrong here?\n00000 GET /api/orders")
+        assert message["content"].endswith(SHORTENED)
+        assert body[:1000] in message["content"]
+        assert OMITTED.search(request.body["system"]).group(1) == "3"
+    assert not errors_logged(caplog)
+
+
+async def test_a_5000_message_thread_is_read_once_per_page_and_keeps_its_newest_messages(bot, caplog):
+    bot.slack.page_size = 200
+    ts = [f"1700000000.{n:06d}" for n in range(1, 5001)]
+    thread = [
+        said(ALICE if n % 2 else BOB, f"message {n:04d}: the build is still red on main, retrying", ts[n - 1])
+        for n in range(1, 5000)
+    ]
+    question = f"<@{BOT_USER}> summarize please"
+    thread.append(said(ALICE, question, ts[-1]))
+    bot.slack.add_thread(CHANNEL, thread)
+
+    await bot.send_event(mention(question, ts=ts[-1], thread_ts=ts[0]))
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, ts[0]) == [ANSWER]
+    # Read once, page by page: 25 pages of 200, each asked for once, and each name looked up once.
+    reads = bot.slack.calls_to("conversations.replies")
+    cursors = [call.params.get("cursor") for call in reads]
+    assert len(reads) == math.ceil(5000 / 200) == len(set(cursors))
+    assert {(call.params["channel"], call.params["ts"]) for call in reads} == {(CHANNEL, ts[0])}
+    assert not bot.slack.calls_to("conversations.history")
+    lookups = Counter(call.params["user"] for call in bot.slack.calls_to("users.info"))
+    assert set(lookups) == {ALICE, BOB} and set(lookups.values()) == {1}
+    # Claude gets the newest messages that fit, and is told how many older ones were left out.
+    [request] = bot.claude.requests
+    assert prompt_chars(request) <= bot.settings.context_budget_tokens * CHARS_PER_TOKEN
+    omitted = int(OMITTED.search(request.body["system"]).group(1))
+    conversation = "\n".join(message["content"] for message in request.body["messages"])
+    kept = [n for n in range(1, 5000) if f"message {n:04d}:" in conversation]
+    assert 0 < omitted < 4999
+    assert kept == list(range(omitted + 1, 5000))  # all of the newest, none of the oldest, in order
+    assert conversation.endswith("Alice: summarize please")
+    assert not errors_logged(caplog)
+
+
+A_FILE = {"id": "F0PHOTO", "name": "whiteboard.png", "mimetype": "image/png", "url_private": "https://x/f"}
+AN_ATTACHMENT = {"fallback": "Deploy #42 failed", "text": "Deploy #42 failed", "color": "danger"}
+
+
+def no_text(event: dict, **extra) -> dict:
+    return {**{k: v for k, v in event.items() if k != "text"}, **extra}
+
+
+async def only_the_marker_was_answered(bot, marker: str = "marker question") -> None:
+    """Send a plain DM after the events under test; once it is answered, the earlier ones are done."""
+    await bot.send_event(direct_message(marker, ts="999.000001"))
+    await bot.finished()
+    assert [r.body["messages"][-1]["content"] for r in bot.claude.requests] == [f"Alice: {marker}"]
+    assert len(bot.slack.calls_to("chat.postMessage")) == 1
+    assert not bot.slack.calls_to("chat.startStream")
+    assert {call.params["timestamp"] for call in bot.slack.calls_to("reactions.add")} == {"999.000001"}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        direct_message("", ts="600.000001", subtype="file_share", files=[A_FILE]),
+        no_text(direct_message("", ts="600.000002", subtype="file_share", files=[A_FILE])),
+        no_text(direct_message("", ts="600.000003"), attachments=[AN_ATTACHMENT]),
+        direct_message("  \n ", ts="600.000004", subtype="file_share", files=[A_FILE, A_FILE]),
+        mention("", ts="600.000005") | {"files": [A_FILE]},
+        no_text(mention("", ts="600.000006"), attachments=[AN_ATTACHMENT]),
+        no_text(mention("", ts="600.000007", thread_ts="600.000001"), files=[A_FILE], subtype="file_share"),
+    ],
+    ids=[
+        "dm-file-empty-text",
+        "dm-file-no-text",
+        "dm-attachment-no-text",
+        "dm-files-blank-text",
+        "mention-file-empty-text",
+        "mention-attachment-no-text",
+        "mention-in-thread-file-no-text",
+    ],
+)
+async def test_a_message_with_only_files_or_attachments_is_acknowledged_and_not_sent_to_claude(
+    bot, caplog, event
+):
+    """With no words there is no question: nothing is read, Claude is not asked, nothing is posted."""
+    await bot.send_event(event)  # returns once acknowledged
+    await only_the_marker_was_answered(bot)
+    assert not bot.slack.calls_to("conversations.replies")
+    assert not errors_logged(caplog)
+
+
+async def test_a_bare_mention_with_a_file_asks_about_the_thread_without_the_file(bot, caplog):
+    """How Slack sends a mention typed with a photo: the mention is the text, the photo is a file."""
+    bot.slack.add_thread(CHANNEL, [said(BOB, "Look at the whiteboard from today.", "700.000001")])
+    event = mention(f"<@{BOT_USER}>", ts="700.000002", thread_ts="700.000001")
+    await bot.send_event(event | {"files": [A_FILE], "subtype": "file_share"})
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "700.000001") == [ANSWER]
+    [request] = bot.claude.requests
+    assert request.body["messages"] == [
+        {
+            "role": "user",
+            "content": "Bob Builder: Look at the whiteboard from today.\n\n"
+            "Alice: (mentioned you with no further text)",
+        }
+    ]
+    assert "whiteboard.png" not in str(request.body)
+    assert not errors_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "some_future_event", "user": ALICE, "channel": CHANNEL, "event_ts": "800.000001"},
+        {"type": "some_future_event", "item": {"deeply": {"nested": [1, 2, {"x": None}]}}},
+        {"type": "message_metadata_posted", "channel_id": DM, "metadata": {"event_type": "x"}},
+    ],
+    ids=["with-user-and-channel", "nested-fields", "a-real-one-we-do-not-subscribe-to"],
+)
+async def test_an_unknown_event_type_is_acknowledged_and_does_nothing(bot, caplog, event):
+    frame = await bot.send_event(event)
+    assert bot.slack.acks[frame["envelope_id"]]["envelope_id"] == frame["envelope_id"]
+    await only_the_marker_was_answered(bot)
+    # Taken by the bot's catch-all listener: Bolt would ack an unmatched event too, but warn about it.
+    assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
