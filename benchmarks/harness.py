@@ -1,0 +1,203 @@
+"""The bench's side of the wire: fakes that timestamp what arrives, and the bot as its own process.
+
+Timestamps are `time.perf_counter()` in the benchmark process, taken where the fakes record an
+arrival (a Web API call once its parameters are read, an ack once its frame is parsed, a Claude
+request once its body is read), so every interval is measured on one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import gc
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.claude_api import ClaudeRequest, FakeClaude
+from tests.fakes.slack_api import Call, FakeSlack
+
+REPO = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+OnCall = Callable[[Call, float], None]
+OnAck = Callable[[str, float], None]
+OnClaude = Callable[[ClaudeRequest, float], None]
+
+
+class _StampedCalls(list[Call]):
+    """FakeSlack.calls, reporting each call with its arrival time (the fake only appends to it)."""
+
+    def __init__(self, observe: OnCall) -> None:
+        super().__init__()
+        self._observe = observe
+
+    def append(self, call: Call) -> None:
+        now = time.perf_counter()
+        super().append(call)
+        self._observe(call, now)
+
+
+class _StampedAcks(dict[str, dict[str, Any]]):
+    """FakeSlack.acks, reporting each Socket Mode ack with its arrival time."""
+
+    def __init__(self, observe: OnAck) -> None:
+        super().__init__()
+        self._observe = observe
+
+    def __setitem__(self, envelope_id: str, frame: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        super().__setitem__(envelope_id, frame)
+        self._observe(envelope_id, now)
+
+
+class _StampedRequests(list[ClaudeRequest]):
+    """FakeClaude.requests, reporting each request with its arrival time."""
+
+    def __init__(self, observe: OnClaude) -> None:
+        super().__init__()
+        self._observe = observe
+
+    def append(self, request: ClaudeRequest) -> None:
+        now = time.perf_counter()
+        super().append(request)
+        self._observe(request, now)
+
+
+class TimedSlack(FakeSlack):
+    """FakeSlack whose recorded calls and acks are also reported, timestamped, as they arrive."""
+
+    def __init__(self, on_call: OnCall, on_ack: OnAck, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls = _StampedCalls(on_call)
+        self.acks = _StampedAcks(on_ack)
+
+
+class TimedClaude(FakeClaude):
+    """FakeClaude whose requests are also reported, timestamped, as they arrive."""
+
+    def __init__(self, on_request: OnClaude) -> None:
+        super().__init__()
+        self.requests = _StampedRequests(on_request)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection in this process while it times something: a full collection of the
+    fakes' heap stalls their event loop for ~0.1 s, which would show up as the bot's latency."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every process on the machine has used (all cores, /proc/stat): others' share is this
+    minus ours, and says whether something else competed for the cores while we measured."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS  # user..steal; guest time is already in user
+
+
+def bot_env(slack: FakeSlack, claude: FakeClaude, **overrides: str) -> dict[str, str]:
+    """The bot's whole configuration: the fakes on 127.0.0.1, nothing from the developer's environment."""
+    return {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_APP_TOKEN": slack.app_token,
+        "SLACK_API_URL": slack.api_url,
+        "ANTHROPIC_API_KEY": "bench-key",
+        "ANTHROPIC_BASE_URL": claude.base_url,
+        "CLAUDE_MAX_RETRIES": "0",
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+
+
+class BotProcess:
+    """`python -m bot` in an empty temporary directory (its cwd, HOME and TMPDIR), with /proc readings."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self._env = env
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.output: collections.deque[str] = collections.deque(maxlen=40)  # the last lines, for errors
+        self.warnings = 0  # lines at WARNING or above
+
+    async def start(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-bot-")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": self._dir.name,
+            "TMPDIR": self._dir.name,
+            "PYTHONPATH": str(REPO),  # this checkout's bot/, whatever is installed
+            "PYTHONDONTWRITEBYTECODE": "1",  # the bot process writes nothing
+            **self._env,
+        }
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=self._dir.name,  # no .env here: the environment above is the whole configuration
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the bot is not started"
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        async for raw in self._process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.output.append(line)
+            if " WARNING " in line or " ERROR " in line or " CRITICAL " in line:
+                self.warnings += 1
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the whole process (all its threads) so far."""
+        # Fields after the ")" that ends the command name start at field 3 (state); utime is 14, stime 15.
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the most resident memory the process has had."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM in /proc status")
+
+    async def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`; returns the exit code."""
+        process = self._process
+        try:
+            if process is not None:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), timeout)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            if self._reader is not None:
+                await asyncio.wait_for(self._reader, 5)
+        finally:
+            if self._dir is not None:
+                self._dir.cleanup()
+        return process.returncode if process else None

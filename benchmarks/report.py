@@ -1,0 +1,295 @@
+"""Turn raw results into figures: per-level summaries, the critical path, tables and PASS/FAIL lines."""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from benchmarks.context import ContextResult
+from benchmarks.load import LevelResult, LoadConfig, Wave, round_trip_waves
+from benchmarks.stats import Summary, mean
+
+MS = 1000.0
+LATENCY_NOTE = """\
+  (p50/p95/p99; overhead = first visible - sent - TTFT - k*L, split into its p50 before the
+  Claude request and after the first token; probe ack = no-op events sent while answers stream)"""
+RESOURCE_NOTE = """\
+  (CPU % of one core over the measured rounds; bench = this process, which runs both fakes;
+  others = the rest of the machine (2 cores = 200%): if high, the figures above are disturbed;
+  warnings = lines the bot logged at WARNING or above during the rounds)"""
+CONTEXT_NOTE = """\
+  (full = read_conversation + look_up_names + build_prompt through the real client; pure = slim +
+  people_to_name + build_prompt on fetched pages; Slack side = full - pure: JSON decode of the pages
+  is the bot's share of it, fake paging the time inside FakeSlack's conversations.replies handler,
+  the rest HTTP on both sides. k = sequential Slack round trips (each page, then users.info in waves
+  of 10): with Slack latency L the read takes k*L more)"""
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalPath:
+    """The Slack calls an answer makes before its first visible words, in sequential waves."""
+
+    waves: tuple[Wave, ...]  # the most common shape where timing is clean
+    k: int | None  # sequential Slack round trips; None at zero latency (then they cost nothing)
+    k_spread: dict[int, int]  # k -> conversations over every level (load can blur the timing)
+
+    def describe(self, latency: float) -> str:
+        if self.k is None:
+            return "path before first words: not measurable at zero Slack latency (k*L = 0)"
+        shown = " -> ".join(
+            " + ".join(f"{method}" + (f" x{count}" if count > 1 else "") for method, count in wave)
+            for wave in self.waves
+        )
+        return (
+            f"path before first words: {shown} -> Claude -> chat.startStream; "
+            f"k = {self.k} sequential Slack round trips (k*L = {self.k * latency * MS:.0f} ms subtracted)"
+        )
+
+
+def critical_path(levels: Sequence[LevelResult], latency: float) -> CriticalPath:
+    """Read where timing is clean: at the single-conversation level if it ran, else everywhere."""
+    everywhere = [c for level in levels for c in level.conversations if c.visible is not None]
+    clean = [c for level in levels if level.level == 1 for c in level.conversations if c.visible is not None]
+    if latency <= 0 or not everywhere:
+        return CriticalPath((), None, {})
+    shapes = collections.Counter(round_trip_waves(c.before_visible, latency) for c in clean or everywhere)
+    waves = shapes.most_common(1)[0][0]
+    spread = collections.Counter(len(round_trip_waves(c.before_visible, latency)) for c in everywhere)
+    return CriticalPath(waves, len(waves), dict(sorted(spread.items())))
+
+
+@dataclass
+class LevelFigures:
+    level: int
+    answers: int
+    failures: int
+    ack: Summary  # ms
+    probe_ack: Summary  # ms
+    overhead: Summary  # ms: first visible - sent - ttft - k*L
+    before_claude: Summary  # ms: Claude request - sent - k*L
+    after_token: Summary  # ms: first visible - Claude request - ttft
+    completion: Summary  # s
+    throughput: float  # answers/s over the bursts' makespans
+    cpu_ms_per_answer: float
+    bot_cpu_util: float  # of one core, over the measured rounds
+    driver_cpu_util: float
+    others_cpu_util: float  # other processes on the machine, in cores
+    peak_rss_mb: float
+    slack_calls_per_answer: float
+    appends_per_answer: float
+    bot_warnings: int
+    unattributed: dict[str, int]  # Slack calls during the rounds that named no conversation
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gaps(pairs: Iterable[tuple[float | None, float | None]], minus: float = 0.0) -> list[float]:
+    """end - start - minus for each (end, start) pair where both happened."""
+    return [end - start - minus for end, start in pairs if end is not None and start is not None]
+
+
+def level_figures(level: LevelResult, config: LoadConfig, k: int | None) -> LevelFigures:
+    path = (k or 0) * config.slack_latency
+    done = [c for c in level.conversations if c.done is not None and c.failure is None]
+    answers = len(done)
+    return LevelFigures(
+        level=level.level,
+        answers=answers,
+        failures=len(level.conversations) - answers,
+        ack=Summary.of(_gaps((c.acked, c.sent) for c in level.conversations), MS),
+        probe_ack=Summary.of(_gaps((p.acked, p.sent) for p in level.probes), MS),
+        overhead=Summary.of(_gaps(((c.visible, c.sent) for c in done), config.ttft + path), MS),
+        before_claude=Summary.of(_gaps(((c.claude_at, c.sent) for c in done), path), MS),
+        after_token=Summary.of(_gaps(((c.visible, c.claude_at) for c in done), config.ttft), MS),
+        completion=Summary.of(_gaps((c.done, c.sent) for c in done)),
+        throughput=answers / sum(level.makespans) if level.makespans else math.nan,
+        cpu_ms_per_answer=level.bot_cpu_seconds / answers * MS if answers else math.nan,
+        bot_cpu_util=level.bot_cpu_seconds / level.wall_seconds if level.wall_seconds else math.nan,
+        driver_cpu_util=level.driver_cpu_seconds / level.wall_seconds if level.wall_seconds else math.nan,
+        others_cpu_util=level.others_cpu_seconds / level.wall_seconds if level.wall_seconds else math.nan,
+        peak_rss_mb=level.peak_rss_mb,
+        slack_calls_per_answer=mean([sum(c.calls.values()) for c in done]),
+        appends_per_answer=mean([c.calls["chat.appendStream"] for c in done]),
+        bot_warnings=level.bot_warnings,
+        unattributed=level.unattributed,
+        error=level.error,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    value: float | None  # None: not measured in this run
+    limit: float
+    unit: str
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None or math.isnan(self.value):
+            return "SKIP"
+        return "PASS" if self.value < self.limit else "FAIL"
+
+    def line(self) -> str:
+        if self.verdict == "SKIP":
+            return f"SKIP  {self.name} < {self.limit:g} {self.unit}: not measured"
+        assert self.value is not None
+        text = f"{self.verdict}  {self.name} < {self.limit:g} {self.unit}: {self.value:.1f} {self.unit}"
+        if self.verdict == "FAIL":
+            text += (
+                f" ({self.value / self.limit:.1f}x the target, {self.value - self.limit:+.1f} {self.unit})"
+            )
+        return text
+
+
+def targets(figures: Sequence[LevelFigures], context: Sequence[ContextResult]) -> list[Target]:
+    by_level = {f.level: f for f in figures}
+    by_size = {r.messages: r for r in context}
+
+    def at(level: int, pick: Callable[[LevelFigures], float]) -> float | None:
+        return pick(by_level[level]) if level in by_level else None
+
+    big = by_size.get(5000)
+    return [
+        Target("ack p99 with 200 arriving at once", at(200, lambda f: f.ack.p99), 50, "ms"),
+        Target("first-words overhead p50, one conversation", at(1, lambda f: f.overhead.p50), 20, "ms"),
+        Target("first-words overhead p50, 60 arriving at once", at(60, lambda f: f.overhead.p50), 100, "ms"),
+        Target("bot peak memory (VmHWM) at 200", at(200, lambda f: f.peak_rss_mb), 200, "MB"),
+        Target(
+            "context assembly p50, 5,000 messages, zero latency", big.full.p50 if big else None, 200, "ms"
+        ),
+    ]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    return [
+        "  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+
+
+def _num(value: float, digits: int = 0) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def load_lines(figures: Sequence[LevelFigures], path: CriticalPath, config: LoadConfig) -> list[str]:
+    c = config
+    floor = c.ttft + c.stream_seconds() + ((path.k or 0) + 1) * c.slack_latency
+    lines = [
+        f"Load: N mentions arrive at once, each its own thread of {c.thread_messages} messages by "
+        f"{c.thread_users} people; bot MAX_CONCURRENT_ANSWERS={c.claude_slots}",
+        f"  Claude: TTFT {c.ttft * MS:.0f} ms, {c.tokens_per_second:g} tok/s ({c.chunk_chars} chars "
+        f"every {c.chunk_delay * MS:.0f} ms), answer {c.answer_chars} chars; "
+        f"Slack: L = {c.slack_latency * MS:.0f} ms per call, {c.page_size} messages a page",
+        f"  {path.describe(c.slack_latency)}",
+        f"  simulated floor for completion: TTFT + stream + (k+1)*L = {floor:.2f} s",
+    ]
+    if any(f.level > c.claude_slots for f in figures):
+        lines.append(
+            f"  N > MAX_CONCURRENT_ANSWERS={c.claude_slots}: answers queue for a Claude slot, and the "
+            "overhead includes that wait"
+        )
+    lines.append("")
+    header = (
+        "N",
+        "answers",
+        "ack ms",
+        "probe ack ms",
+        "overhead ms",
+        "pre-Claude",
+        "post-token",
+        "completion s",
+        "answers/s",
+    )
+    rows = [
+        (
+            str(f.level),
+            f"{f.answers}" + (f" ({f.failures} failed)" if f.failures else ""),
+            f.ack.triple(1),
+            f.probe_ack.triple(1),
+            f.overhead.triple(1),
+            _num(f.before_claude.p50, 1),
+            _num(f.after_token.p50, 1),
+            f.completion.triple(2),
+            _num(f.throughput, 1),
+        )
+        for f in figures
+    ]
+    lines += ["  " + line for line in _table(header, rows)]
+    lines += [*LATENCY_NOTE.splitlines(), ""]
+    header = (
+        "N",
+        "bot CPU ms/answer",
+        "bot CPU % of a core",
+        "peak RSS MB",
+        "bench CPU %",
+        "others CPU %",
+        "Slack calls/answer",
+        "appends/answer",
+        "warnings",
+    )
+    rows = [
+        (
+            str(f.level),
+            _num(f.cpu_ms_per_answer, 1),
+            _num(f.bot_cpu_util * 100),
+            _num(f.peak_rss_mb, 1),
+            _num(f.driver_cpu_util * 100),
+            _num(max(0.0, f.others_cpu_util) * 100),
+            _num(f.slack_calls_per_answer, 1),
+            _num(f.appends_per_answer, 1),
+            str(f.bot_warnings),
+        )
+        for f in figures
+    ]
+    lines += ["  " + line for line in _table(header, rows)]
+    lines += RESOURCE_NOTE.splitlines()
+    for f in figures:
+        if f.error:
+            lines.append(f"  N={f.level}: {f.error}")
+        if f.unattributed:
+            lines.append(f"  N={f.level}: calls that named no conversation: {f.unattributed}")
+    return lines
+
+
+def context_lines(results: Sequence[ContextResult], repeats: int) -> list[str]:
+    lines = [
+        f"Context assembly, in-process, FakeSlack at zero latency ({repeats} runs each; ms p50/p95/p99)",
+    ]
+    header = (
+        "messages",
+        "pages",
+        "k",
+        "kept",
+        "omitted",
+        "prompt chars",
+        "full",
+        "pure",
+        "JSON decode",
+        "fake paging",
+        "Slack side p50",
+    )
+    rows = [
+        (
+            f"{r.messages:,}",
+            str(r.pages),
+            str(r.round_trips),
+            str(r.kept),
+            str(r.omitted),
+            f"{r.prompt_chars:,}",
+            r.full.triple(1),
+            r.pure.triple(1),
+            r.decode.triple(1),
+            r.fake.triple(1),
+            _num(r.full.p50 - r.pure.p50, 1),
+        )
+        for r in results
+    ]
+    lines += ["  " + line for line in _table(header, rows)]
+    lines += CONTEXT_NOTE.splitlines()
+    return lines
