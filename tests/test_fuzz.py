@@ -869,15 +869,6 @@ async def test_payloads_that_once_crashed_a_listener(harness, payload):
     await harness.check(payload)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug, outside the surfaces: a lone UTF-16 surrogate in a message (valid JSON: "
-    '"\\ud83d") makes the Anthropic SDK raise UnicodeEncodeError encoding the request; Answerer logs '
-    "it at ERROR and says 'Something went wrong'. Thread history and names can carry one too, so the "
-    "fix belongs where the prompt is built (bot/pipeline/retention.py), e.g. replacing lone surrogates "
-    "with U+FFFD. Remove this mark once fixed.",
-)
 @pytest.mark.parametrize(
     "payload",
     [

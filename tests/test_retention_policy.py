@@ -102,3 +102,13 @@ def test_user_hash_is_stable_and_reveals_no_id():
     assert first == opaque_user_id("T1", "U1")
     assert first != opaque_user_id("T1", "U2") != opaque_user_id("T2", "U1")
     assert "U1" not in first and "T1" not in first
+
+
+def test_a_lone_surrogate_becomes_a_replacement_character_that_can_be_encoded():
+    result = prompt([person("U1", "broken emoji \ud83d here"), person("U1", "and \udfff", ts="2.0")])
+    content = result.messages[0]["content"]
+    assert content == "Ada: broken emoji \ufffd here\n\nAda: and \ufffd"
+    content.encode("utf-8")  # what the SDK does before sending
+    assert (
+        prompt([person("U1", "a pair \U0001f600 stays")]).messages[0]["content"].endswith("\U0001f600 stays")
+    )

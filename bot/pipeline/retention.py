@@ -44,6 +44,8 @@ SHORTENED = " […shortened to fit the context budget]"
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _ABOUT_CHANNEL = re.compile(r"\b(this|that|the|current|my) (channel|conversation)\b", re.IGNORECASE)
+# JSON may carry a lone UTF-16 surrogate ("\ud83d"); it cannot be encoded to send to Claude.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def build_prompt(
             "budget; say so if the answer may depend on them."
         )
     return Prompt(
-        system=system,
+        system=_encodable(system),
         messages=[_message_param(turn) for turn in turns],
         kept=len(kept),
         omitted=omitted,
@@ -134,8 +136,12 @@ def build_prompt(
 
 def _message_param(turn: Turn) -> MessageParam:
     if turn.role == "assistant":
-        return {"role": "assistant", "content": turn.text}
-    return {"role": "user", "content": turn.text}
+        return {"role": "assistant", "content": _encodable(turn.text)}
+    return {"role": "user", "content": _encodable(turn.text)}
+
+
+def _encodable(text: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def estimate_tokens(text: str) -> int:
