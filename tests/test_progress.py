@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from bot.pipeline.progress import quietly
 from tests.conftest import CHANNEL, DM, direct_message, mention
 
 WORKING = "hourglass_flowing_sand"
@@ -79,3 +80,11 @@ async def test_answer_arrives_when_the_reaction_cannot_be_added(bot):
 
     assert bot.replies(CHANNEL, "30.000001") == ["Hello from fake Claude."]
     assert bot.slack.reactions(CHANNEL, "30.000001") == set()
+
+
+async def test_a_courtesy_call_that_fails_in_an_unexpected_way_is_logged_not_raised(caplog):
+    async def odd_failure() -> None:
+        raise ValueError("not a Slack or network error")
+
+    await quietly(odd_failure())
+    assert "courtesy call failed: ValueError" in caplog.text

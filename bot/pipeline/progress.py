@@ -82,3 +82,5 @@ async def quietly(call: Awaitable[Any]) -> None:
         log.info("courtesy call refused: %s", exc.response.get("error"))
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.info("courtesy call failed: %s", exc.__class__.__name__)
+    except Exception as exc:  # e.g. an odd response_url; a courtesy must never end the answer
+        log.warning("courtesy call failed: %s", exc.__class__.__name__)
