@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import anthropic
 import httpx2
 from anthropic import AsyncAnthropic
@@ -95,7 +96,7 @@ async def ask_claude(
         raise _classify(exc.body, exc.status_code, exc.request_id) from None
     except anthropic.APIConnectionError:  # timeouts included
         raise ClaudeUnavailable() from None
-    except httpx2.TransportError:  # a stream that stalls or drops after its headers
+    except (httpx2.TransportError, aiohttp.ClientError):  # a stream that stalls or drops after its headers
         raise ClaudeUnavailable() from None
 
 
