@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -15,6 +16,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "Be concise; use Markdown sparingly (short lists, code blocks) because it is shown in Slack."
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+BACKENDS = ("anthropic", "bedrock", "vertex")
+PERSONAL_DATA = ("email", "phone", "card", "iban", "national_id")
 
 T = TypeVar("T")
 
@@ -24,13 +27,56 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class AccessSettings:
+    """Who may use the bot. An allowlist of None lets everyone in who is not denied; a denial wins."""
+
+    allowed_workspaces: frozenset[str] | None = None  # team ids (T…) or Enterprise Grid org ids (E…)
+    denied_workspaces: frozenset[str] = frozenset()
+    allowed_channels: frozenset[str] | None = None  # C… or G…; DMs are governed by direct_messages
+    denied_channels: frozenset[str] = frozenset()
+    allowed_users: frozenset[str] | None = None  # U… or W…
+    denied_users: frozenset[str] = frozenset()
+    direct_messages: bool = True
+    external_users: bool = False  # people from other organizations in Slack Connect channels
+    guests: bool = False  # restricted and ultra-restricted accounts
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSettings:
+    """What may leave Slack for Claude."""
+
+    redact_secrets: bool = True
+    redact_personal: frozenset[str] = frozenset()  # a subset of PERSONAL_DATA
+    send_files: bool = False
+    max_file_bytes: int = 5_000_000
+    max_files: int = 5
+
+    @property
+    def redacts(self) -> bool:
+        return self.redact_secrets or bool(self.redact_personal)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """Where the model runs: the Anthropic API, Amazon Bedrock or Google Vertex AI."""
+
+    kind: str = "anthropic"  # one of BACKENDS
+    inference_geo: str | None = None  # the Anthropic API's data residency ("us", "global")
+    aws_region: str | None = None
+    bedrock_base_url: str | None = None
+    vertex_region: str | None = None
+    vertex_project_id: str | None = None
+    vertex_base_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     slack_bot_token: str
     slack_app_token: str | None
     slack_signing_secret: str | None
     port: int
     slack_api_url: str
-    anthropic_api_key: str
+    anthropic_api_key: str | None  # required for the Anthropic API backend only
     anthropic_base_url: str | None
     claude_model: str
     claude_max_tokens: int
@@ -46,6 +92,9 @@ class Settings:
     request_deadline_seconds: float
     shutdown_grace_seconds: float
     slack_timeout_seconds: float
+    access: AccessSettings = AccessSettings()
+    outbound: OutboundSettings = OutboundSettings()
+    backend: BackendSettings = BackendSettings()
 
     @property
     def socket_mode(self) -> bool:
@@ -61,13 +110,16 @@ class Settings:
                 "SLACK_APP_TOKEN: not set, and neither is SLACK_SIGNING_SECRET; "
                 "set the app token for Socket Mode or the signing secret for HTTP mode"
             )
+        backend = _backend(read)
         return cls(
             slack_bot_token=read.required("SLACK_BOT_TOKEN", _prefixed("xoxb-")),
             slack_app_token=app_token,
             slack_signing_secret=signing_secret,
             port=read.or_default("PORT", _int_between(1, 65535), 3000),
             slack_api_url=read.or_default("SLACK_API_URL", _http_url, "https://slack.com/api/"),
-            anthropic_api_key=read.required("ANTHROPIC_API_KEY", str),
+            anthropic_api_key=(
+                read.required("ANTHROPIC_API_KEY", str) if backend.kind == "anthropic" else None
+            ),
             anthropic_base_url=read.optional("ANTHROPIC_BASE_URL", _http_url),
             claude_model=read.or_default("CLAUDE_MODEL", str, DEFAULT_MODEL),
             claude_max_tokens=read.or_default("CLAUDE_MAX_TOKENS", _int_between(1, 128_000), 4096),
@@ -87,7 +139,65 @@ class Settings:
             ),
             shutdown_grace_seconds=read.or_default("SHUTDOWN_GRACE_SECONDS", _number_between(0, 600), 20.0),
             slack_timeout_seconds=read.or_default("SLACK_TIMEOUT_SECONDS", _number_between(1, 300), 15.0),
+            access=_access(read),
+            outbound=_outbound(read),
+            backend=backend,
         )
+
+
+def _access(read: _Reader) -> AccessSettings:
+    return AccessSettings(
+        allowed_workspaces=read.optional("ALLOWED_WORKSPACES", _ids("TE")),
+        denied_workspaces=read.or_default("DENIED_WORKSPACES", _ids("TE"), frozenset()),
+        allowed_channels=read.optional("ALLOWED_CHANNELS", _ids("CG")),
+        denied_channels=read.or_default("DENIED_CHANNELS", _ids("CG"), frozenset()),
+        allowed_users=read.optional("ALLOWED_USERS", _ids("UW")),
+        denied_users=read.or_default("DENIED_USERS", _ids("UW"), frozenset()),
+        direct_messages=read.or_default("DIRECT_MESSAGES", _switch, True),
+        external_users=read.or_default("ALLOW_EXTERNAL_USERS", _switch, False),
+        guests=read.or_default("ALLOW_GUESTS", _switch, False),
+    )
+
+
+def _outbound(read: _Reader) -> OutboundSettings:
+    if read.optional("SEND_FILES", str) == "files_api":
+        raise ConfigError(
+            "SEND_FILES: files_api would upload files to Anthropic's Files API, which zero data retention "
+            "does not cover; use on (files are sent inside the request) or off"
+        )
+    return OutboundSettings(
+        redact_secrets=read.or_default("REDACT_SECRETS", _switch, True),
+        redact_personal=read.or_default("REDACT_PERSONAL_DATA", _personal_data, frozenset()),
+        send_files=read.or_default("SEND_FILES", _switch, False),
+        max_file_bytes=read.or_default("MAX_FILE_BYTES", _int_between(1, 30_000_000), 5_000_000),
+        max_files=read.or_default("MAX_FILES", _int_between(1, 20), 5),
+    )
+
+
+def _backend(read: _Reader) -> BackendSettings:
+    kind = read.or_default("CLAUDE_BACKEND", _lower_one_of(BACKENDS), "anthropic")
+    geo = read.optional("CLAUDE_INFERENCE_GEO", _inference_geo)
+    if geo is not None and kind != "anthropic":
+        raise ConfigError(
+            f"CLAUDE_INFERENCE_GEO: applies to the Anthropic API only; on {kind} choose the region instead"
+        )
+    if kind == "bedrock":
+        region = read.optional("AWS_REGION", str) or read.optional("AWS_DEFAULT_REGION", str)
+        if region is None:
+            raise ConfigError("AWS_REGION: required with CLAUDE_BACKEND=bedrock but not set")
+        return BackendSettings(
+            kind=kind,
+            aws_region=region,
+            bedrock_base_url=read.optional("ANTHROPIC_BEDROCK_BASE_URL", _http_url),
+        )
+    if kind == "vertex":
+        return BackendSettings(
+            kind=kind,
+            vertex_region=read.required("CLOUD_ML_REGION", str),
+            vertex_project_id=read.required("ANTHROPIC_VERTEX_PROJECT_ID", str),
+            vertex_base_url=read.optional("ANTHROPIC_VERTEX_BASE_URL", _http_url),
+        )
+    return BackendSettings(kind=kind, inference_geo=geo)
 
 
 class _Reader:
@@ -161,6 +271,58 @@ def _slash_command(raw: str) -> str:
     if not raw.startswith("/") or len(raw) > 32 or " " in raw:
         raise ValueError(f"must look like /claude (a slash, no spaces, at most 32 characters), got {raw!r}")
     return raw
+
+
+def _ids(prefixes: str) -> Callable[[str], frozenset[str]]:
+    """A comma-separated list of Slack ids, each starting with one of `prefixes`."""
+
+    def parse(raw: str) -> frozenset[str]:
+        ids = frozenset(part.strip() for part in raw.split(",") if part.strip())
+        odd = sorted(i for i in ids if not re.fullmatch(f"[{prefixes}][A-Z0-9]{{2,}}", i))
+        if odd:
+            kinds = " or ".join(f"{p}…" for p in prefixes)
+            raise ValueError(f"expected Slack ids separated by commas ({kinds}), got {', '.join(odd)}")
+        return ids
+
+    return parse
+
+
+def _switch(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be on or off (true/false), got {raw!r}")
+
+
+def _personal_data(raw: str) -> frozenset[str]:
+    kinds = frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    if kinds in ({"all"}, {"on"}):
+        return frozenset(PERSONAL_DATA)
+    if kinds in ({"none"}, {"off"}):
+        return frozenset()
+    unknown = sorted(kinds - set(PERSONAL_DATA))
+    if unknown:
+        raise ValueError(
+            f"expected all, none or some of {', '.join(PERSONAL_DATA)}; got {', '.join(unknown)}"
+        )
+    return kinds
+
+
+def _inference_geo(raw: str) -> str:
+    if not re.fullmatch("[a-z][a-z0-9_-]{1,31}", raw):
+        raise ValueError(f"must be a geography such as us or global, got {raw!r}")
+    return raw
+
+
+def _lower_one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return raw.lower()
+
+    return parse
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:

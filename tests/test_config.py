@@ -23,6 +23,55 @@ def test_defaults():
     assert settings.claude_max_retries == 2
 
 
+def test_enterprise_controls_default_to_the_safe_side():
+    settings = Settings.from_env(BASE)
+    assert settings.access.allowed_workspaces is None and settings.access.direct_messages
+    assert not settings.access.external_users and not settings.access.guests
+    assert settings.outbound.redact_secrets and not settings.outbound.redact_personal
+    assert not settings.outbound.send_files
+    assert settings.backend.kind == "anthropic" and settings.backend.inference_geo is None
+
+
+def test_enterprise_controls_are_read():
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "ALLOWED_WORKSPACES": "T0001, E0001",
+            "DENIED_USERS": "U0BAD",
+            "DIRECT_MESSAGES": "off",
+            "ALLOW_GUESTS": "true",
+            "REDACT_PERSONAL_DATA": "all",
+            "SEND_FILES": "on",
+            "CLAUDE_INFERENCE_GEO": "us",
+        }
+    )
+    assert settings.access.allowed_workspaces == {"T0001", "E0001"}
+    assert settings.access.denied_users == {"U0BAD"}
+    assert not settings.access.direct_messages and settings.access.guests
+    assert settings.outbound.redact_personal == {"email", "phone", "card", "iban", "national_id"}
+    assert settings.outbound.send_files
+    assert settings.backend.inference_geo == "us"
+
+
+def test_cloud_backends_need_no_anthropic_key():
+    env = {k: v for k, v in BASE.items() if k != "ANTHROPIC_API_KEY"}
+    bedrock = Settings.from_env({**env, "CLAUDE_BACKEND": "bedrock", "AWS_REGION": "eu-west-1"})
+    assert bedrock.anthropic_api_key is None and bedrock.backend.aws_region == "eu-west-1"
+    vertex = Settings.from_env(
+        {
+            **env,
+            "CLAUDE_BACKEND": "Vertex",
+            "CLOUD_ML_REGION": "europe-west1",
+            "ANTHROPIC_VERTEX_PROJECT_ID": "p1",
+        }
+    )
+    assert (vertex.backend.kind, vertex.backend.vertex_region, vertex.backend.vertex_project_id) == (
+        "vertex",
+        "europe-west1",
+        "p1",
+    )
+
+
 def test_http_mode_when_only_a_signing_secret_is_set():
     env = {**BASE, "SLACK_SIGNING_SECRET": "s"}
     del env["SLACK_APP_TOKEN"]
@@ -44,6 +93,23 @@ def test_http_mode_when_only_a_signing_secret_is_set():
         ({"CLAUDE_MAX_TOKENS": "0"}, "CLAUDE_MAX_TOKENS"),
         ({"CONTEXT_BUDGET_TOKENS": "many"}, "CONTEXT_BUDGET_TOKENS"),
         ({"SLASH_COMMAND": "claude"}, "SLASH_COMMAND"),
+        ({"ALLOWED_WORKSPACES": "T1,acme"}, "ALLOWED_WORKSPACES"),
+        ({"DENIED_CHANNELS": "U123"}, "DENIED_CHANNELS"),
+        ({"ALLOWED_USERS": "C123"}, "ALLOWED_USERS"),
+        ({"DIRECT_MESSAGES": "maybe"}, "DIRECT_MESSAGES"),
+        ({"ALLOW_GUESTS": "2"}, "ALLOW_GUESTS"),
+        ({"REDACT_PERSONAL_DATA": "email,shoe_size"}, "REDACT_PERSONAL_DATA"),
+        ({"SEND_FILES": "files_api"}, "SEND_FILES"),
+        ({"MAX_FILE_BYTES": "0"}, "MAX_FILE_BYTES"),
+        ({"CLAUDE_BACKEND": "openai"}, "CLAUDE_BACKEND"),
+        ({"CLAUDE_INFERENCE_GEO": "U S"}, "CLAUDE_INFERENCE_GEO"),
+        (
+            {"CLAUDE_BACKEND": "bedrock", "CLAUDE_INFERENCE_GEO": "us", "AWS_REGION": "us-east-1"},
+            "CLAUDE_INFERENCE_GEO",
+        ),
+        ({"CLAUDE_BACKEND": "bedrock"}, "AWS_REGION"),
+        ({"CLAUDE_BACKEND": "vertex", "ANTHROPIC_VERTEX_PROJECT_ID": "p"}, "CLOUD_ML_REGION"),
+        ({"CLAUDE_BACKEND": "vertex", "CLOUD_ML_REGION": "us-east5"}, "ANTHROPIC_VERTEX_PROJECT_ID"),
     ],
 )
 def test_bad_variable_is_named(change, variable):

@@ -18,6 +18,7 @@ from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.claude import ClaudeError, ask_claude
 from bot.pipeline.context import ContextUnavailable, look_up_names, read_channel, read_conversation
 from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
+from bot.pipeline.redaction import Redactor
 from bot.pipeline.reply import (
     ReplyFailed,
     ReplyWriter,
@@ -33,6 +34,10 @@ from bot.pipeline.retention import Prompt, asks_about_channel, build_prompt, opa
 log = logging.getLogger(__name__)
 
 EMPTY_ANSWER = "_(Claude returned an empty answer.)_"
+REDACTION_NOTE = (
+    "\n\nSecrets and some personal data were replaced before you saw them by placeholders such as "
+    "[email 1] or [slack token 1]; the same value has the same placeholder. Refer to them as they are."
+)
 SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
 
 
@@ -188,14 +193,20 @@ class Answerer:
             look_up_names(slack, people_to_name([*conversation, *viewed], ask.bot)),
             name_thread(slack, ask.progress, ask.message.text) if first_question else asyncio.sleep(0),
         )
-        return build_prompt(
+        outbound = settings.outbound
+        redactor = Redactor(secrets=outbound.redact_secrets, personal=outbound.redact_personal)
+        prompt = build_prompt(
             conversation,
             bot=ask.bot,
             names=names,
-            system=settings.system_prompt,
+            system=settings.system_prompt + (REDACTION_NOTE if outbound.redacts else ""),
             budget_tokens=settings.context_budget_tokens,
             viewed=viewed,
+            redact=redactor,
         )
+        if redactor.counts:
+            log.info("request=%s redacted %s", ask.request_id, redactor.counts)
+        return prompt
 
     async def _read_viewed_channel(self, ask: Ask) -> list[SlackMessage]:
         """The channel the user is viewing is read only when the question is about it."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,23 +102,27 @@ def build_prompt(
     system: str,
     budget_tokens: int,
     viewed: Sequence[SlackMessage] = (),
+    redact: Callable[[str], str] = str,
 ) -> Prompt:
     """Turn a conversation (oldest first, ending on the invoking message) into Claude's input.
 
     `viewed` is the channel an assistant thread's asker is viewing, read only because they asked
-    about it; its newest messages get up to half the budget, in the system prompt.
+    about it; its newest messages get up to half the budget, in the system prompt. `redact` rewrites
+    every message's text before it is measured or sent.
     """
     if viewed:
         lines = [
             f"{turn.text}"
-            for turn in _newest_within_budget(viewed, BotIdentity(None, None), names, budget_tokens // 2)
+            for turn in _newest_within_budget(
+                viewed, BotIdentity(None, None), names, budget_tokens // 2, redact
+            )
         ]
         budget_tokens -= sum(estimate_tokens(line) for line in lines)
         system += (
             "\n\nThe person is viewing a Slack channel and asked about it. Its most recent messages, oldest "
             "first:\n" + "\n".join(lines)
         )
-    kept = _newest_within_budget(messages, bot, names, budget_tokens)
+    kept = _newest_within_budget(messages, bot, names, budget_tokens, redact)
     omitted = len(messages) - len(kept)
     turns = _merge(kept)
     if omitted:
@@ -154,12 +158,16 @@ def opaque_user_id(team_id: str, user_id: str) -> str:
 
 
 def _newest_within_budget(
-    messages: Sequence[SlackMessage], bot: BotIdentity, names: Mapping[str, str], budget_tokens: int
+    messages: Sequence[SlackMessage],
+    bot: BotIdentity,
+    names: Mapping[str, str],
+    budget_tokens: int,
+    redact: Callable[[str], str],
 ) -> list[Turn]:
     turns: list[Turn] = []
     left = budget_tokens
     for message in reversed(messages):
-        turn = _to_turn(message, bot, names)
+        turn = _to_turn(message, bot, names, redact)
         if turn is None and not turns:  # a bare mention still asks about the conversation
             turn = Turn("user", f"{_speaker(message, names)}: (mentioned you with no further text)")
         if turn is None:
@@ -176,8 +184,10 @@ def _newest_within_budget(
     return turns
 
 
-def _to_turn(message: SlackMessage, bot: BotIdentity, names: Mapping[str, str]) -> Turn | None:
-    text = _readable(message.text, bot, names)
+def _to_turn(
+    message: SlackMessage, bot: BotIdentity, names: Mapping[str, str], redact: Callable[[str], str]
+) -> Turn | None:
+    text = redact(_readable(message.text, bot, names))
     if not text:
         return None
     if bot.wrote(message):
