@@ -98,8 +98,11 @@ async def test_mentioned_people_are_named_for_claude(bot):
     assert bot.claude.requests[0].body["messages"][0]["content"] == "Alice: what did @Bob Builder decide?"
 
 
-async def test_unknown_user_keeps_their_id_and_the_answer_still_arrives(bot):
-    await bot.send_event(mention("<@U0BOT> hello", ts="700.000001", user="U0GHOST"))
+async def test_unknown_user_in_the_thread_keeps_their_id_and_the_answer_still_arrives(bot):
+    bot.slack.add_thread(
+        CHANNEL, [said("U0GHOST", "hello", "700.000000"), said(ALICE, "<@U0BOT> who?", "700.000001")]
+    )
+    await bot.send_event(mention("<@U0BOT> who?", ts="700.000001", thread_ts="700.000000"))
 
     await bot.finished()
-    assert bot.claude.requests[0].body["messages"][0]["content"] == "U0GHOST: hello"
+    assert bot.claude.requests[0].body["messages"][0]["content"] == "U0GHOST: hello\n\nAlice: who?"

@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Settings
 from bot.limits import UserRateLimit
 from bot.logs import describe_exception
+from bot.pipeline.access import AccessCheck, Refused
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.claude import ClaudeError, ask_claude
 from bot.pipeline.context import ContextUnavailable, look_up_names, read_channel, read_conversation
@@ -27,6 +28,7 @@ from bot.pipeline.reply import (
     TookTooLong,
     TooManyRequests,
     open_writer,
+    say_privately,
     stop_note,
 )
 from bot.pipeline.retention import Prompt, asks_about_channel, build_prompt, opaque_user_id, people_to_name
@@ -62,6 +64,7 @@ class Answerer:
         self._claude = claude
         self._claude_slots = asyncio.Semaphore(settings.max_concurrent_answers)
         self._rate_limit = UserRateLimit(settings.user_requests_per_minute)
+        self._access = AccessCheck(settings.access, slack)
         self._by_thread: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
@@ -114,15 +117,22 @@ class Answerer:
         if not self._accepting:
             await writer.interrupt(Restarting())
             return
-        if not self._rate_limit.allow(ask.user_id):  # refused before anything is read
-            log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
-            await writer.interrupt(TooManyRequests())
+        try:  # who may ask is decided before anything is read or shown
+            self._access.check_ids(ask)
+            if not self._rate_limit.allow(ask.user_id):
+                log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
+                await writer.interrupt(TooManyRequests())
+                return
+            asker_name = await self._access.check_person(ask)
+        except Refused as refusal:
+            log.info("request=%s surface=%s refused: %s", ask.request_id, ask.surface, type(refusal).__name__)
+            await say_privately(self._slack, ask, refusal.sentence)
             return
         timings = _Timings(started=time.perf_counter())
         shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, read
         try:
             async with asyncio.timeout(self._settings.request_deadline_seconds):
-                await self._write_answer(ask, writer, timings)
+                await self._write_answer(ask, writer, timings, asker_name)
         except StoppedByReader:
             log.info("request=%s surface=%s stopped by the reader", ask.request_id, ask.surface)
         except asyncio.CancelledError as exc:
@@ -145,8 +155,10 @@ class Answerer:
             await shown  # a quick failure must not clear progress before it was shown
             await clear_progress(self._slack, ask.progress)
 
-    async def _write_answer(self, ask: Ask, writer: ReplyWriter, timings: _Timings) -> None:
-        prompt = await self._prompt_for(ask)
+    async def _write_answer(
+        self, ask: Ask, writer: ReplyWriter, timings: _Timings, asker_name: str | None
+    ) -> None:
+        prompt = await self._prompt_for(ask, asker_name)
         timings.read = time.perf_counter()
         if self._claude_slots.locked():  # every slot is busy: wait, and let the asker see it
             log.info("request=%s waiting for a Claude slot", ask.request_id)
@@ -181,7 +193,7 @@ class Answerer:
             (now - timings.started) * 1000,
         )
 
-    async def _prompt_for(self, ask: Ask) -> Prompt:
+    async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
         """Read what the Ask names and apply the retention policy."""
         settings, slack = self._settings, self._slack
         conversation, viewed = await asyncio.gather(
@@ -190,7 +202,11 @@ class Answerer:
         )
         first_question = sum(not ask.bot.wrote(message) for message in conversation) == 1
         names, _ = await asyncio.gather(
-            look_up_names(slack, people_to_name([*conversation, *viewed], ask.bot)),
+            look_up_names(
+                slack,
+                people_to_name([*conversation, *viewed], ask.bot),
+                known={ask.user_id: asker_name} if asker_name else None,
+            ),
             name_thread(slack, ask.progress, ask.message.text) if first_question else asyncio.sleep(0),
         )
         outbound = settings.outbound

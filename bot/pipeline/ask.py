@@ -100,5 +100,7 @@ class Ask:
     reply_to: ReplyTarget
     bot: BotIdentity
     user_team_id: str = ""  # the asker's own workspace (differs in Slack Connect channels)
+    enterprise_id: str = ""  # the Enterprise Grid org the request came through, if any
+    channel_id: str = ""  # where it was asked (D… for a DM), for the access lists
     progress: Progress = None  # how to show at once that the bot is working
     viewing_channel: str | None = None  # in assistant threads: the channel the user is looking at

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -70,8 +70,12 @@ async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage
     return read
 
 
-async def look_up_names(slack: AsyncWebClient, user_ids: Iterable[str]) -> dict[str, str]:
-    """Display names for this request only; a failed lookup leaves the id as it is."""
+async def look_up_names(
+    slack: AsyncWebClient, user_ids: Iterable[str], known: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Display names for this request only; a failed lookup leaves the id as it is. `known` names,
+    learnt earlier in this request, are not looked up again."""
+    known = known or {}
     gate = asyncio.Semaphore(NAME_LOOKUPS_AT_ONCE)
 
     async def name_of(user_id: str) -> tuple[str, str | None]:
@@ -80,12 +84,21 @@ async def look_up_names(slack: AsyncWebClient, user_ids: Iterable[str]) -> dict[
                 response = await slack.users_info(user=user_id)
             except (TimeoutError, SlackApiError, aiohttp.ClientError):
                 return user_id, None
-        user = response.get("user") or {}
-        profile = user.get("profile") or {}
-        return user_id, profile.get("display_name") or profile.get("real_name") or user.get("name")
+        return user_id, display_name(response.get("user"))
 
-    found = await asyncio.gather(*(name_of(user_id) for user_id in sorted(user_ids)[:MAX_NAME_LOOKUPS]))
-    return {user_id: name for user_id, name in found if name}
+    to_find = sorted(set(user_ids) - set(known))[:MAX_NAME_LOOKUPS]
+    found = await asyncio.gather(*(name_of(user_id) for user_id in to_find))
+    return {**known, **{user_id: name for user_id, name in found if name}}
+
+
+def display_name(user: object) -> str | None:
+    """How Slack shows a person (users.info's `user`), or None if it names nobody."""
+    if not isinstance(user, Mapping):
+        return None
+    profile = user.get("profile")
+    profile = profile if isinstance(profile, Mapping) else {}
+    name = profile.get("display_name") or profile.get("real_name") or user.get("name")
+    return name if isinstance(name, str) and name else None
 
 
 async def _read(

@@ -27,6 +27,7 @@ from bot.pipeline.ask import Ask, InConversation, Privately
 from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
 from bot.pipeline.context import ContextUnavailable
 from bot.pipeline.mrkdwn import split_message, to_mrkdwn
+from bot.pipeline.progress import quietly
 from bot.pipeline.rollover import roll_over
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,17 @@ def error_sentence(error: Exception) -> str:
 
 def stop_note(stop_reason: str | None) -> str | None:
     return STOP_NOTES.get(stop_reason or "")
+
+
+async def say_privately(slack: AsyncWebClient, ask: Ask, text: str) -> None:
+    """One message only the asker sees, where they asked. Never raises."""
+    match ask.reply_to:
+        case Privately(response_url):
+            await quietly(AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral"))
+        case InConversation(channel, thread_ts):
+            await quietly(
+                slack.chat_postEphemeral(channel=channel, user=ask.user_id, text=text, thread_ts=thread_ts)
+            )
 
 
 def open_writer(slack: AsyncWebClient, ask: Ask, preface: str = "") -> ReplyWriter:

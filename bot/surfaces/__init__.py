@@ -32,6 +32,22 @@ def user_team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:
     return ""
 
 
+def enterprise_of(body: Mapping[str, Any]) -> str:
+    """The Enterprise Grid org a payload came through, or "" outside Enterprise Grid."""
+    enterprise, team = body.get("enterprise"), body.get("team")
+    authorizations = body.get("authorizations")
+    first = authorizations[0] if isinstance(authorizations, list) and authorizations else None
+    for candidate in (
+        body.get("enterprise_id"),
+        enterprise.get("id") if isinstance(enterprise, Mapping) else None,
+        team.get("enterprise_id") if isinstance(team, Mapping) else None,
+        first.get("enterprise_id") if isinstance(first, Mapping) else None,
+    ):
+        if isinstance(candidate, str) and candidate.startswith("E"):
+            return candidate
+    return ""
+
+
 def event_fields(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str, str, str] | None:
     """The event and its user, channel, ts and text, when all are present strings and text is not blank."""
     event = body.get("event")

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.expiring import ExpiringMap
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, SlackMessage, Thread, ThreadStatus
 from bot.pipeline.progress import quietly
-from bot.surfaces import Answer, event_fields, user_team
+from bot.surfaces import Answer, enterprise_of, event_fields, user_team
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity, viewing_channel: str | Non
         reply_to=InConversation(channel, thread_ts),
         bot=bot,
         user_team_id=user_team(body, event),
+        enterprise_id=enterprise_of(body),
+        channel_id=channel,
         progress=ThreadStatus(channel, thread_ts),
         viewing_channel=viewing_channel,
     )

@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, SlackMessage, Thread
-from bot.surfaces import Answer, answer_event, event_fields, user_team
+from bot.surfaces import Answer, answer_event, enterprise_of, event_fields, user_team
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
@@ -28,6 +28,8 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
         reply_to=InConversation(channel, thread_ts or ts),
         bot=bot,
         user_team_id=user_team(body, event),
+        enterprise_id=enterprise_of(body),
+        channel_id=channel,
         progress=Reaction(channel, ts),
     )
 

@@ -51,7 +51,14 @@ def _question(view: Mapping[str, Any]) -> str:
 
 
 def to_ask(
-    team: str, user: str, channel: str, thread_ts: str, response_url: str, question: str, bot: BotIdentity
+    team: str,
+    user: str,
+    channel: str,
+    thread_ts: str,
+    response_url: str,
+    question: str,
+    bot: BotIdentity,
+    enterprise: str = "",
 ) -> Ask:
     return Ask(
         request_id=f"shortcut:{channel}:{thread_ts}",
@@ -63,6 +70,8 @@ def to_ask(
         reply_to=Privately(response_url),
         bot=bot,
         progress=WorkingNote(response_url),
+        enterprise_id=enterprise,
+        channel_id=channel,
     )
 
 
@@ -97,7 +106,8 @@ def register(app: AsyncApp, answer: Answer) -> None:
         await ack()
         thread = thread_of(shortcut)
         if thread is not None:
-            await answer(to_ask(*thread, SUMMARY_REQUEST, BotIdentity(context.bot_user_id, context.bot_id)))
+            bot = BotIdentity(context.bot_user_id, context.bot_id)
+            await answer(to_ask(*thread, SUMMARY_REQUEST, bot, context.enterprise_id or ""))
 
     @app.shortcut(ASK_ABOUT_THREAD)
     async def on_ask(ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
@@ -133,5 +143,6 @@ def register(app: AsyncApp, answer: Answer) -> None:
                 response_url,
                 question,
                 BotIdentity(context.bot_user_id, context.bot_id),
+                context.enterprise_id or "",
             )
         )

@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot.pipeline.ask import Ask, BotIdentity, Privately, SlackMessage
-from bot.surfaces import Answer
+from bot.surfaces import Answer, enterprise_of
 
 HELP_WORDS = frozenset({"", "help", "?", "-h", "--help"})
 WORKING = "Asking Claude… the answer will appear here, visible only to you."
@@ -40,6 +40,8 @@ def to_ask(command: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
         history=None,  # slash commands have no thread; the question is the whole conversation
         reply_to=Privately(response_url),
         bot=bot,
+        enterprise_id=enterprise_of(command),
+        channel_id=str(command.get("channel_id") or ""),
     )
 
 
