@@ -30,6 +30,7 @@ from bot import guards
 from bot.config import Settings
 from bot.logs import BOLT_LOGGER
 from bot.pipeline.answer import Answerer
+from bot.policy import policy_summary
 from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_command
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def build_app(
     mention.register(app, answer)
     assistant.register(app, answer, answer.stop)  # before direct_message: it takes the DM's threads
     direct_message.register(app, answer)
-    slash_command.register(app, answer, settings.slash_command)
+    slash_command.register(app, answer, settings.slash_command, policy_summary(settings))
     shortcuts.register(app, answer)
     # Acknowledge any other event, so Slack does not redeliver what we do not handle.
     app.event(re.compile(".*"))(_acknowledge_only)

@@ -11,6 +11,7 @@ from bot.pipeline.ask import Ask, BotIdentity, Privately, SlackMessage
 from bot.surfaces import Answer, enterprise_of
 
 HELP_WORDS = frozenset({"", "help", "?", "-h", "--help"})
+POLICY_WORDS = frozenset({"policy", "privacy"})
 WORKING = "Asking Claude… the answer will appear here, visible only to you."
 
 
@@ -19,7 +20,7 @@ def usage(command: str) -> str:
         f"*{command} <question>* asks Claude and shows the answer only to you. "
         "It sees only your question, not the channel.\n"
         "To ask about a thread, mention me in it; to chat, send me a direct message.\n"
-        "I keep nothing: conversations live only in Slack."
+        f"I keep nothing: conversations live only in Slack. *{command} policy* says what I send and to whom."
     )
 
 
@@ -28,7 +29,7 @@ def to_ask(command: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
     if not (isinstance(text, str) and isinstance(user, str) and isinstance(response_url, str)):
         return None
     question = text.strip()
-    if question.lower() in HELP_WORDS:
+    if question.lower() in HELP_WORDS | POLICY_WORDS:
         return None
     trigger_id = command.get("trigger_id")
     return Ask(
@@ -45,9 +46,14 @@ def to_ask(command: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
     )
 
 
-def register(app: AsyncApp, answer: Answer, command_name: str) -> None:
+def register(app: AsyncApp, answer: Answer, command_name: str, policy: str) -> None:
+    """`policy` is what `<command> policy` shows: what is sent, kept and to whom."""
+
     @app.command(command_name)
     async def on_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
+        if str(command.get("text") or "").strip().lower() in POLICY_WORDS:
+            await ack(text=policy)  # anyone may read it: nothing is read or sent
+            return
         ask = to_ask(command, BotIdentity(context.bot_user_id, context.bot_id))
         if ask is None:
             await ack(text=usage(command_name))

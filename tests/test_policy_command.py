@@ -1,0 +1,77 @@
+"""`/claude policy`: any user can see what the bot sends, keeps and to whom, without anything being read."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import Settings
+from bot.policy import policy_summary
+
+BASE = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1", "ANTHROPIC_API_KEY": "k"}
+
+
+@pytest.mark.parametrize("word", ["policy", " Policy ", "privacy"])
+async def test_policy_is_shown_privately_in_the_ack_and_nothing_is_read(bot, word):
+    ack = await bot.send_command(word)
+
+    text = ack["payload"]["text"]
+    assert text == policy_summary(bot.settings)
+    assert "keeps:* nothing" in text
+    assert not bot.claude.requests
+    assert not bot.slack.calls_to("users.info") and not bot.slack.calls_to("response_url")
+
+
+async def test_usage_mentions_the_policy_command(bot):
+    ack = await bot.send_command("help")
+    assert "/claude policy" in ack["payload"]["text"]
+
+
+def test_the_default_policy_says_what_is_sent_removed_kept_and_who_may_ask():
+    text = policy_summary(Settings.from_env(BASE))
+    assert "the thread you mention me in" in text
+    assert "secrets (API keys and tokens, private keys, passwords in links)" in text
+    assert "email addresses" not in text
+    assert "*Files and images:* not sent." in text
+    assert "Anthropic's API" in text and "zero data retention" in text
+    assert "guests not allowed" in text and "other organizations in shared channels not allowed" in text
+
+
+def test_the_policy_follows_the_configuration():
+    text = policy_summary(
+        Settings.from_env(
+            {
+                **BASE,
+                "REDACT_PERSONAL_DATA": "email,card",
+                "SEND_FILES": "on",
+                "MAX_FILES": "3",
+                "MAX_FILE_BYTES": "2000000",
+                "CLAUDE_INFERENCE_GEO": "us",
+                "DIRECT_MESSAGES": "off",
+                "ALLOWED_CHANNELS": "C0ONE",
+                "ALLOW_GUESTS": "on",
+            }
+        )
+    )
+    assert "card numbers; email addresses" in text
+    assert "up to 3 per question, 2 MB each" in text
+    assert "in the us geography" in text
+    assert "in chosen channels; direct messages off; guests allowed" in text
+
+
+def test_a_cloud_backend_says_whose_terms_apply():
+    env = {k: v for k, v in BASE.items() if k != "ANTHROPIC_API_KEY"}
+    bedrock = policy_summary(
+        Settings.from_env({**env, "CLAUDE_BACKEND": "bedrock", "AWS_REGION": "eu-central-1"})
+    )
+    assert "Amazon Bedrock in eu-central-1" in bedrock and "AWS's terms" in bedrock
+    vertex = policy_summary(
+        Settings.from_env(
+            {
+                **env,
+                "CLAUDE_BACKEND": "vertex",
+                "CLOUD_ML_REGION": "europe-west4",
+                "ANTHROPIC_VERTEX_PROJECT_ID": "p",
+            }
+        )
+    )
+    assert "Google Vertex AI in europe-west4" in vertex and "Google Cloud's terms" in vertex
