@@ -16,6 +16,7 @@ from typing import Any
 from benchmarks.context import ContextResult, run_context
 from benchmarks.harness import REPO
 from benchmarks.load import LevelResult, LoadConfig, run_load
+from benchmarks.redaction import redaction_lines
 from benchmarks.report import context_lines, critical_path, level_figures, load_lines, targets
 
 CONTEXT_SIZES = (100, 1_000, 5_000)
@@ -132,6 +133,8 @@ def main(argv: list[str]) -> int:
         lines += [*load_lines(figures, path, config), ""]
     if context:
         lines += [*context_lines(context, context_repeats(args.quick)), ""]
+    if not args.skip_context:
+        lines += [*redaction_lines(context_repeats(args.quick)), ""]
     lines += [check.line() for check in checks]
     lines.append(f"(ran {time.monotonic() - started:.0f} s)")
     print("\n".join(lines))  # noqa: T201 (printing the figures is the point)
