@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from anthropic import AsyncAnthropic, DefaultAioHttpClient
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
 from slack_bolt.async_app import AsyncApp
@@ -27,7 +26,8 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import guards
-from bot.config import Settings
+from bot.backends import ClaudeClient, build_claude_client, where
+from bot.config import ConfigError, Settings
 from bot.logs import BOLT_LOGGER
 from bot.pipeline.answer import Answerer
 from bot.policy import policy_summary
@@ -57,20 +57,8 @@ def build_slack_client(settings: Settings) -> AsyncWebClient:
     return slack
 
 
-def build_claude_client(settings: Settings) -> AsyncAnthropic:
-    return AsyncAnthropic(
-        api_key=settings.anthropic_api_key,
-        base_url=settings.anthropic_base_url,
-        timeout=settings.claude_timeout_seconds,
-        max_retries=settings.claude_max_retries,
-        # The SDK over aiohttp rather than httpx2's anyio transport: a third less CPU per streamed answer.
-        http_client=DefaultAioHttpClient(),
-        open_telemetry=False,  # spans could carry prompts if an environment variable asked for content
-    )
-
-
 def build_app(
-    settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic, answer: Answerer | None = None
+    settings: Settings, slack: AsyncWebClient, claude: ClaudeClient, answer: Answerer | None = None
 ) -> AsyncApp:
     app = AsyncApp(
         client=slack,
@@ -97,10 +85,14 @@ async def _acknowledge_only() -> None:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT; then take no new work, finish what runs within the grace period,
     mark the rest as interrupted in Slack, and return."""
+    try:
+        claude = build_claude_client(settings)  # first: it may refuse a backend's missing credentials
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
     slack = build_slack_client(settings)
-    claude = build_claude_client(settings)
     try:
         identity = await _check_bot_token(slack)
+        log.info("Claude through %s", where(settings))
         answerer = Answerer(settings, slack, claude)
         app = build_app(settings, slack, claude, answerer)
         await warm_up(app, identity)
@@ -158,6 +150,7 @@ class AckFirstSocketModeHandler(AsyncSocketModeHandler):
         if req.type != "events_api":
             return await super().handle(client, req)
         await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+        await asyncio.sleep(0)  # let the envelopes that arrived with this one be acked before dispatching it
         await run_async_bolt_app(self.app, req)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bot.config import AccessSettings, BackendSettings, OutboundSettings, Settings
+from bot.backends import describe_backend
+from bot.config import AccessSettings, OutboundSettings, Settings
 
 PERSONAL_DATA_NAMES = {
     "email": "email addresses",
@@ -21,31 +22,12 @@ def policy_summary(settings: Settings) -> str:
             f"• *What is sent to Claude:* {_what_is_read(settings)}",
             f"• *Removed first:* {_redaction(settings.outbound)}",
             f"• *Files and images:* {_files(settings.outbound)}",
-            f"• *Where it goes:* {where_the_model_runs(settings.backend, settings.claude_model)}",
+            f"• *Where it goes:* {describe_backend(settings)}",
             "• *What this app keeps:* nothing. No database, no transcripts, no message text in its logs "
             "(only ids, counts and timings). Slack keeps the conversation and the answers under your "
             "workspace's retention settings.",
             f"• *Who may use it:* {_who(settings.access)}",
         ]
-    )
-
-
-def where_the_model_runs(backend: BackendSettings, model: str) -> str:
-    match backend.kind:
-        case "bedrock":
-            return (
-                f"Claude ({model}) on Amazon Bedrock in {backend.aws_region}; AWS's terms for Bedrock govern "
-                "what is kept there (Anthropic's zero data retention does not apply)."
-            )
-        case "vertex":
-            return (
-                f"Claude ({model}) on Google Vertex AI in {backend.vertex_region}; Google Cloud's terms "
-                "govern what is kept there (Anthropic's zero data retention does not apply)."
-            )
-    geo = f", inference in the {backend.inference_geo} geography" if backend.inference_geo else ""
-    return (
-        f"Claude ({model}) through Anthropic's API{geo}. The Messages API is eligible for zero data "
-        "retention, which applies when your organization has that agreement with Anthropic."
     )
 
 

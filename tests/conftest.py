@@ -21,13 +21,14 @@ ALICE, BOB = "U0ALICE", "U0BOB"
 CHANNEL, DM = "C0GENERAL", "D0ALICE"
 
 OUR_PREFIXES = ("SLACK_", "ANTHROPIC_", "CLAUDE_", "CONTEXT_", "DM_", "PORT", "LOG_LEVEL", "SLASH_COMMAND")
+CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "CLOUD_ML_")  # read by boto3 and google-auth for Bedrock and Vertex
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Tests see only the configuration they pass; the SDKs must not pick up a developer's variables."""
     for name in list(os.environ):
-        if name.startswith(OUR_PREFIXES):
+        if name.startswith(OUR_PREFIXES + CLOUD_PREFIXES):
             monkeypatch.delenv(name)
     yield
 
@@ -53,6 +54,8 @@ def bot_env(slack: FakeSlack, claude: FakeClaude, **overrides: str) -> dict[str,
         "SLACK_API_URL": slack.api_url,
         "ANTHROPIC_API_KEY": "test-key",
         "ANTHROPIC_BASE_URL": claude.base_url,
+        "ANTHROPIC_BEDROCK_BASE_URL": claude.base_url,  # read with CLAUDE_BACKEND=bedrock only
+        "ANTHROPIC_VERTEX_BASE_URL": claude.vertex_base_url,  # read with CLAUDE_BACKEND=vertex only
         "CLAUDE_MAX_RETRIES": "0",
     }
     env.update(overrides)

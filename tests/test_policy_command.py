@@ -32,7 +32,7 @@ def test_the_default_policy_says_what_is_sent_removed_kept_and_who_may_ask():
     assert "secrets (API keys and tokens, private keys, passwords in links)" in text
     assert "email addresses" not in text
     assert "*Files and images:* not sent." in text
-    assert "Anthropic's API" in text and "zero data retention" in text
+    assert "the Anthropic API" in text and "zero data retention" in text
     assert "guests not allowed" in text and "other organizations in shared channels not allowed" in text
 
 
@@ -54,7 +54,7 @@ def test_the_policy_follows_the_configuration():
     )
     assert "card numbers; email addresses" in text
     assert "up to 3 per question, 2 MB each" in text
-    assert "in the us geography" in text
+    assert "with inference in the us geography" in text
     assert "in chosen channels; direct messages off; guests allowed" in text
 
 
@@ -63,7 +63,7 @@ def test_a_cloud_backend_says_whose_terms_apply():
     bedrock = policy_summary(
         Settings.from_env({**env, "CLAUDE_BACKEND": "bedrock", "AWS_REGION": "eu-central-1"})
     )
-    assert "Amazon Bedrock in eu-central-1" in bedrock and "AWS's terms" in bedrock
+    assert "Amazon Bedrock in the AWS region eu-central-1" in bedrock and "Bedrock terms" in bedrock
     vertex = policy_summary(
         Settings.from_env(
             {
@@ -74,4 +74,4 @@ def test_a_cloud_backend_says_whose_terms_apply():
             }
         )
     )
-    assert "Google Vertex AI in europe-west4" in vertex and "Google Cloud's terms" in vertex
+    assert "Vertex AI in europe-west4" in vertex and "Google Cloud's terms" in vertex

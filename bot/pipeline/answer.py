@@ -8,9 +8,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from anthropic import AsyncAnthropic
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.backends import ClaudeClient
 from bot.config import Settings
 from bot.limits import UserRateLimit
 from bot.logs import describe_exception
@@ -58,7 +58,7 @@ class Answerer:
     Running answers are known by task, and by (channel, thread) for Stop: ids only, until they end.
     """
 
-    def __init__(self, settings: Settings, slack: AsyncWebClient, claude: AsyncAnthropic) -> None:
+    def __init__(self, settings: Settings, slack: AsyncWebClient, claude: ClaudeClient) -> None:
         self._settings = settings
         self._slack = slack
         self._claude = claude
@@ -168,6 +168,7 @@ class Answerer:
             answer = await ask_claude(
                 self._claude,
                 prompt,
+                backend=self._settings.backend,
                 model=self._settings.claude_model,
                 max_tokens=self._settings.claude_max_tokens,
                 user_hash=opaque_user_id(ask.team_id, ask.user_id),

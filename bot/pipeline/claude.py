@@ -1,12 +1,14 @@
-"""Ask Claude through the Messages API; the SDK's failures become our few error types.
+"""Ask Claude through the Messages API (on the Anthropic API, Bedrock or Vertex AI); the SDK's failures
+become our few error types.
 
     ClaudeError
      ├── ClaudeBusy            rate limited (429) or overloaded (529), after the SDK's retries
      ├── ClaudeUnavailable     server errors (5xx), timeouts, dropped connections (mid-stream too)
      ├── ClaudeRejected        the request itself was refused (400, 413, 422)
-     └── ClaudeMisconfigured   the key, its permissions or the model id (401, 403, 404)
+     └── ClaudeMisconfigured   the key or credentials, their permissions, or the model id (401, 403, 404)
 
-Each carries the HTTP status and request id for logs, never the SDK's message text.
+Each carries the HTTP status and request id for logs, never the SDK's message text. Bedrock and Vertex
+errors arrive as the same SDK classes; Bedrock's own mid-stream exceptions are mapped by name below.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import anthropic
+import botocore.exceptions  # type: ignore[import-untyped]
+import google.auth.exceptions
 import httpx2
-from anthropic import AsyncAnthropic
+from anthropic import AsyncAnthropicBedrock, omit
+from anthropic.types import MetadataParam, RawMessageStreamEvent
 
+from bot.backends import BODY_VERSIONS, ClaudeClient, claude_model_id
+from bot.config import BackendSettings
 from bot.pipeline.retention import Prompt
 
 
@@ -63,13 +71,21 @@ _BY_ERROR_TYPE: dict[str, type[ClaudeError]] = {
     "authentication_error": ClaudeMisconfigured,
     "permission_error": ClaudeMisconfigured,
     "not_found_error": ClaudeMisconfigured,
+    # Bedrock's event-stream exceptions (botocore's bedrock-runtime `ResponseStream`), raised mid-stream
+    "throttlingException": ClaudeBusy,
+    "serviceUnavailableException": ClaudeUnavailable,
+    "internalServerException": ClaudeUnavailable,
+    "modelStreamErrorException": ClaudeUnavailable,
+    "modelTimeoutException": ClaudeUnavailable,
+    "validationException": ClaudeRejected,
 }
 
 
 async def ask_claude(
-    claude: AsyncAnthropic,
+    claude: ClaudeClient,
     prompt: Prompt,
     *,
+    backend: BackendSettings,
     model: str,
     max_tokens: int,
     user_hash: str,
@@ -77,39 +93,81 @@ async def ask_claude(
 ) -> ClaudeAnswer:
     """Stream Claude's answer, awaiting `on_text` for each piece as it is generated.
 
-    The SDK sends the request (auth, retries, errors before the stream); the server-sent events are
-    read here with one `json.loads` each, which costs about a fifth of the CPU of the SDK's typed
-    `messages.stream` helper. An exception from `on_text` (the reader pressed Stop, say) leaves the
-    stream at once, which closes the connection so that no more tokens are generated.
+    The SDK sends the request (auth, retries, errors before the stream). The Anthropic API and Vertex AI
+    answer with server-sent events, read here with one `json.loads` each: about a fifth of the CPU of the
+    SDK's typed `messages.stream` helper. Bedrock answers in AWS's binary event-stream, which the SDK
+    decodes into typed events; both feed `_read_events`. An exception from `on_text` (the reader pressed
+    Stop, say) leaves the stream at once, which closes the connection so that no more tokens are generated.
     """
+    model_id = claude_model_id(backend.kind, model)
+    version = BODY_VERSIONS.get(backend.kind)
+    extra_body = {"anthropic_version": version} if version else None
+    metadata: MetadataParam = {"user_id": user_hash}
+    geo = backend.inference_geo or omit  # the Anthropic API's data residency; None on the cloud platforms
     try:
+        if isinstance(claude, AsyncAnthropicBedrock):
+            stream = await claude.messages.create(
+                model=model_id,
+                max_tokens=max_tokens,
+                system=prompt.system,
+                messages=prompt.messages,
+                metadata=metadata,
+                inference_geo=geo,
+                extra_body=extra_body,
+                stream=True,
+            )
+            async with stream:
+                request_id = stream.response.headers.get("x-amzn-requestid")
+                return await _read_events(_as_dicts(stream), on_text, request_id)
         async with claude.messages.with_streaming_response.create(
-            model=model,
+            model=model_id,
             max_tokens=max_tokens,
             system=prompt.system,
             messages=prompt.messages,
-            metadata={"user_id": user_hash},
+            metadata=metadata,
+            inference_geo=geo,
+            extra_body=extra_body,
             stream=True,
         ) as response:
-            return await _read_events(response.iter_lines(), on_text, response.headers.get("request-id"))
+            request_id = response.headers.get("request-id")
+            return await _read_events(_server_sent(response.iter_lines()), on_text, request_id)
     except anthropic.APIStatusError as exc:
         raise _classify(exc.body, exc.status_code, exc.request_id) from None
     except anthropic.APIConnectionError:  # timeouts included
         raise ClaudeUnavailable() from None
     except (httpx2.TransportError, aiohttp.ClientError):  # a stream that stalls or drops after its headers
         raise ClaudeUnavailable() from None
+    # Credentials are resolved when a request is signed, outside the SDK's error classes: Google's token
+    # endpoint refused ours or could not be reached; boto3 could not resolve or refresh AWS credentials.
+    except google.auth.exceptions.RefreshError:
+        raise ClaudeMisconfigured() from None
+    except google.auth.exceptions.TransportError:
+        raise ClaudeUnavailable() from None
+    except botocore.exceptions.BotoCoreError:
+        raise ClaudeMisconfigured() from None
+
+
+async def _server_sent(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    async for line in lines:
+        if line.startswith("data:"):  # `event:` names repeat the data's own "type"; blank lines end an event
+            yield json.loads(line[5:])
+
+
+async def _as_dicts(
+    events: AsyncIterator[RawMessageStreamEvent],
+) -> AsyncIterator[dict[str, Any]]:
+    # The SDK skips pings and raises an `error` event (or a Bedrock exception frame) as APIStatusError.
+    async for event in events:
+        yield event.to_dict()
 
 
 async def _read_events(
-    lines: AsyncIterator[str], on_text: Callable[[str], Awaitable[None]], request_id: str | None
+    events: AsyncIterator[dict[str, Any]], on_text: Callable[[str], Awaitable[None]], request_id: str | None
 ) -> ClaudeAnswer:
-    """The Messages API's server-sent events: text deltas go to `on_text`; the end gives the outcome."""
+    """The Messages API's stream events: text deltas go to `on_text`; the end gives the outcome."""
     input_tokens = output_tokens = 0
     stop_reason: str | None = None
-    async for line in lines:
-        if not line.startswith("data:"):
-            continue  # `event:` names repeat the data's own "type"; blank lines end an event
-        event = json.loads(line[5:])
+    async for event in events:
         kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
@@ -136,7 +194,7 @@ def _classify(body: object, status: int, request_id: str | None) -> ClaudeError:
             error_class = ClaudeBusy
         elif status in (401, 403, 404):
             error_class = ClaudeMisconfigured
-        elif status >= 500:
+        elif status >= 500 or status in (408, 424):  # Bedrock: model timeout (408), model failure (424)
             error_class = ClaudeUnavailable
         else:
             error_class = ClaudeRejected

@@ -1,16 +1,24 @@
-"""Loopback fake of the Anthropic Messages API (JSON and SSE) for the real AsyncAnthropic client."""
+"""Loopback fake of the Anthropic Messages API (JSON and SSE) for the real AsyncAnthropic client, and of the
+same API as Amazon Bedrock (AWS event-stream) and Google Vertex AI (SSE) serve it, for the SDK's
+AsyncAnthropicBedrock and AsyncAnthropicVertex, with a Google OAuth token endpoint for the latter."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fakes.loopback import LoopbackServer
 
@@ -40,6 +48,28 @@ _ERROR_MESSAGES = {
     "api_error": "Internal server error",
     "overloaded_error": "Overloaded",
 }
+# AWS error names by HTTP status (botocore's bedrock-runtime model), for errors before a Bedrock stream.
+AWS_ERRORS: dict[int, str] = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+# Google's error statuses for what Vertex AI answers itself (auth, quota); the model's errors pass through.
+GOOGLE_ERRORS: dict[int, str] = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+}
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+BEDROCK_VERSION = "bedrock-2023-05-31"
+VERTEX_VERSION = "vertex-2023-10-16"
 _PREFILL = (
     "This model does not support assistant message prefill. The conversation must end with a user message."
 )
@@ -49,7 +79,7 @@ _PREFILL = (
 class ClaudeRequest:
     body: dict[str, Any]
     headers: dict[str, str]  # lower-cased names
-    path: str = "/v1/messages"
+    path: str = "/v1/messages"  # as the server saw it, percent-decoded
 
 
 @dataclass
@@ -77,9 +107,19 @@ class FakeClaude(LoopbackServer):
         self._failures: deque[_Failure] = deque()
         self._arrived = asyncio.Condition()
         self._closing = asyncio.Event()  # releases hung handlers so shutdown does not wait for them
+        self.access_token = "ya29.fake-vertex-token"  # what the OAuth endpoint issues and Vertex accepts
+        self.tokens_issued = 0
+        self.refuse_grants = False  # the token endpoint then answers 400 invalid_grant, as for a revoked key
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
+        # Bedrock (bedrock-runtime InvokeModel): the model id, or an ARN with slashes, is part of the path.
+        app.router.add_post("/model/{model:.+}/invoke-with-response-stream", self._bedrock)
+        app.router.add_post("/model/{model:.+}/invoke", self._bedrock)
+        # Vertex AI: .../models/{model}:streamRawPredict or :rawPredict, under the /v1 of its base URL.
+        vertex = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{target}"
+        app.router.add_post(vertex, self._vertex)
+        app.router.add_post("/oauth2/token", self._google_token)
         super().__init__(app)
 
     async def close(self) -> None:
@@ -89,6 +129,30 @@ class FakeClaude(LoopbackServer):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def vertex_base_url(self) -> str:
+        """Like https://{region}-aiplatform.googleapis.com/v1."""
+        return f"{self.base_url}/v1"
+
+    @property
+    def token_uri(self) -> str:
+        """The OAuth token endpoint, for a google-auth credentials file's `token_uri`."""
+        return f"{self.base_url}/oauth2/token"
+
+    def google_credentials(self, project_id: str = "fake-project") -> dict[str, str]:
+        """A service account key file's content (GOOGLE_APPLICATION_CREDENTIALS) whose access tokens come
+        from this fake. google-auth honours `token_uri` for service accounts; for "authorized_user" files it
+        always uses Google's own endpoint."""
+        return {
+            "type": "service_account",
+            "project_id": project_id,
+            "private_key_id": "fake-key-id",
+            "private_key": _service_account_key(),
+            "client_email": f"slack-bot@{project_id}.iam.gserviceaccount.com",
+            "client_id": "100000000000000000000",
+            "token_uri": self.token_uri,
+        }
 
     # --- scripting ---
 
@@ -116,6 +180,8 @@ class FakeClaude(LoopbackServer):
     def fail_midstream(
         self, after_chunks: int, *, error_type: str = "overloaded_error", times: int = 1
     ) -> None:
+        """An `error` event after `after_chunks` text deltas. On Bedrock an error type ending in "Exception"
+        (throttlingException, modelStreamErrorException…) is sent as an AWS exception frame instead."""
         status = _STATUS_BY_TYPE.get(error_type, 500)  # used when the request is not streaming
         self._failures.extend(
             _Failure("midstream", status, error_type, after_chunks=after_chunks) for _ in range(times)
@@ -145,6 +211,20 @@ class FakeClaude(LoopbackServer):
                 raise AssertionError(f"expected {count} abandoned streams, got {self.abandoned}") from None
 
     # --- handlers ---
+
+    async def _google_token(self, request: web.Request) -> web.Response:
+        """A service account's JWT-bearer grant; the assertion must ask for the cloud-platform scope."""
+        form = await request.post()
+        assertion = str(form.get("assertion", ""))
+        claims = _jwt_claims(assertion) if assertion.count(".") == 2 else {}
+        scopes = str(claims.get("scope", "")).split()
+        if self.refuse_grants or form.get("grant_type") != JWT_BEARER or GOOGLE_SCOPE not in scopes:
+            return web.json_response({"error": "invalid_grant", "error_description": "Bad grant"}, status=400)
+        async with self._arrived:
+            self.tokens_issued += 1
+        return web.json_response(
+            {"access_token": self.access_token, "expires_in": 3600, "token_type": "Bearer"}
+        )
 
     async def _record(self, request: web.Request) -> Any:
         try:
@@ -187,6 +267,70 @@ class FakeClaude(LoopbackServer):
         message = _message(body, [{"type": "text", "text": text}] if text else [], stop_reason, text)
         return web.json_response(message, headers={"request-id": _id("req")})
 
+    async def _bedrock(self, request: web.Request) -> web.StreamResponse:
+        """InvokeModel[WithResponseStream]: the model in the path, `anthropic_version` in the body, SigV4 or
+        a Bedrock API key (bearer) in Authorization, errors as AWS shapes them."""
+        body = await self._record(request)
+        failure = self._failures.popleft() if self._failures else None
+        streaming = request.path.endswith("/invoke-with-response-stream")
+        if failure is not None:
+            if failure.kind == "hang":
+                await self._closing.wait()
+                return _drop(request)
+            if failure.kind == "status" or (failure.kind == "midstream" and not streaming):
+                return _aws_error(failure.status, headers=failure.headers)
+            if failure.kind == "drop" and (failure.after_chunks is None or not streaming):
+                return _drop(request)
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith(("AWS4-HMAC-SHA256 Credential=", "Bearer ")):
+            return _aws_error(403, "Missing Authentication Token")
+        try:
+            body = _platform_body(body, BEDROCK_VERSION, request.match_info["model"])
+            if "stream" in body:  # the SDK moves it into the path
+                raise _Invalid("extraneous key [stream] is not permitted")
+            _validate(body)
+        except _Invalid as err:
+            return _aws_error(
+                400, f"Malformed input request: {err}, please reformat your input and try again."
+            )
+        text, stop_reason = self._replies.popleft() if self._replies else (self.responder(body), "end_turn")
+        if streaming:
+            return await self._stream(request, body, text, stop_reason, failure, bedrock=True)
+        message = _message(body, [{"type": "text", "text": text}] if text else [], stop_reason, text)
+        return web.json_response(message, headers={"x-amzn-requestid": str(uuid.uuid4())})
+
+    async def _vertex(self, request: web.Request) -> web.StreamResponse:
+        """rawPredict and streamRawPredict: the model in the path, `anthropic_version` in the body, an OAuth
+        access token as bearer; the model's answers and errors as the Messages API gives them."""
+        body = await self._record(request)
+        model, _, method = request.match_info["target"].rpartition(":")
+        if method not in ("rawPredict", "streamRawPredict"):
+            return _google_error(404)
+        if request.headers.get("authorization") != f"Bearer {self.access_token}":
+            return _google_error(401)
+        failure = self._failures.popleft() if self._failures else None
+        streaming = method == "streamRawPredict"
+        if failure is not None:
+            if failure.kind == "hang":
+                await self._closing.wait()
+                return _drop(request)
+            if failure.kind == "status" or (failure.kind == "midstream" and not streaming):
+                if failure.status in GOOGLE_ERRORS:
+                    return _google_error(failure.status, headers=failure.headers)
+                return _error(failure.status, failure.error_type, headers=failure.headers)
+            if failure.kind == "drop" and (failure.after_chunks is None or not streaming):
+                return _drop(request)
+        try:
+            body = _platform_body(body, VERTEX_VERSION, model)
+            _validate(body)
+        except _Invalid as err:
+            return _error(400, "invalid_request_error", str(err))
+        text, stop_reason = self._replies.popleft() if self._replies else (self.responder(body), "end_turn")
+        if streaming:
+            return await self._stream(request, body, text, stop_reason, failure)
+        message = _message(body, [{"type": "text", "text": text}] if text else [], stop_reason, text)
+        return web.json_response(message)
+
     async def _stream(
         self,
         request: web.Request,
@@ -194,13 +338,29 @@ class FakeClaude(LoopbackServer):
         text: str,
         stop_reason: str,
         failure: _Failure | None,
+        *,
+        bedrock: bool = False,
     ) -> web.StreamResponse:
-        headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-        resp = web.StreamResponse(headers={**headers, "request-id": _id("req")})
+        """Server-sent events, or on Bedrock the same events as AWS event-stream `chunk` frames."""
+        if bedrock:
+            headers = {
+                "content-type": "application/vnd.amazon.eventstream",
+                "x-amzn-bedrock-content-type": "application/json",
+                "x-amzn-requestid": str(uuid.uuid4()),
+            }
+        else:
+            headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+            headers["request-id"] = _id("req")
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
 
         async def send(event: str, data: dict[str, Any]) -> None:
-            await resp.write(f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
+            if not bedrock:
+                await resp.write(
+                    f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+                )
+            elif event != "ping":  # Bedrock sends no pings
+                await resp.write(_chunk_frame(data))
 
         start = _message(body, [], None, "")
         await send("message_start", {"type": "message_start", "message": start})
@@ -225,7 +385,9 @@ class FakeClaude(LoopbackServer):
             raise
         if failure is not None and failure.kind == "drop":
             return _drop(request)
-        if failure is not None:  # midstream: the API reports overload etc. as an SSE event after HTTP 200
+        if failure is not None and bedrock and failure.error_type.endswith("Exception"):
+            await resp.write(_exception_frame(failure.error_type))  # Bedrock's own mid-stream failure
+        elif failure is not None:  # midstream: the API reports overload etc. as an SSE event after HTTP 200
             error = {"type": failure.error_type, "message": _ERROR_MESSAGES.get(failure.error_type, "Error")}
             await send("error", {"type": "error", "error": error})
         else:
@@ -233,7 +395,15 @@ class FakeClaude(LoopbackServer):
             end = {"stop_reason": stop_reason, "stop_sequence": None}
             usage = {"output_tokens": _tokens(text)}
             await send("message_delta", {"type": "message_delta", "delta": end, "usage": usage})
-            await send("message_stop", {"type": "message_stop"})
+            stop: dict[str, Any] = {"type": "message_stop"}
+            if bedrock:
+                metrics = {"inputTokenCount": _estimate_tokens(body), "outputTokenCount": _tokens(text)}
+                stop["amazon-bedrock-invocationMetrics"] = {
+                    **metrics,
+                    "invocationLatency": 1,
+                    "firstByteLatency": 1,
+                }
+            await send("message_stop", stop)
         await resp.write_eof()
         return resp
 
@@ -293,6 +463,79 @@ def _error(
     error = {"type": error_type, "message": message or _ERROR_MESSAGES.get(error_type, "Error")}
     body = {"type": "error", "error": error, "request_id": request_id}
     return web.json_response(body, status=status, headers={"request-id": request_id, **(headers or {})})
+
+
+def _aws_error(
+    status: int, message: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    name = AWS_ERRORS.get(status, "InternalServerException")
+    headers = {
+        "x-amzn-errortype": f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        "x-amzn-requestid": str(uuid.uuid4()),
+        **(headers or {}),
+    }
+    return web.json_response({"message": message or f"{name} (fake)"}, status=status, headers=headers)
+
+
+def _google_error(status: int, headers: dict[str, str] | None = None) -> web.Response:
+    error = {"code": status, "message": f"{GOOGLE_ERRORS.get(status, 'UNKNOWN')} (fake)"}
+    error["status"] = GOOGLE_ERRORS.get(status, "UNKNOWN")
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def _platform_body(body: Any, version: str, model: str) -> dict[str, Any]:
+    """A cloud platform's body (model in the path, `anthropic_version` in the body) as a Messages API body."""
+    if not isinstance(body, dict):
+        raise _Invalid("There was an error parsing the body of your request")
+    if "model" in body:
+        raise _Invalid("extraneous key [model] is not permitted")
+    if body.get("anthropic_version") != version:
+        raise _Invalid(f"anthropic_version: must be {version}, got {body.get('anthropic_version')!r}")
+    return {**{k: v for k, v in body.items() if k != "anthropic_version"}, "model": model}
+
+
+@cache
+def _service_account_key() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem.decode()
+
+
+def _jwt_claims(jwt: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified: the fake only checks what was asked for."""
+    part = jwt.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return claims if isinstance(claims, dict) else {}
+
+
+def _event_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message: prelude (total length, headers length, CRC32), string headers (type 7),
+    payload, CRC32 of all before it. botocore.eventstream.EventStreamBuffer reads it back."""
+    encoded = b"".join(
+        bytes([len(name.encode())])
+        + name.encode()
+        + b"\x07"
+        + struct.pack("!H", len(value.encode()))
+        + value.encode()
+        for name, value in headers.items()
+    )
+    prelude = struct.pack("!II", 12 + len(encoded) + len(payload) + 4, len(encoded))
+    message = prelude + struct.pack("!I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack("!I", zlib.crc32(message))
+
+
+def _chunk_frame(event: dict[str, Any]) -> bytes:
+    raw = json.dumps(event, separators=(",", ":")).encode()
+    payload = json.dumps({"bytes": base64.b64encode(raw).decode()}).encode()
+    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    return _event_frame(headers, payload)
+
+
+def _exception_frame(name: str) -> bytes:
+    headers = {":exception-type": name, ":content-type": "application/json", ":message-type": "exception"}
+    return _event_frame(headers, json.dumps({"message": f"{name} (fake)"}).encode())
 
 
 def _drop(request: web.Request) -> web.Response:
