@@ -41,6 +41,7 @@ def test_scopes_are_exactly_the_ones_used():
         "reactions:write",
         "commands",
         "users:read",
+        "files:read",
     }
 
 

@@ -54,10 +54,12 @@ async def test_every_surface_at_debug_keeps_content_and_secrets_out_of_logs_and_
         slack.add_user(BOB, display_name=canary("name"), real_name=canary("name"))
         claude.responder = lambda _body: f"Answer with **markdown** {canary('answer')}"
         root, reply, mention_ts = now_ts(-30), now_ts(-20), now_ts(-10)
+        file_content = canary("file-content")  # SEND_FILES=on: fetched into memory and sent to Claude
+        shared_file = slack.add_file(file_content.encode(), "text/plain", f"{canary('file')}.txt", user=BOB)
         slack.add_thread(
             CHANNEL,
             [
-                said(BOB, canary("thread"), root),
+                said(BOB, canary("thread"), root) | {"files": [shared_file]},
                 bot_said(canary("earlier-answer"), reply),
                 said(ALICE, f"<@U0BOT> {canary('question')}", mention_ts),
             ],
@@ -66,7 +68,7 @@ async def test_every_surface_at_debug_keeps_content_and_secrets_out_of_logs_and_
         dm_now, agent_root, agent_question = now_ts(), now_ts(-5), now_ts(-4)
         slack.add_history(DM, [said(ALICE, canary("dm-history"), now_ts(-60))])
         slack.add_thread(DM, [said(ALICE, f"Summarize this channel {canary('agent')}", agent_question)])
-        env = bot_env(slack, claude, LOG_LEVEL="DEBUG", ANTHROPIC_API_KEY=canary("api-key"))
+        env = bot_env(slack, claude, LOG_LEVEL="DEBUG", ANTHROPIC_API_KEY=canary("api-key"), SEND_FILES="on")
 
         bot = BotProcess(tmp_path, env)
         await bot.start()
@@ -127,6 +129,7 @@ async def test_every_surface_at_debug_keeps_content_and_secrets_out_of_logs_and_
 
     assert "answered" in output and "ignored: from_a_bot" in output  # it did log, at DEBUG too
     assert len(claude.requests) == 7
+    assert slack.calls_to("url_private") and any(file_content in json.dumps(r.body) for r in claude.requests)
     assert canary.found_in(output) == []
     assert canary.found_in(bot.written_files()) == []
 

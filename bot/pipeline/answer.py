@@ -18,6 +18,7 @@ from bot.pipeline.access import AccessCheck, Refused
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.claude import ClaudeError, ask_claude
 from bot.pipeline.context import ContextUnavailable, look_up_names, read_channel, read_conversation
+from bot.pipeline.files import fetch_files
 from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
 from bot.pipeline.redaction import Redactor
 from bot.pipeline.reply import (
@@ -196,22 +197,26 @@ class Answerer:
 
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
         """Read what the Ask names and apply the retention policy."""
-        settings, slack = self._settings, self._slack
+        settings, slack, outbound = self._settings, self._slack, self._settings.outbound
         conversation, viewed = await asyncio.gather(
-            read_conversation(slack, ask, dm_window_seconds=settings.dm_context_hours * 3600),
+            read_conversation(
+                slack, ask, dm_window_seconds=settings.dm_context_hours * 3600, files=outbound.send_files
+            ),
             self._read_viewed_channel(ask),
         )
         first_question = sum(not ask.bot.wrote(message) for message in conversation) == 1
-        names, _ = await asyncio.gather(
+        redactor = Redactor(secrets=outbound.redact_secrets, personal=outbound.redact_personal)
+        names, _, files = await asyncio.gather(
             look_up_names(
                 slack,
                 people_to_name([*conversation, *viewed], ask.bot),
                 known={ask.user_id: asker_name} if asker_name else None,
             ),
             name_thread(slack, ask.progress, ask.message.text) if first_question else asyncio.sleep(0),
+            fetch_files(
+                slack, conversation, ask, outbound, timeout=settings.slack_timeout_seconds, redact=redactor
+            ),
         )
-        outbound = settings.outbound
-        redactor = Redactor(secrets=outbound.redact_secrets, personal=outbound.redact_personal)
         prompt = build_prompt(
             conversation,
             bot=ask.bot,
@@ -220,6 +225,7 @@ class Answerer:
             budget_tokens=settings.context_budget_tokens,
             viewed=viewed,
             redact=redactor,
+            files=files,
         )
         if redactor.counts:
             log.info("request=%s redacted %s", ask.request_id, redactor.counts)

@@ -6,14 +6,26 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class FileRef:
+    """A file shared with a message: where to fetch it for this request (SEND_FILES=on), not its content."""
+
+    id: str
+    name: str
+    mimetype: str
+    size: int  # bytes, as Slack reports it (0 if it did not)
+    url_private: str
+
+
+@dataclass(frozen=True, slots=True)
 class SlackMessage:
-    """The only parts of a Slack message the bot uses: who wrote it, when, and its text."""
+    """The only parts of a Slack message the bot uses: who wrote it, when, its text (and files, if sent)."""
 
     ts: str
     text: str
     user: str | None = None
     bot_id: str | None = None
     bot_name: str | None = None
+    files: tuple[FileRef, ...] = ()  # only when SEND_FILES is on
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -29,13 +30,21 @@ class ContextUnavailable(Exception):
 
 
 async def read_conversation(
-    slack: AsyncWebClient, ask: Ask, *, dm_window_seconds: float
+    slack: AsyncWebClient, ask: Ask, *, dm_window_seconds: float, files: bool = False
 ) -> list[SlackMessage]:
-    """The conversation oldest first, ending on the invoking message."""
+    """The conversation oldest first, ending on the invoking message; with `files`, messages keep
+    references to their files (the invoking one too, from the read: its event's are not kept)."""
+    # The event's file references count only if files are sent.
+    invoking = ask.message if files or not ask.message.files else replace(ask.message, files=())
     match ask.history:
         case Thread(channel, thread_ts):
             read = await _read(
-                slack, "conversations_replies", channel=channel, ts=thread_ts, latest=ask.message.ts
+                slack,
+                "conversations_replies",
+                files=files,
+                channel=channel,
+                ts=thread_ts,
+                latest=ask.message.ts,
             )
         case RecentDirectMessages(channel):
             oldest = f"{time.time() - dm_window_seconds:.6f}"
@@ -43,16 +52,18 @@ async def read_conversation(
                 slack,
                 "conversations_history",
                 limit=DM_MAX_MESSAGES,
+                files=files,
                 channel=channel,
                 latest=ask.message.ts,
                 oldest=oldest,
             )
             read.reverse()  # history comes newest first
         case None:
-            return [ask.message]
+            return [invoking]
     invoked_at = _ts_key(ask.message.ts)
     earlier = [m for m in read if _ts_key(m.ts) < invoked_at]
-    return [*earlier, ask.message]
+    shared = next((m.files for m in read if m.ts == ask.message.ts and m.files), ())
+    return [*earlier, replace(invoking, files=shared) if shared else invoking]
 
 
 async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage]:
@@ -102,7 +113,7 @@ def display_name(user: object) -> str | None:
 
 
 async def _read(
-    slack: AsyncWebClient, method: str, *, limit: int | None = None, **params: Any
+    slack: AsyncWebClient, method: str, *, limit: int | None = None, files: bool = False, **params: Any
 ) -> list[SlackMessage]:
     """Every page of a conversations.* read, slimmed as it arrives."""
     read: list[SlackMessage] = []
@@ -115,7 +126,7 @@ async def _read(
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ContextUnavailable(method, exc.__class__.__name__) from None
         for raw in response.get("messages") or []:
-            message = slim(raw) if isinstance(raw, dict) else None
+            message = slim(raw, files=files) if isinstance(raw, dict) else None
             if message is not None:
                 read.append(message)
         cursor = (response.get("response_metadata") or {}).get("next_cursor")

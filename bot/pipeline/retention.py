@@ -9,12 +9,16 @@ What this bot does with Slack content, in full:
    channel an assistant-thread user is viewing is read only when their question is about it
    (`asks_about_channel`). The manifest subscribes to no channel-wide message event.
 2. Only three fields survive the read: author, timestamp and text (`slim`). Files, reactions,
-   attachments and metadata are dropped at once.
+   attachments and metadata are dropped at once. With SEND_FILES=on a file's id, name, type, size and
+   private URL are kept too, and `bot.pipeline.files` fetches up to MAX_FILES of them, newest first,
+   into the request's memory: images, PDFs and text files, sent inside the Messages request.
 3. Turns: the bot's own messages become assistant turns; everyone else's are user turns that start
    with the speaker's display name, looked up for this request only. Same-role neighbours are merged,
    the first turn is a user turn and the last is the invoking message.
 4. Budget: about CONTEXT_BUDGET_TOKENS (4 characters a token). A longer conversation keeps its newest
-   messages, and Claude is told how many older ones were left out.
+   messages, and Claude is told how many older ones were left out. A file counts by a rough estimate
+   (`bot.pipeline.files`: 1,600 tokens an image, 3,000 a PDF page, 4 characters a token of text); one
+   that does not fit is left out, and Claude is told in one line how many files were and why.
 5. Nothing is kept. Content lives in the request's local variables and is gone when the answer is
    posted: no database, no files, no cache between requests, no message or answer text in any log
    line at any level (see `bot.logs`). Logs carry ids, counts, sizes and timings.
@@ -29,11 +33,14 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from anthropic.types import MessageParam
+from anthropic.types import ContentBlockParam, MessageParam, TextBlockParam
 
-from bot.pipeline.ask import BotIdentity, SlackMessage
+from bot.pipeline.ask import BotIdentity, FileRef, SlackMessage
+
+if TYPE_CHECKING:
+    from bot.pipeline.files import Files
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # the speaker prefix and separators
@@ -41,6 +48,8 @@ DM_MAX_MESSAGES = 500
 # Message subtypes that carry what a person (or another app) said; joins, topics and edits do not.
 SPOKEN_SUBTYPES = frozenset({None, "bot_message", "file_share", "thread_broadcast", "me_message"})
 SHORTENED = " […shortened to fit the context budget]"
+OVER_BUDGET = "over the context budget"
+_COUNTS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _ABOUT_CHANNEL = re.compile(r"\b(this|that|the|current|my) (channel|conversation)\b", re.IGNORECASE)
@@ -52,6 +61,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 class Turn:
     role: Literal["user", "assistant"]
     text: str
+    blocks: tuple[ContentBlockParam, ...] = ()  # files, and text merged after them, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +72,9 @@ class Prompt:
     omitted: int  # older Slack messages left out for the budget
 
 
-def slim(raw: Mapping[str, Any]) -> SlackMessage | None:
-    """Keep author, timestamp and text of a message someone said; None for anything else."""
+def slim(raw: Mapping[str, Any], *, files: bool = False) -> SlackMessage | None:
+    """Keep author, timestamp and text of a message someone said (and its files' references, if
+    `files`); None for anything else."""
     ts, text, subtype = raw.get("ts"), raw.get("text"), raw.get("subtype")
     if not isinstance(ts, str) or not isinstance(text, str) or subtype not in SPOKEN_SUBTYPES:
         return None
@@ -75,7 +86,28 @@ def slim(raw: Mapping[str, Any]) -> SlackMessage | None:
         user=_str_or_none(raw.get("user")),
         bot_id=_str_or_none(raw.get("bot_id")),
         bot_name=_str_or_none(bot_name),
+        files=file_refs(raw.get("files")) if files else (),
     )
+
+
+def file_refs(raw: object) -> tuple[FileRef, ...]:
+    """References to a message's files (ids, names, types, sizes, URLs): never their content."""
+    if not isinstance(raw, list):
+        return ()
+    refs = []
+    for file in raw:
+        if isinstance(file, Mapping) and isinstance(file.get("id"), str):
+            size = file.get("size")
+            refs.append(
+                FileRef(
+                    id=file["id"],
+                    name=str(file.get("name") or ""),
+                    mimetype=str(file.get("mimetype") or ""),
+                    size=size if isinstance(size, int) and not isinstance(size, bool) else 0,
+                    url_private=str(file.get("url_private") or ""),
+                )
+            )
+    return tuple(refs)
 
 
 def people_to_name(messages: Iterable[SlackMessage], bot: BotIdentity) -> set[str]:
@@ -103,18 +135,20 @@ def build_prompt(
     budget_tokens: int,
     viewed: Sequence[SlackMessage] = (),
     redact: Callable[[str], str] = str,
+    files: Files | None = None,
 ) -> Prompt:
     """Turn a conversation (oldest first, ending on the invoking message) into Claude's input.
 
     `viewed` is the channel an assistant thread's asker is viewing, read only because they asked
     about it; its newest messages get up to half the budget, in the system prompt. `redact` rewrites
-    every message's text before it is measured or sent.
+    every message's text before it is measured or sent. `files` are the blocks fetched for the
+    messages' files (`bot.pipeline.files`), or why each was left out.
     """
     if viewed:
         lines = [
             f"{turn.text}"
             for turn in _newest_within_budget(
-                viewed, BotIdentity(None, None), names, budget_tokens // 2, redact
+                viewed, BotIdentity(None, None), names, budget_tokens // 2, redact, None, []
             )
         ]
         budget_tokens -= sum(estimate_tokens(line) for line in lines)
@@ -122,7 +156,8 @@ def build_prompt(
             "\n\nThe person is viewing a Slack channel and asked about it. Its most recent messages, oldest "
             "first:\n" + "\n".join(lines)
         )
-    kept = _newest_within_budget(messages, bot, names, budget_tokens, redact)
+    left_out: list[str] = []  # why each file of a kept message was not sent
+    kept = _newest_within_budget(messages, bot, names, budget_tokens, redact, files, left_out)
     omitted = len(messages) - len(kept)
     turns = _merge(kept)
     if omitted:
@@ -130,6 +165,8 @@ def build_prompt(
             f"\n\nThe {omitted} oldest messages of this conversation were left out to fit the context "
             "budget; say so if the answer may depend on them."
         )
+    if left_out:
+        system += "\n\n" + files_left_out_note(left_out)
     return Prompt(
         system=_encodable(system),
         messages=[_message_param(turn) for turn in turns],
@@ -141,7 +178,26 @@ def build_prompt(
 def _message_param(turn: Turn) -> MessageParam:
     if turn.role == "assistant":
         return {"role": "assistant", "content": _encodable(turn.text)}
+    if turn.blocks:  # with files: a list of blocks; a text-only turn stays a plain string
+        return {"role": "user", "content": [_text_block(turn.text), *turn.blocks]}
     return {"role": "user", "content": _encodable(turn.text)}
+
+
+def _text_block(text: str) -> TextBlockParam:
+    return {"type": "text", "text": _encodable(text)}
+
+
+def files_left_out_note(reasons: Sequence[str]) -> str:
+    """One line for Claude: how many files were left out and why, by count, never by name."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    why = ", ".join(f"{_COUNTS[n] if n < len(_COUNTS) else n} {reason}" for reason, n in counts.items())
+    many = len(reasons) > 1
+    return (
+        f"{len(reasons)} file{'s' if many else ''} shared in this conversation {'were' if many else 'was'} "
+        f"not given to you ({why}); say so if the answer may depend on them."
+    )
 
 
 def _encodable(text: str) -> str:
@@ -163,11 +219,13 @@ def _newest_within_budget(
     names: Mapping[str, str],
     budget_tokens: int,
     redact: Callable[[str], str],
+    files: Files | None,
+    left_out: list[str],
 ) -> list[Turn]:
     turns: list[Turn] = []
     left = budget_tokens
     for message in reversed(messages):
-        turn = _to_turn(message, bot, names, redact)
+        turn = _to_turn(message, bot, names, redact, bool(files and message.files))
         if turn is None and not turns:  # a bare mention still asks about the conversation
             turn = Turn("user", f"{_speaker(message, names)}: (mentioned you with no further text)")
         if turn is None:
@@ -178,16 +236,41 @@ def _newest_within_budget(
             cost = left
         elif cost > left:
             break
-        turns.append(turn)
         left -= cost
+        if files and message.files and turn.role == "user":
+            turn, left = _with_files(turn, message.files, files, left, left_out)
+        turns.append(turn)
     turns.reverse()
     return turns
 
 
+def _with_files(
+    turn: Turn, refs: Sequence[FileRef], files: Files, left: int, left_out: list[str]
+) -> tuple[Turn, int]:
+    """The turn with the blocks of its message's files that fit in what is left of the budget."""
+    blocks: list[ContentBlockParam] = []
+    for ref in refs:
+        attached = files.attached.get(ref.id)
+        if attached is not None and attached.tokens <= left:
+            blocks.append(attached.block)
+            left -= attached.tokens
+        elif attached is not None:
+            left_out.append(OVER_BUDGET)
+        elif ref.id in files.left_out:
+            left_out.append(files.left_out[ref.id])
+    return Turn(turn.role, turn.text, tuple(blocks)), left
+
+
 def _to_turn(
-    message: SlackMessage, bot: BotIdentity, names: Mapping[str, str], redact: Callable[[str], str]
+    message: SlackMessage,
+    bot: BotIdentity,
+    names: Mapping[str, str],
+    redact: Callable[[str], str],
+    with_files: bool = False,
 ) -> Turn | None:
     text = redact(_readable(message.text, bot, names))
+    if not text and with_files and not bot.wrote(message):
+        text = "(shared a file)" if len(message.files) == 1 else f"(shared {len(message.files)} files)"
     if not text:
         return None
     if bot.wrote(message):
@@ -204,7 +287,11 @@ def _merge(turns: list[Turn]) -> list[Turn]:
     merged: list[Turn] = []
     for turn in turns:
         if merged and merged[-1].role == turn.role:
-            merged[-1] = Turn(turn.role, f"{merged[-1].text}\n\n{turn.text}")
+            last = merged[-1]
+            if last.blocks:  # after files, the next message's text is a block of its own
+                merged[-1] = Turn(turn.role, last.text, (*last.blocks, _text_block(turn.text), *turn.blocks))
+            else:
+                merged[-1] = Turn(turn.role, f"{last.text}\n\n{turn.text}", turn.blocks)
         else:
             merged.append(turn)
     return merged

@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, SlackMessage, Thread
+from bot.pipeline.retention import file_refs
 from bot.surfaces import Answer, answer_event, enterprise_of, event_fields, user_team
 
 
@@ -22,7 +23,7 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
         surface="mention",
         team_id=str(body.get("team_id") or event.get("team") or ""),
         user_id=user,
-        message=SlackMessage(ts=ts, text=text, user=user),
+        message=SlackMessage(ts=ts, text=text, user=user, files=file_refs(event.get("files"))),
         # A top-level mention is its own whole conversation: nothing else to read.
         history=Thread(channel, thread_ts) if thread_ts else None,
         reply_to=InConversation(channel, thread_ts or ts),

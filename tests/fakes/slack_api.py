@@ -162,6 +162,7 @@ class FakeSlack(LoopbackServer):
         self._counter = itertools.count(1)
         self._last_ts = Decimal(0)
         self._changed = asyncio.Condition()
+        self._files: dict[str, tuple[bytes, str, bool]] = {}  # file id -> content, mimetype, chunked
         self._handlers: dict[str, Callable[[Params], Params]] = {
             "auth.test": self._auth_test,
             "apps.connections.open": lambda _: {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket-mode"},
@@ -188,6 +189,7 @@ class FakeSlack(LoopbackServer):
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response_url/{name}", self._response_url)
         app.router.add_get("/socket-mode", self._socket)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._serve_file)
         super().__init__(app)
 
     # lifecycle and URLs
@@ -791,6 +793,67 @@ class FakeSlack(LoopbackServer):
             if thread_channel == channel:
                 thread[:] = [m for m in thread if m["ts"] != ts]
         return {"ok": True, "channel": channel, "ts": ts}
+
+    # files: hosted at url_private, served only with the bot token; each download is a "url_private" call
+
+    def add_file(
+        self,
+        content: bytes,
+        mimetype: str,
+        name: str,
+        *,
+        user: str = "U0ALICE",
+        size: int | None = None,
+        chunked: bool = False,
+    ) -> Params:
+        """Host a file; returns its object as messages carry it in `files`. `size` is what Slack reports
+        (the content's length unless given); `chunked` serves it without a Content-Length."""
+        file_id = f"F0FAKE{next(self._counter):05d}"
+        self._files[file_id] = (content, mimetype, chunked)
+        url = self.url(f"files-pri/{self.team_id}-{file_id}/{name}")
+        return {
+            "id": file_id,
+            "created": int(time.time()),
+            "timestamp": int(time.time()),
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rpartition(".")[2] if "." in name else "binary",
+            "user": user,
+            "user_team": self.team_id,
+            "size": len(content) if size is None else size,
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "url_private": url,
+            "url_private_download": f"{url}?download=1",
+            "permalink": f"https://fakeco.slack.com/files/{user}/{file_id}/{name}",
+            "file_access": "visible",
+        }
+
+    async def _serve_file(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["team_file"].rpartition("-")[2]
+        if fault := await self._record(Call("url_private", {"file": file_id}, self._headers(request))):
+            return self._fault_response(fault)
+        if file_id not in self._files:
+            return web.Response(status=404, text="Not Found")
+        if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            # Slack answers a missing or wrong token (or one without files:read) with its sign-in page
+            return web.Response(text="<html><body>Sign in to FakeCo</body></html>", content_type="text/html")
+        content, mimetype, chunked = self._files[file_id]
+        if not chunked:
+            return web.Response(body=content, content_type=mimetype)
+        response = web.StreamResponse(headers={"Content-Type": mimetype})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            for start in range(0, len(content), 65_536):
+                await response.write(content[start : start + 65_536])
+            await response.write_eof()
+        except ConnectionResetError:  # the client stopped reading, as it should past its size limit
+            pass
+        return response
 
     # native streaming (chat.startStream / appendStream / stopStream)
 
