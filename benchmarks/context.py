@@ -1,12 +1,12 @@
 """Context assembly, in-process: read a long thread, look up names, build Claude's prompt.
 
-`full` is what the bot does before asking Claude, against FakeSlack at zero latency in this same
-process: read_conversation (every page) + look_up_names + build_prompt. `pure` is the bot's own work
-on pages already fetched: slim each raw message, find the people to name, build_prompt. The difference
-is the HTTP round trips and JSON on both sides, plus the fake's own paging, so Slack's side shows
-apart from the bot's work: `decode` is the bot's share of it (json.loads of the page bodies, as its
-client does) and `fake` the time inside FakeSlack's conversations.replies handler (which re-sorts the
-whole thread for every page).
+`full` is what the bot does before asking Claude, against FakeSlack at zero latency in this same process:
+read_conversation (every page) + look_up_names + build_prompt, redacting secrets as the bot does by
+default. `pure` is the bot's own work on pages already fetched: slim each raw message, find the people to
+name, build_prompt. The difference is the HTTP round trips and JSON on both sides, plus the fake's own
+paging, so Slack's side shows apart from the bot's work: `decode` is the bot's share of it (json.loads of
+the page bodies, as its client does) and `fake` the time inside FakeSlack's conversations.replies handler
+(which re-sorts the whole thread for every page).
 """
 
 from __future__ import annotations
@@ -32,10 +32,18 @@ from bot.pipeline.context import (
     look_up_names,
     read_conversation,
 )
+from bot.pipeline.redaction import Redactor
 from bot.pipeline.retention import Prompt, build_prompt, people_to_name, slim
 from tests.fakes.slack_api import FakeSlack
 
 BOT_USER, BOT_ID = "U0BOT", "B0BOT"
+
+
+def default_redactor(settings: Settings) -> Redactor:
+    """As the bot makes one per request: secrets on by default, personal data as configured."""
+    return Redactor(secrets=settings.outbound.redact_secrets, personal=settings.outbound.redact_personal)
+
+
 PARTICIPANTS = 20
 CHANNEL = "C0CONTEXT"
 WORDS = (
@@ -109,6 +117,7 @@ async def assemble(client: AsyncWebClient, ask: Ask, settings: Settings) -> tupl
         names=names,
         system=settings.system_prompt,
         budget_tokens=settings.context_budget_tokens,
+        redact=default_redactor(settings),
     )
     return prompt, names
 
@@ -200,6 +209,7 @@ async def _measure_sizes(
                 names=names,
                 system=settings.system_prompt,
                 budget_tokens=settings.context_budget_tokens,
+                redact=default_redactor(settings),
             )
             pure_ms.append((time.perf_counter() - start) * 1000)
         results.append(

@@ -21,11 +21,11 @@ RESOURCE_NOTE = """\
   others = the rest of the machine (2 cores = 200%): if high, the figures above are disturbed;
   warnings = lines the bot logged at WARNING or above during the rounds)"""
 CONTEXT_NOTE = """\
-  (full = read_conversation + look_up_names + build_prompt through the real client; pure = slim +
-  people_to_name + build_prompt on fetched pages; Slack side = full - pure: JSON decode of the pages
-  is the bot's share of it, fake paging the time inside FakeSlack's conversations.replies handler,
-  the rest HTTP on both sides. k = sequential Slack round trips (each page, then users.info in waves
-  of 10): with Slack latency L the read takes k*L more)"""
+  (full = read_conversation + look_up_names + build_prompt (with the default redaction of secrets)
+  through the real client; pure = slim + people_to_name + build_prompt on fetched pages; Slack side =
+  full - pure: JSON decode of the pages is the bot's share of it, fake paging the time inside
+  FakeSlack's conversations.replies handler, the rest HTTP on both sides. k = sequential Slack round
+  trips (each page, then users.info in waves of 10): with Slack latency L the read takes k*L more)"""
 
 
 @dataclass(frozen=True, slots=True)
