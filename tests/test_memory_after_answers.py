@@ -72,10 +72,12 @@ async def test_no_live_object_holds_a_finished_requests_text(bot):
         return canaries[-1]
 
     bot.claude.responder = lambda _body: f"An **answer** {canary('answer')}"
+    secret = f"xoxb-1234567890-{uuid.uuid4().hex}"  # held by the request's Redactor while it lives
+    canaries.append(secret)
     bot.slack.add_thread(
         CHANNEL,
         [
-            said(BOB, canary("thread"), "100.000001"),
+            said(BOB, f"{canary('thread')} with {secret}", "100.000001"),
             bot_said(canary("earlier"), "100.000002"),
             said(ALICE, f"<@U0BOT> {canary('question')}", "100.000003"),
         ],
@@ -92,5 +94,7 @@ async def test_no_live_object_holds_a_finished_requests_text(bot):
     # pong, at least every ping interval); one more frame, as any ping or event would, lets it go.
     await bot.send_event({"type": "reaction_added", "user": BOB, "reaction": "eyes"})
 
+    assert secret not in str([request.body for request in bot.claude.requests])  # it was redacted
+    del secret  # this test's own reference; the scan must find none in the bot
     exclude = reachable(fake_data(bot))
     assert holders_of(canaries, exclude) == []
