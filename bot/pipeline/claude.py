@@ -104,31 +104,22 @@ async def ask_claude(
     extra_body = {"anthropic_version": version} if version else None
     metadata: MetadataParam = {"user_id": user_hash}
     geo = backend.inference_geo or omit  # the Anthropic API's data residency; None on the cloud platforms
+    request: dict[str, Any] = {
+        "model": model_id,
+        "max_tokens": max_tokens,
+        "system": prompt.system,
+        "messages": prompt.messages,
+        "metadata": metadata,
+        "inference_geo": geo,
+        "extra_body": extra_body,
+    }
     try:
         if isinstance(claude, AsyncAnthropicBedrock):
-            stream = await claude.messages.create(
-                model=model_id,
-                max_tokens=max_tokens,
-                system=prompt.system,
-                messages=prompt.messages,
-                metadata=metadata,
-                inference_geo=geo,
-                extra_body=extra_body,
-                stream=True,
-            )
+            stream = await claude.messages.create(**request, stream=True)
             async with stream:
                 request_id = stream.response.headers.get("x-amzn-requestid")
                 return await _read_events(_as_dicts(stream), on_text, request_id)
-        async with claude.messages.with_streaming_response.create(
-            model=model_id,
-            max_tokens=max_tokens,
-            system=prompt.system,
-            messages=prompt.messages,
-            metadata=metadata,
-            inference_geo=geo,
-            extra_body=extra_body,
-            stream=True,
-        ) as response:
+        async with claude.messages.with_streaming_response.create(**request, stream=True) as response:
             request_id = response.headers.get("request-id")
             return await _read_events(_server_sent(response.iter_lines()), on_text, request_id)
     except anthropic.APIStatusError as exc:

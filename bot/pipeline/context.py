@@ -33,8 +33,8 @@ async def read_conversation(
     slack: AsyncWebClient, ask: Ask, *, dm_window_seconds: float, files: bool = False
 ) -> list[SlackMessage]:
     """The conversation oldest first, ending on the invoking message; with `files`, messages keep
-    references to their files (the invoking one too, from the read: its event's are not kept)."""
-    # The event's file references count only if files are sent.
+    references to their files (the invoking one's as the read returns it, else as its event gave them);
+    without, the event's references are dropped too."""
     invoking = ask.message if files or not ask.message.files else replace(ask.message, files=())
     match ask.history:
         case Thread(channel, thread_ts):
