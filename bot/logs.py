@@ -1,7 +1,7 @@
 """Content-free logging: ids, counts, sizes and timings reach the output; message text never does.
 
 Our own `bot.*` loggers log only ids, counts, sizes and timings. Third-party libraries
-(slack_bolt, slack_sdk, anthropic, httpx2, aiohttp) print request and response bodies at DEBUG,
+(slack_bolt, slack_sdk, anthropic, httpx2, aiohttp, botocore) print request and response bodies at DEBUG,
 and slack_bolt prints raw bodies at INFO on a bad signature, so their records are dropped below
 WARNING and their text is withheld above it: only the logger name, level and exception class
 remain. Exceptions, ours included, are printed as a stack of frames without their message,
@@ -17,7 +17,10 @@ from types import TracebackType
 from typing import TextIO
 
 OURS = "bot"
-THIRD_PARTY = ("slack_bolt", "slack_sdk", "anthropic", "httpx", "httpx2", "httpcore", "aiohttp", "asyncio")
+THIRD_PARTY = (
+    *("slack_bolt", "slack_sdk", "anthropic", "httpx", "httpx2", "httpcore", "aiohttp", "asyncio"),
+    *("botocore", "boto3", "google", "urllib3"),  # under the Bedrock and Vertex clients
+)
 # Bolt hands this logger to every client it builds (Socket Mode included); kept at WARNING.
 BOLT_LOGGER = "slack_bolt.app"
 

@@ -7,14 +7,17 @@ What this bot does with Slack content, in full:
    conversation the Ask names: the thread it was made in (up to the invoking message), or the DM's
    top-level messages from the last DM_CONTEXT_HOURS. A slash command sends its own text alone. The
    channel an assistant-thread user is viewing is read only when their question is about it
-   (`asks_about_channel`). The manifest subscribes to no channel-wide message event.
+   (`asks_about_channel`). The manifest subscribes to no channel-wide message event. Nothing is
+   read before `bot.pipeline.access` lets the asker in; a refusal reads nothing.
 2. Only three fields survive the read: author, timestamp and text (`slim`). Files, reactions,
    attachments and metadata are dropped at once. With SEND_FILES=on a file's id, name, type, size and
    private URL are kept too, and `bot.pipeline.files` fetches up to MAX_FILES of them, newest first,
    into the request's memory: images, PDFs and text files, sent inside the Messages request.
 3. Turns: the bot's own messages become assistant turns; everyone else's are user turns that start
    with the speaker's display name, looked up for this request only. Same-role neighbours are merged,
-   the first turn is a user turn and the last is the invoking message.
+   the first turn is a user turn and the last is the invoking message. Every text is redacted first
+   (`bot.pipeline.redaction`): secrets, and the personal data REDACT_PERSONAL_DATA names, become
+   typed placeholders such as [slack token 1].
 4. Budget: about CONTEXT_BUDGET_TOKENS (4 characters a token). A longer conversation keeps its newest
    messages, and Claude is told how many older ones were left out. A file counts by a rough estimate
    (`bot.pipeline.files`: 1,600 tokens an image, 3,000 a PDF page, 4 characters a token of text); one
@@ -23,8 +26,9 @@ What this bot does with Slack content, in full:
    posted: no database, no files, no cache between requests, no message or answer text in any log
    line at any level (see `bot.logs`). Logs carry ids, counts, sizes and timings.
 6. Claude: the Messages API only, which is eligible for Anthropic's zero data retention (ZDR is an
-   agreement between your organization and Anthropic, not a request flag). The Slack user is sent as
-   an opaque hash in `metadata.user_id`.
+   agreement between your organization and Anthropic, not a request flag); on Bedrock or Vertex AI
+   (`bot.backends`) the cloud provider's terms apply instead. The Slack user is sent as an opaque
+   hash in `metadata.user_id`.
 """
 
 from __future__ import annotations
