@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
-from bot.pipeline.ask import Ask, BotIdentity
+from bot.pipeline.ask import Ask, BotIdentity, History, Progress, ReplyTarget, SlackMessage
 
 Answer = Callable[[Ask], Awaitable[None]]
 ToAsk = Callable[[Mapping[str, Any], BotIdentity], Ask | None]
@@ -22,6 +22,38 @@ def answer_event(app: AsyncApp, event_type: str, to_ask: ToAsk, answer: Answer) 
             await answer(ask)
 
     app.event(event_type)(on_event)
+
+
+def event_ask(
+    body: Mapping[str, Any],
+    event: Mapping[str, Any],
+    channel: str,
+    message: SlackMessage,
+    *,
+    surface: str,
+    bot: BotIdentity,
+    history: History,
+    reply_to: ReplyTarget,
+    progress: Progress,
+    viewing_channel: str | None = None,
+) -> Ask:
+    """An Ask from an Events API payload: who asked, from which workspace and org, read alike for
+    every event surface; the surface says what to read, where to answer and how to show progress."""
+    return Ask(
+        request_id=str(body.get("event_id") or message.ts),
+        surface=surface,
+        team_id=str(body.get("team_id") or event.get("team") or ""),
+        user_id=message.user or "",
+        message=message,
+        history=history,
+        reply_to=reply_to,
+        bot=bot,
+        user_team_id=user_team(body, event),
+        enterprise_id=enterprise_of(body),
+        channel_id=channel,
+        progress=progress,
+        viewing_channel=viewing_channel,
+    )
 
 
 def user_team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.expiring import ExpiringMap
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, SlackMessage, Thread, ThreadStatus
 from bot.pipeline.progress import quietly
-from bot.surfaces import Answer, enterprise_of, event_fields, user_team
+from bot.surfaces import Answer, event_ask, event_fields
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,15 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity, viewing_channel: str | Non
     thread_ts = event.get("thread_ts")
     if event.get("channel_type") != "im" or not isinstance(thread_ts, str):
         return None
-    return Ask(
-        request_id=str(body.get("event_id") or ts),
+    return event_ask(
+        body,
+        event,
+        channel,
+        SlackMessage(ts=ts, text=text, user=user),
         surface="assistant",
-        team_id=str(body.get("team_id") or event.get("team") or ""),
-        user_id=user,
-        message=SlackMessage(ts=ts, text=text, user=user),
+        bot=bot,
         history=Thread(channel, thread_ts),
         reply_to=InConversation(channel, thread_ts),
-        bot=bot,
-        user_team_id=user_team(body, event),
-        enterprise_id=enterprise_of(body),
-        channel_id=channel,
         progress=ThreadStatus(channel, thread_ts),
         viewing_channel=viewing_channel,
     )

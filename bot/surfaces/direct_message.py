@@ -10,7 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, RecentDirectMessages, SlackMessage
-from bot.surfaces import Answer, answer_event, enterprise_of, event_fields, user_team
+from bot.surfaces import Answer, answer_event, event_ask, event_fields
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
@@ -20,18 +20,15 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
     event, user, channel, ts, text = fields
     if event.get("channel_type") != "im" or event.get("thread_ts"):
         return None
-    return Ask(
-        request_id=str(body.get("event_id") or ts),
+    return event_ask(
+        body,
+        event,
+        channel,
+        SlackMessage(ts=ts, text=text, user=user),
         surface="direct_message",
-        team_id=str(body.get("team_id") or event.get("team") or ""),
-        user_id=user,
-        message=SlackMessage(ts=ts, text=text, user=user),
+        bot=bot,
         history=RecentDirectMessages(channel),
         reply_to=InConversation(channel, None),
-        bot=bot,
-        user_team_id=user_team(body, event),
-        enterprise_id=enterprise_of(body),
-        channel_id=channel,
         progress=Reaction(channel, ts),
     )
 
