@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.pipeline import access as rules
 from bot.pipeline.access import (
     ChannelNotEnabled,
     DirectMessagesOff,
@@ -66,9 +67,9 @@ async def test_a_workspace_outside_the_allowlist_is_refused(bot):
 
 @access(ALLOWED_WORKSPACES="E0ORG")
 async def test_an_enterprise_grid_org_on_the_allowlist_lets_its_workspaces_in(bot):
-    frame = bot.slack.slash_command_envelope(bot.settings.slash_command, "what is a mutex?")
-    frame["payload"]["enterprise_id"] = "E0ORG"
-    await bot.slack.send_envelope(frame)
+    bot.slack.enterprise_id = "E0ORG"  # the bot's own org, as auth.test names it
+    bot.slack.add_user(ALICE, display_name="Alice", enterprise_user={"enterprise_id": "E0ORG"})
+    await bot.send_command("what is a mutex?")
 
     [response] = await bot.slack.wait_for("response_url")
     assert ANSWER in response.params["text"]
@@ -135,19 +136,100 @@ async def test_people_from_other_organizations_can_be_allowed(bot):
     assert bot.replies(CHANNEL, "1.000000") == [ANSWER]
 
 
-async def test_a_colleague_from_another_workspace_of_the_same_grid_org_is_not_external(bot):
+async def test_a_colleague_from_another_workspace_of_the_bots_grid_org_is_not_external(bot):
+    bot.slack.enterprise_id = "E0ORG"  # auth.test says the bot is installed in this org
     bot.slack.add_user(
         GRID_COLLEAGUE, display_name="Sam", team_id="T0SISTER", enterprise_user={"enterprise_id": "E0ORG"}
     )
-    frame = bot.slack.events_api_envelope(
-        mention("<@U0BOT> hi", ts="5.000000", user=GRID_COLLEAGUE), event_id="Ev0GRID"
-    )
-    frame["payload"]["enterprise_id"] = "E0ORG"
-    await bot.slack.send_envelope(frame)
+    # The event names no org: which org is ours comes from auth.test, not from the payload.
+    await bot.send_event(mention("<@U0BOT> hi", ts="5.000000", user=GRID_COLLEAGUE))
 
     await bot.finished()
     assert bot.replies(CHANNEL, "5.000000") == [ANSWER]
     assert not bot.slack.calls_to("chat.postEphemeral")
+
+
+async def test_an_org_a_payload_names_is_not_ours_unless_auth_test_says_so(bot):
+    bot.slack.add_user(
+        GRID_COLLEAGUE, display_name="Sam", team_id="T0SISTER", enterprise_user={"enterprise_id": "E0ORG"}
+    )
+    frame = bot.slack.events_api_envelope(mention("<@U0BOT> hi", ts="5.000000", user=GRID_COLLEAGUE))
+    frame["payload"]["enterprise_id"] = "E0ORG"  # the bot itself is installed outside any org
+    await bot.slack.send_envelope(frame)
+
+    assert await refusal_to(bot, GRID_COLLEAGUE) == ExternalUser.sentence
+    nothing_was_read(bot)
+
+
+def partner_payload(bot, surface: str) -> dict:
+    """A slash command or message shortcut by a partner in a shared channel: such payloads name the
+    asker's own team, not the one that installed the bot."""
+    if surface == "slash_command":
+        frame = bot.slack.slash_command_envelope(
+            bot.settings.slash_command, "what is a mutex?", user_id=OTHER_ORG_USER
+        )
+        frame["payload"]["team_id"] = "T0PARTNER"
+        return frame
+    frame = bot.slack.message_shortcut_envelope(
+        "summarize_thread", message=said(BOB, "root", "1.000000"), user_id=OTHER_ORG_USER
+    )
+    frame["payload"]["team"]["id"] = frame["payload"]["user"]["team_id"] = "T0PARTNER"
+    return frame
+
+
+@pytest.mark.parametrize("surface", ["slash_command", "shortcut"])
+async def test_a_partner_is_external_whatever_team_the_payload_names(bot, surface):
+    bot.slack.add_user(OTHER_ORG_USER, display_name="Pat", team_id="T0PARTNER")
+    bot.slack.add_thread(CHANNEL, [said(BOB, "root", "1.000000")])
+    await bot.slack.send_envelope(partner_payload(bot, surface))
+
+    [refusal] = await bot.slack.wait_for("response_url")
+    assert refusal.params["text"] == ExternalUser.sentence
+    assert refusal.params["response_type"] == "ephemeral"
+    nothing_was_read(bot)
+
+
+@access(ALLOW_EXTERNAL_USERS="on", DENIED_WORKSPACES="T0PARTNER")
+async def test_a_denied_workspace_refuses_its_own_people_in_shared_channels(bot):
+    bot.slack.add_user(OTHER_ORG_USER, display_name="Pat", team_id="T0PARTNER")
+    await ask_in_thread(bot, user=OTHER_ORG_USER)
+
+    assert await refusal_to(bot, OTHER_ORG_USER) == WorkspaceNotEnabled.sentence
+    nothing_was_read(bot)
+
+
+@access(ALLOW_EXTERNAL_USERS="on", ALLOWED_WORKSPACES="T0TEAM")
+async def test_a_workspace_allowlist_applies_to_the_askers_own_workspace(bot):
+    bot.slack.add_user(OTHER_ORG_USER, display_name="Pat", team_id="T0PARTNER")
+    await ask_in_thread(bot, user=OTHER_ORG_USER)
+
+    assert await refusal_to(bot, OTHER_ORG_USER) == WorkspaceNotEnabled.sentence
+    nothing_was_read(bot)
+
+
+@access(ALLOW_EXTERNAL_USERS="on", ALLOW_GUESTS="on", DENIED_WORKSPACES="T0PARTNER")
+async def test_with_a_workspace_list_the_asker_is_looked_up_even_when_everyone_else_may_ask(bot):
+    bot.slack.add_user(OTHER_ORG_USER, display_name="Pat", team_id="T0PARTNER")
+    bot.slack.add_user(GRID_COLLEAGUE, display_name="Sam", team_id="T0SISTER")
+    await bot.send_command("what is a mutex?", user_id=OTHER_ORG_USER)
+    [refusal] = await bot.slack.wait_for("response_url")
+    assert refusal.params["text"] == WorkspaceNotEnabled.sentence
+    assert not bot.claude.requests
+
+    await bot.send_command("what is a mutex?", user_id=GRID_COLLEAGUE)  # another org, not denied
+    responses = await bot.slack.wait_for("response_url", count=2)
+    assert ANSWER in responses[-1].params["text"]
+
+
+@pytest.mark.parametrize(
+    "bot_overrides", [{}, {"ALLOW_GUESTS": "on", "ALLOW_EXTERNAL_USERS": "on"}], indirect=True
+)
+async def test_a_deactivated_account_is_refused(bot):
+    bot.slack.add_user("U0GONE", display_name="Gone", deleted=True)
+    await ask_in_thread(bot, user="U0GONE")
+
+    assert await refusal_to(bot, "U0GONE") == rules.DeactivatedAccount.sentence
+    nothing_was_read(bot)
 
 
 @pytest.mark.parametrize("flag", ["is_restricted", "is_ultra_restricted"])
@@ -189,8 +271,9 @@ async def test_the_lookup_is_remembered_briefly_and_shared_with_the_names(bot):
 
 
 @access(ALLOW_GUESTS="on", ALLOW_EXTERNAL_USERS="on")
-async def test_with_guests_and_other_organizations_allowed_nobody_is_looked_up_for_access(bot):
-    await bot.send_event(mention("<@U0BOT> hi", ts="7.000000", user="U0NOBODY"))
+async def test_with_everyone_allowed_one_lookup_still_serves_the_access_check_and_the_name(bot):
+    await bot.send_event(mention("<@U0BOT> hi", ts="7.000000"))
     await bot.finished()
     assert bot.replies(CHANNEL, "7.000000") == [ANSWER]
-    assert [c.params["user"] for c in bot.slack.calls_to("users.info")] == ["U0NOBODY"]  # the name only
+    assert [c.params["user"] for c in bot.slack.calls_to("users.info")] == [ALICE]
+    assert "Alice:" in str(bot.claude.requests[0].body["messages"])

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from bot.pipeline import access as rules
+from bot.pipeline.retention import asks_about_channel
+from bot.surfaces.assistant import SUGGESTED_PROMPTS
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, bot_said, direct_message, said
+from tests.test_manifest import load_manifest
 
 OTHER_CHANNEL = "C0RANDOM"
 
@@ -281,3 +287,190 @@ async def test_bot_messages_and_edits_in_a_dm_thread_are_ignored(bot):
     [request] = bot.claude.requests
     assert request.body["messages"][-1]["content"].endswith("Alice: A real question")
     assert len(bot.slack.calls_to("chat.startStream")) == 1
+
+
+# The viewed channel: read only for a question plainly about it, and only when the asker may read it now.
+
+ABOUT_THE_VIEWED_CHANNEL = [
+    "Summarize this channel",
+    "What is going on in this channel?",
+    "what did I miss in <#C0GENERAL>?",
+    "catch me up on <#C0GENERAL|general> please",
+    "What's being discussed in the channel I'm in?",
+    "What are people saying in the channel I’m viewing?",
+    "summarize the current channel",
+    "TL;DR of this channel",
+    "Summarize what's been happening here",
+    "Can you recap this conversation?",
+    *[prompt["message"] for prompt in SUGGESTED_PROMPTS if "channel" in prompt["title"].lower()],
+]
+NOT_ABOUT_IT = [
+    "Explain the channel concept in Go",
+    "how do I mute the channel?",
+    "continue the conversation about mutexes",
+    "What is a mutex?",
+    "How do Go channels work?",
+    "Which channel should I post this in?",
+    "Is there a channel for incident reviews?",
+    "Summarize the thread above",
+    "Write a summary of my conversation with the client",
+    "Here is my code, what does it do?",
+    "Let's continue this conversation tomorrow",
+    "What's going on in <#C0RANDOM|random>?",  # a link, but to a channel the asker is not viewing
+    "What is the current conversation rate on the landing page?",
+]
+
+
+@pytest.mark.parametrize("question", ABOUT_THE_VIEWED_CHANNEL)
+def test_a_question_plainly_about_the_viewed_channel_is_recognised(question):
+    assert asks_about_channel(question, CHANNEL)
+
+
+@pytest.mark.parametrize("question", NOT_ABOUT_IT)
+def test_a_question_that_only_mentions_channels_or_conversations_is_not_about_the_viewed_one(question):
+    assert not asks_about_channel(question, CHANNEL)
+
+
+def test_the_manifests_summarize_prompt_reads_the_viewed_channel():
+    prompts = load_manifest()["features"]["agent_view"]["suggested_prompts"]
+    [summarize] = [prompt["message"] for prompt in prompts if "channel" in prompt["title"].lower()]
+    assert asks_about_channel(summarize, CHANNEL)
+
+
+@pytest.mark.parametrize("question", NOT_ABOUT_IT[:3])
+async def test_the_viewed_channel_is_not_touched_for_a_question_not_about_it(bot, question):
+    bot.slack.add_history(CHANNEL, [said(BOB, "The launch moved to Friday.", "52.000001")])
+    await start_thread(bot, "53.000001", viewing=CHANNEL)
+
+    await bot.send_event(direct_message(question, ts=now_ts(), thread_ts="53.000001"))
+
+    await answered(bot)
+    assert not bot.slack.calls_to("conversations.history")
+    assert not bot.slack.calls_to("conversations.info")
+    assert "The launch moved to Friday." not in bot.claude.requests[0].body["system"]
+
+
+def viewed_channel_reads(bot, channel: str = CHANNEL) -> int:
+    return sum(call.params["channel"] == channel for call in bot.slack.calls_to("conversations.history"))
+
+
+async def ask_about_the_channel(
+    bot, thread_ts: str, *, count: int = 1, user: str = ALICE, dm: str = DM
+) -> None:
+    """Ask "summarize this channel" in the thread; returns once the `count`-th answer there is complete."""
+    await bot.send_event(
+        direct_message("Summarize this channel", ts=now_ts(), thread_ts=thread_ts, user=user, channel=dm)
+    )
+    await answered(bot, count)
+
+
+async def told_it_was_not_read(bot, thread_ts: str, user: str = ALICE, dm: str = DM) -> None:
+    [note] = await bot.slack.wait_for("chat.postEphemeral")
+    assert (note.params["channel"], note.params["thread_ts"], note.params["user"]) == (dm, thread_ts, user)
+    assert note.params["text"] == rules.VIEWED_CHANNEL_NOT_READ
+
+
+@pytest.mark.parametrize(
+    "bot_overrides", [{"DENIED_CHANNELS": CHANNEL}, {"ALLOWED_CHANNELS": OTHER_CHANNEL}], indirect=True
+)
+async def test_the_channel_lists_apply_to_the_viewed_channel(bot):
+    bot.slack.add_history(CHANNEL, [said(BOB, "The launch moved to Friday.", "54.000001")])
+    await start_thread(bot, "55.000001", viewing=CHANNEL)
+
+    await ask_about_the_channel(bot, "55.000001")
+
+    assert viewed_channel_reads(bot) == 0
+    assert "The launch moved to Friday." not in bot.claude.requests[0].body["system"]
+    assert bot.replies(DM, "55.000001")[-1] == "Hello from fake Claude."  # answered from the thread alone
+    await told_it_was_not_read(bot, "55.000001")
+
+
+@pytest.mark.parametrize(
+    ("channel", "fields"),
+    [("C0SECRET", {"is_private": True}), ("G0LEGACY", {}), ("G0GROUPDM", {"is_mpim": True})],
+)
+async def test_a_private_viewed_channel_is_read_only_while_the_asker_is_a_member(bot, channel, fields):
+    bot.slack.add_channel(channel, **fields)
+    bot.slack.add_history(channel, [said(BOB, "Reorg on Monday.", "56.000001")])
+    bot.slack.set_members(channel, [BOB])
+    await start_thread(bot, "57.000001", viewing=channel)
+
+    await ask_about_the_channel(bot, "57.000001")
+    assert viewed_channel_reads(bot, channel) == 0
+    await told_it_was_not_read(bot, "57.000001")
+
+    bot.slack.set_members(channel, [BOB, ALICE])  # she joins: the next question may read it
+    await ask_about_the_channel(bot, "57.000001", count=2)
+    assert viewed_channel_reads(bot, channel) == 1
+    assert "Reorg on Monday." in bot.claude.requests[1].body["system"]
+
+    bot.slack.set_members(channel, [BOB])  # she leaves: membership is checked again, not remembered
+    await ask_about_the_channel(bot, "57.000001", count=3)
+    assert viewed_channel_reads(bot, channel) == 1
+    assert "Reorg on Monday." not in bot.claude.requests[2].body["system"]
+
+
+async def test_a_direct_message_is_never_read_as_the_viewed_channel(bot):
+    bot.slack.add_history("D0BOBCAROL", [said(BOB, "Between us: the offer is 120k.", "58.000001")])
+    await start_thread(bot, "59.000001", viewing="D0BOBCAROL")
+
+    await ask_about_the_channel(bot, "59.000001")
+
+    assert not [call for call in bot.slack.calls if call.params.get("channel") == "D0BOBCAROL"]
+    assert "offer" not in bot.claude.requests[0].body["system"]
+    await told_it_was_not_read(bot, "59.000001")
+
+
+async def test_a_channel_hosted_by_another_organization_is_not_read(bot):
+    bot.slack.add_channel(OTHER_CHANNEL, is_shared=True, is_ext_shared=True, conversation_host_id="T0PARTNER")
+    bot.slack.add_history(OTHER_CHANNEL, [said(BOB, "Partner roadmap draft.", "62.000001")])
+    await start_thread(bot, "63.000001", viewing=OTHER_CHANNEL)
+
+    await ask_about_the_channel(bot, "63.000001")
+
+    assert viewed_channel_reads(bot, OTHER_CHANNEL) == 0
+    await told_it_was_not_read(bot, "63.000001")
+
+
+async def test_a_shared_channel_this_workspace_hosts_is_read(bot):
+    bot.slack.add_channel(OTHER_CHANNEL, is_shared=True, is_ext_shared=True, conversation_host_id="T0TEAM")
+    bot.slack.add_history(OTHER_CHANNEL, [said(BOB, "Joint launch checklist.", "64.000001")])
+    await start_thread(bot, "65.000001", viewing=OTHER_CHANNEL)
+
+    await ask_about_the_channel(bot, "65.000001")
+
+    assert viewed_channel_reads(bot, OTHER_CHANNEL) == 1
+    assert not bot.slack.calls_to("chat.postEphemeral")
+
+
+@pytest.mark.parametrize("bot_overrides", [{"ALLOW_GUESTS": "on"}], indirect=True)
+async def test_a_guest_may_have_a_public_channel_read_only_if_they_are_in_it(bot):
+    guest, guest_dm = "U0GUEST", "D0GUEST"
+    bot.slack.add_user(guest, display_name="Gus", is_restricted=True)
+    bot.slack.add_history(CHANNEL, [said(BOB, "The launch moved to Friday.", "66.000001")])
+    bot.slack.set_members(CHANNEL, [BOB])
+    await deliver(
+        bot,
+        bot.slack.assistant_thread_started_envelope(
+            user_id=guest, channel_id=guest_dm, thread_ts="67.000001", context_channel_id=CHANNEL
+        ),
+    )
+    await bot.slack.wait_for("assistant.threads.setSuggestedPrompts")
+
+    await ask_about_the_channel(bot, "67.000001", user=guest, dm=guest_dm)
+
+    assert viewed_channel_reads(bot) == 0
+    await told_it_was_not_read(bot, "67.000001", user=guest, dm=guest_dm)
+
+
+async def test_when_slack_says_no_channel_is_viewed_any_more_the_old_one_is_forgotten(bot):
+    bot.slack.add_history(CHANNEL, [said(BOB, "The launch moved to Friday.", "68.000001")])
+    await start_thread(bot, "69.000001", viewing=CHANNEL)
+    await deliver(
+        bot, bot.slack.assistant_context_changed_envelope(thread_ts="69.000001", context_channel_id=None)
+    )
+
+    await ask_about_the_channel(bot, "69.000001")
+
+    assert viewed_channel_reads(bot) == 0
+    assert "The launch moved to Friday." not in bot.claude.requests[0].body["system"]

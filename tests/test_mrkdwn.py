@@ -15,6 +15,9 @@ CORPUS_NAMES = sorted(path.stem for path in CORPUS.glob("*.md"))
 
 # Everything we generate that starts with "<" is a link with a URL scheme: <url> or <url|label>.
 SLACK_LINK = re.compile(r"<[A-Za-z][A-Za-z0-9+.-]*:[^<>|\s]*(?:\|[^<>\n]*)?>")
+# A plain broadcast Slack could turn into a notification; ours carry a word joiner after the "@".
+BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
+JOINER = "\u2060"
 FENCE_RUN = re.compile(r"`{3,}")
 
 
@@ -266,20 +269,91 @@ def test_link_targets_cannot_forge_mentions() -> None:
     assert out == "hi all room x"
 
 
-def test_bare_at_channel_is_left_alone() -> None:
-    assert to_mrkdwn("ping @channel, @here or @everyone") == "ping @channel, @here or @everyone"
+def test_plain_broadcasts_claude_writes_do_not_notify() -> None:
+    md = "ping @channel, @here or @everyone (@Here too): **@here** ~@channel~ `@channel`"
+    md += "\n\n```\n@everyone\n```"
+    out = to_mrkdwn(md)
+    assert not BROADCAST.search(out), out
+    j = JOINER
+    assert out == (
+        f"ping @{j}channel, @{j}here or @{j}everyone (@{j}Here too): *@{j}here* ~@{j}channel~ `@{j}channel`"
+        f"\n\n```\n@{j}everyone\n```"
+    )
+
+
+def test_at_signs_in_addresses_and_urls_are_left_alone() -> None:
+    md = "mail ops@channel.example, see https://social.example/@here or @hereford and @channels"
+    out = to_mrkdwn(md)
+    assert JOINER not in out
+    assert out == "mail ops@channel.example, see <https://social.example/@here> or @hereford and @channels"
+
+
+def test_user_group_pings_do_not_notify() -> None:
+    assert to_mrkdwn("<!subteam^S0123|@oncall> please") == "&lt;!subteam^S0123|@oncall&gt; please"
+
+
+# --------------------------------------------------------------------------- links that hide their target
+
+
+@pytest.mark.parametrize(
+    ("markdown", "target"),
+    [
+        ("[https://good.example](https://evil.example)", "https://evil.example"),
+        ("[https://good.example/login](https://evil.example/login)", "https://evil.example/login"),
+        ("[good.example](https://evil.example)", "https://evil.example"),
+        (
+            "[good.example/login](https://evil.example/good.example/login)",
+            "https://evil.example/good.example/login",
+        ),
+        ("[www.good.example](https://evil.example)", "https://evil.example"),
+        ("[Log in at https://good.example](https://evil.example)", "https://evil.example"),
+        ("[**https://good.example**](https://evil.example)", "https://evil.example"),
+        ("[https://good.example](https://good.example.evil.example)", "https://good.example.evil.example"),
+        ("[https://good.example](https://good.example@evil.example)", "https://good.example@evil.example"),
+        ("[https://good.example](mailto:x@evil.example)", "mailto:x@evil.example"),
+        ("[HTTPS://X.dev/a](https://x.dev/b)", "https://x.dev/b"),
+        ("[https://github.com/good/repo](https://github.com/evil/repo)", "https://github.com/evil/repo"),
+        ("[github.com/good](https://github.com/good-evil)", "https://github.com/good-evil"),
+        ("![https://good.example/a.png](https://evil.example/a.png)", "https://evil.example/a.png"),
+        ("[https://good.example][1]\n\n[1]: https://evil.example", "https://evil.example"),
+    ],
+)
+def test_link_whose_label_looks_like_another_url_is_shown_with_its_real_target(markdown, target) -> None:
+    assert to_mrkdwn(markdown) == f"<{target}>"
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        ("[docs.python.org](https://docs.python.org/3/)", "<https://docs.python.org/3/|docs.python.org>"),
+        ("[www.python.org](https://python.org)", "<https://python.org|www.python.org>"),
+        (
+            "[HTTPS://X.dev/guide](https://x.dev/guide/#install)",
+            "<https://x.dev/guide/#install|HTTPS://X.dev/guide>",
+        ),
+        ("[github.com/good](https://github.com/good/repo)", "<https://github.com/good/repo|github.com/good>"),
+        ("[the docs](https://x.dev)", "<https://x.dev|the docs>"),
+        ("[version 1.2.3](https://x.dev)", "<https://x.dev|version 1.2.3>"),
+    ],
+)
+def test_link_whose_label_names_its_own_host_or_no_url_keeps_its_label(markdown, mrkdwn) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
 
 
 # --------------------------------------------------------------------------- robustness
 
 
-def random_markdown(rng: random.Random) -> str:
+PINGS_AND_LINKS = ("@here", "@channel", "@Everyone", "<!subteam^S1|@t>", "[https://a.example](", "x.example")
+
+
+def random_markdown(rng: random.Random, extra: tuple[str, ...] = ()) -> str:
     snippets = [
         "*", "**", "_", "__", "~~", "`", "```", "```py\n", "#", "## ", ">", "> ", "- ", "1. ", "3) ",
         "[", "]", "(", ")", "![", "](", "<", ">", "&", "&amp;", "&#0;", "|", "|---|", "\n", "\n\n",
         "    ", "\t", " ", "\\", "https://", "x.dev", "<@U1>", "<!channel>", "<#C1>", "@", "!",
         "word", "é", "日本", "🎉", "\u200b", "\x00", "\r\n", "---", "===", ":", "/", "\"",
     ]  # fmt: skip
+    snippets += extra
     return "".join(rng.choice(snippets) for _ in range(rng.randint(0, 60)))
 
 
@@ -288,12 +362,15 @@ def assert_safe_mrkdwn(out: str) -> None:
     assert "<" not in SLACK_LINK.sub("", out), out
     assert not re.search(r"&(?!amp;|lt;|gt;)", out), out
     assert not re.search(r"<[@!#]", out), out
+    assert not BROADCAST.search(out), out
 
 
 def test_never_raises_and_output_is_safe_on_random_input() -> None:
     rng = random.Random(1234)
     for _ in range(3000):
         assert_safe_mrkdwn(to_mrkdwn(random_markdown(rng)))
+    for _ in range(3000):
+        assert_safe_mrkdwn(to_mrkdwn(random_markdown(rng, PINGS_AND_LINKS)))
 
 
 @pytest.mark.parametrize(

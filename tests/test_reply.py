@@ -1,10 +1,12 @@
 """Answers arrive readable in Slack: mrkdwn when posted, Markdown when streamed, long ones split without
-losing text or breaking code, and nothing Claude repeats pings anyone."""
+losing text or breaking code, nothing Claude repeats or writes pings anyone, and no link hides its target."""
 
 from __future__ import annotations
 
+import re
 import time
 
+from bot.pipeline.defuse import JOINER
 from bot.pipeline.reply import MESSAGE_LIMIT
 from tests.conftest import CHANNEL, DM, direct_message, mention
 
@@ -81,3 +83,75 @@ async def test_mentions_claude_repeats_do_not_ping_when_streamed(bot):
     [text] = bot.replies(CHANNEL, "4.000001")
     assert "<@" not in text and "<!" not in text and "<#" not in text
     assert text.replace("\u2060", "") == "Ask <@U0BOB> or tell <!channel> in <#C0OTHER>."
+
+
+# Plain broadcasts and a user-group ping, as Claude might write them back.
+BROADCASTS = "Tell @here, @channel and @Everyone, or page <!subteam^S0ONCALL|@oncall>."
+DISGUISED = "Sign in at [https://good.example/login](https://evil.example/login) today."
+PLAIN_BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
+
+
+def assert_notifies_no_one(text: str) -> None:
+    assert not PLAIN_BROADCAST.search(text), text
+    assert not re.search(r"<[@!#]", text), text
+
+
+async def test_broadcasts_claude_writes_do_not_notify_when_posted(bot):
+    bot.claude.reply(BROADCASTS)
+    await bot.send_event(direct_message("who?", ts=now_ts()))
+
+    await bot.finished()
+    [text] = bot.slack.top_level_texts(DM)
+    assert_notifies_no_one(text)
+    assert (
+        text.replace(JOINER, "")
+        == "Tell @here, @channel and @Everyone, or page &lt;!subteam^S0ONCALL|@oncall&gt;."
+    )
+
+
+async def test_broadcasts_claude_writes_do_not_notify_when_streamed(bot):
+    bot.claude.reply(BROADCASTS)
+    await bot.send_event(mention("<@U0BOT> who?", ts="5.000001"))
+
+    await bot.finished()
+    [text] = bot.replies(CHANNEL, "5.000001")
+    assert_notifies_no_one(text)
+    assert text.replace(JOINER, "") == BROADCASTS
+
+
+async def test_broadcasts_claude_writes_do_not_notify_in_private_answers(bot):
+    bot.claude.reply(BROADCASTS)
+    await bot.send_command("who should I tell?")
+
+    [response] = await bot.slack.wait_for("response_url")
+    assert_notifies_no_one(response.params["text"])
+    assert response.params["text"].endswith(
+        f"Tell @{JOINER}here, @{JOINER}channel and @{JOINER}Everyone, or page "
+        "&lt;!subteam^S0ONCALL|@oncall&gt;."
+    )
+
+
+async def test_link_disguised_as_another_address_shows_its_real_target_when_posted(bot):
+    bot.claude.reply(DISGUISED)
+    await bot.send_event(direct_message("where?", ts=now_ts()))
+
+    await bot.finished()
+    assert bot.slack.top_level_texts(DM) == ["Sign in at <https://evil.example/login> today."]
+
+
+async def test_link_disguised_as_another_address_shows_its_real_target_when_streamed(bot):
+    bot.claude.reply(DISGUISED)
+    await bot.send_event(mention("<@U0BOT> where?", ts="6.000001"))
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "6.000001") == [
+        "Sign in at [https://evil.example/login](https://evil.example/login) today."
+    ]
+
+
+async def test_link_disguised_as_another_address_shows_its_real_target_in_private_answers(bot):
+    bot.claude.reply(DISGUISED)
+    await bot.send_command("where do I sign in?")
+
+    [response] = await bot.slack.wait_for("response_url")
+    assert response.params["text"].endswith("Sign in at <https://evil.example/login> today.")

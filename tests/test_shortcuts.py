@@ -179,3 +179,25 @@ async def test_thread_the_bot_cannot_read_gets_the_error_privately(bot):
     assert {post.params["response_type"] for post in posts} == {"ephemeral"}
     assert not bot.claude.requests
     assert_nothing_public(bot)
+
+
+async def test_a_modal_submitted_by_someone_other_than_the_person_it_was_opened_for_is_ignored(bot):
+    bot.slack.add_thread(CHANNEL, THREAD)
+    url = bot.slack.response_url("alice")
+    shortcut = bot.slack.message_shortcut_envelope(
+        "ask_about_thread", message={**THREAD[2], "thread_ts": ROOT}, response_url=url
+    )
+    await deliver(bot, shortcut)
+    await bot.slack.wait_for("views.open")
+
+    # Bob submits the view opened for Alice (its private_metadata names Alice and her response_url).
+    await deliver(
+        bot, bot.slack.view_submission_envelope("ask_about_thread", values=question("Bob's?"), user_id=BOB)
+    )
+    await deliver(bot, bot.slack.view_submission_envelope("ask_about_thread", values=question("Alice's?")))
+
+    await private_posts(bot, 2)
+    await bot.answerer.wait_idle()
+    [request] = bot.claude.requests
+    assert request.body["messages"][-1]["content"].endswith("Alice: Alice's?")
+    assert len(bot.slack.calls_to("response_url")) == 2  # Alice's working note and answer, nothing else

@@ -1,12 +1,19 @@
 """Answers stream into Slack as Claude writes them: native streaming where Slack allows it, post and
-chat.update where it does not, rolling over long answers without losing text or breaking code."""
+chat.update where it does not, rolling over long answers without losing text or breaking code; a ping
+or a disguised link cut between two pieces is defused as if it came whole."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
+from bot.pipeline.defuse import JOINER, defuse_markdown, split_unfinished
 from bot.pipeline.mrkdwn import to_mrkdwn
 from bot.pipeline.reply import STREAM_LIMIT
 from tests.conftest import CHANNEL, mention
 
+PLAIN_BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
 ANSWER = "Streaming keeps people reading while Claude is still writing the rest of the answer."
 
 
@@ -97,3 +104,56 @@ async def test_reader_pressing_stop_ends_the_claude_stream_too(bot):
     [text] = bot.replies(CHANNEL, "6.000001")
     assert 0 < len(text) < len(full)
     assert not bot.slack.calls_to("chat.postMessage")  # no error note: the reader chose to stop
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        ("@here the deploy is done.", f"@{JOINER}here the deploy is done."),
+        ("<!subteam^S0ONCALL> is paged.", f"<{JOINER}!subteam^S0ONCALL> is paged."),
+        (
+            "[https://good.example](https://evil.example) is the page.",
+            "[https://evil.example](https://evil.example) is the page.",
+        ),
+    ],
+)
+async def test_a_ping_or_link_cut_between_streamed_pieces_is_defused_whole(bot, answer, shown):
+    bot.claude.chunk_chars = 1  # the first piece goes out alone, at once: "@", "<" or "["
+    bot.claude.reply(answer)
+    await bot.send_event(mention("<@U0BOT> go", ts="7.000001"))
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "7.000001") == [shown]
+
+
+STREAMED_ANSWERS = [
+    "Heads up @here: see [https://good.example/login](https://evil.example/login) and @channel.",
+    'Or [**www.good.example**](<https://evil.example/a b> "title") and ![good.example](https://evil.example/i.png)',
+    "Nested [[https://good.example]](https://evil.example/(x)) and a reference [https://good.example][1].\n\n"
+    "[1]: https://evil.example\n\n"
+    "Fine: [the docs](https://x.dev) and [x.dev/a](https://x.dev/a#b), <!everyone>.",
+    "Code `xs[0]` and `f(a)[1]`, ops@channel.example, https://social.example/@here and @Everyone!",
+]
+
+
+@pytest.mark.parametrize("answer", STREAMED_ANSWERS)
+def test_wherever_a_stream_is_cut_pings_and_disguised_links_are_defused_as_if_it_came_whole(answer):
+    whole = defuse_markdown(answer)
+    for cut in range(len(answer) + 1):
+        ready, held = split_unfinished(answer[:cut])
+        streamed = defuse_markdown(ready) + defuse_markdown(held + answer[cut:])
+        assert streamed.replace(JOINER, "") == whole.replace(JOINER, ""), (cut, streamed)
+        assert not PLAIN_BROADCAST.search(streamed), (cut, streamed)
+        assert not re.search(r"<[@!#]", streamed), (cut, streamed)
+
+
+def test_streamed_markdown_shows_real_targets_and_keeps_honest_labels():
+    out = defuse_markdown(STREAMED_ANSWERS[2])
+    assert "[https://evil.example/(x)](https://evil.example/(x))" in out
+    assert f"[{JOINER}https://good.example]{JOINER}[1]" in out
+    assert "\n[1]: https://evil.example" in out
+    assert "[the docs](https://x.dev) and [x.dev/a](https://x.dev/a#b)" in out
+    assert defuse_markdown(STREAMED_ANSWERS[1]) == (
+        'Or [https://evil.example/a b](<https://evil.example/a b> "title") and '
+        "![https://evil.example/i.png](https://evil.example/i.png)"
+    )

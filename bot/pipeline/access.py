@@ -1,17 +1,22 @@
-"""Who may use the bot, decided before anything of the conversation is read.
+"""Who may use the bot, decided before anything of the conversation is read, and which other channels
+may be read for them.
 
-First the id lists (workspace or Enterprise Grid org, channel, user, DMs on or off), from the request
-alone. Then, unless guests and people from other organizations are both allowed, one `users.info`
-of the asker: a guest (restricted or ultra-restricted account) or a member of another organization in
-a Slack Connect channel is refused. A lookup that fails refuses too: the check fails closed. Lookups
-are remembered for a few minutes as ids and flags only (never names or messages), and concurrent asks
-by one person share one lookup.
+First the id lists that need no lookup (channel, user, DMs on or off). Then the workspace and Enterprise
+Grid org lists, applied both to the bot's own workspace and org (learnt once from `auth.test`, never
+from a payload) and to the asker's own (one `users.info`): a deactivated account, a guest (restricted
+or ultra-restricted) or a member of another organization is refused unless allowed. A lookup that
+fails refuses too: the check fails closed. Lookups are remembered for five minutes as ids and flags
+only (never names or messages), and concurrent asks by one person share one lookup.
+
+`may_read(ask, channel)` decides, for every read of a channel other than the one asked in (the channel
+an agent-thread user is viewing), whether this asker may have it read now; nothing of it is remembered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +34,14 @@ log = logging.getLogger(__name__)
 
 FACTS_TTL_SECONDS = 300
 FACTS_MAX_PEOPLE = 10_000
+MEMBERS_PAGE_SIZE = 999  # Slack's most per conversations.members page
+MEMBERS_MAX_PAGES = 50  # past ~50,000 members, membership is not confirmed: the channel is not read
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")  # a channel or group DM; never a DM (D…)
+
+VIEWED_CHANNEL_NOT_READ = (
+    "I couldn't read the channel you're viewing, so I answered from this thread alone. (I read only "
+    "channels an admin enabled and I was invited to, and a private one only if you're a member.)"
+)
 
 
 class Refused(Exception):
@@ -64,11 +77,27 @@ class GuestAccount(Refused):
     sentence = "Claude isn't available to guest accounts in this workspace."
 
 
+class DeactivatedAccount(Refused):
+    sentence = "Claude isn't available to deactivated accounts."
+
+
 class Unverified(Refused):
     sentence = (
         "I couldn't confirm that you may use Claude right now, so I didn't read or answer anything. "
         "Please try again in a moment."
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """The workspace and Enterprise Grid org the bot is installed in, as auth.test names them."""
+
+    team_id: str
+    enterprise_id: str  # "" outside Enterprise Grid
+
+    @property
+    def workspaces(self) -> frozenset[str]:
+        return frozenset({self.team_id, self.enterprise_id} - {""})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,35 +107,32 @@ class PersonFacts:
     team_id: str
     enterprise_id: str
     guest: bool
+    deleted: bool = False
+
+    @property
+    def workspaces(self) -> frozenset[str]:
+        return frozenset({self.team_id, self.enterprise_id} - {""})
 
 
 class AccessCheck:
-    """`await check(ask)` raises Refused when the asker may not use the bot for this Ask."""
+    """`check_ids(ask)`, then `await check_person(ask)`, raise Refused when the asker may not use the bot
+    for this Ask; `await may_read(ask, channel)` says whether another channel may be read for it."""
 
     def __init__(self, settings: AccessSettings, slack: AsyncWebClient) -> None:
         self._settings = settings
         self._slack = slack
+        self._home: Home | None = None  # the installation's ids, learnt once
+        self._home_lookup: asyncio.Future[Home | None] | None = None
         self._facts: ExpiringMap[str, PersonFacts] = ExpiringMap(FACTS_TTL_SECONDS, FACTS_MAX_PEOPLE)
         self._lookups: dict[str, asyncio.Future[tuple[PersonFacts | None, str | None]]] = {}
 
-    @property
-    def looks_up_people(self) -> bool:
-        return not (self._settings.guests and self._settings.external_users)
-
     def check_ids(self, ask: Ask) -> None:
-        """The id lists, from the request alone: no Slack call."""
+        """The lists that need no lookup, from the request alone: no Slack call."""
         access = self._settings
-        workspaces = {ask.team_id, ask.enterprise_id} - {""}
-        if workspaces & access.denied_workspaces or (
-            access.allowed_workspaces is not None and not workspaces & access.allowed_workspaces
-        ):
-            raise WorkspaceNotEnabled()
         if ask.channel_id.startswith("D"):
             if not access.direct_messages:
                 raise DirectMessagesOff()
-        elif ask.channel_id in access.denied_channels or (
-            access.allowed_channels is not None and ask.channel_id not in access.allowed_channels
-        ):
+        elif self._channel_listed_out(ask.channel_id):
             raise ChannelNotEnabled()
         if ask.user_id in access.denied_users or (
             access.allowed_users is not None and ask.user_id not in access.allowed_users
@@ -114,22 +140,108 @@ class AccessCheck:
             raise UserNotEnabled()
 
     async def check_person(self, ask: Ask) -> str | None:
-        """Guests and other organizations' members, by one (remembered) users.info of the asker.
+        """The workspace lists, deactivated accounts, other organizations' members and guests, by the
+        bot's own auth.test (once) and one (remembered) users.info of the asker.
 
         Returns the asker's display name when it was looked up just now, so that this request need
         not look it up again; names themselves are never remembered."""
-        if not self.looks_up_people:
-            return None
-        facts, name = self._facts.get(ask.user_id), None
-        if facts is None:
-            facts, name = await self._look_up(ask.user_id)
+        home = await self._learn_home()
+        if home is None:
+            raise Unverified()
+        self._check_workspaces(home.workspaces)
+        facts, name = await self._person(ask.user_id)
         if facts is None:
             raise Unverified()
-        if not self._settings.external_users and _is_external(facts, ask):
+        if facts.deleted:
+            raise DeactivatedAccount()
+        if not self._settings.external_users and _is_external(facts, home):
             raise ExternalUser()
         if not self._settings.guests and facts.guest:
             raise GuestAccount()
+        self._check_workspaces(facts.workspaces)  # the asker's own workspace and org, not only ours
         return name
+
+    async def may_read(self, ask: Ask, channel_id: str) -> bool:
+        """Whether `channel_id`, a channel other than the one asked in, may be read for this Ask now.
+
+        Asked again for every read, and nothing of the answer is kept: the channel lists apply; a DM is
+        never read, nor a shared channel another organization hosts; a private channel or group DM
+        only while the asker is a member of it (any channel, for a guest or a person from another
+        organization). A lookup that fails says no."""
+        why_not = await self._why_not_readable(ask, channel_id)
+        if why_not is not None:
+            log.info("request=%s channel=%s not read: %s", ask.request_id, channel_id, why_not)
+        return why_not is None
+
+    async def _why_not_readable(self, ask: Ask, channel_id: str) -> str | None:
+        if not _CHANNEL_ID.fullmatch(channel_id):
+            return "not a channel"
+        if self._channel_listed_out(channel_id):
+            return "channel lists"
+        home = await self._learn_home()
+        if home is None:
+            return "bot's workspace unknown"
+        info = await self._conversation_info(channel_id)
+        if info is None:
+            return "conversations.info failed"
+        if info.get("is_im"):
+            return "a direct message"
+        if _hosted_elsewhere(info, home):
+            return "hosted by another organization"
+        facts, _ = await self._person(ask.user_id)
+        if facts is None:
+            return "asker unknown"
+        private = channel_id.startswith("G") or bool(info.get("is_private") or info.get("is_mpim"))
+        if private or facts.guest or _is_external(facts, home):
+            member = await self._is_member(channel_id, ask.user_id)
+            if member is None:
+                return "conversations.members failed"
+            if not member:
+                return "asker not a member"
+        return None
+
+    def _channel_listed_out(self, channel_id: str) -> bool:
+        access = self._settings
+        return channel_id in access.denied_channels or (
+            access.allowed_channels is not None and channel_id not in access.allowed_channels
+        )
+
+    def _check_workspaces(self, workspaces: frozenset[str]) -> None:
+        access = self._settings
+        if workspaces & access.denied_workspaces or (
+            access.allowed_workspaces is not None and not workspaces & access.allowed_workspaces
+        ):
+            raise WorkspaceNotEnabled()
+
+    async def _learn_home(self) -> Home | None:
+        """The bot's own workspace and org, from one auth.test shared by concurrent asks. Kept while the
+        process runs (the installation's ids, not a person's); a failure is not kept."""
+        if self._home is not None:
+            return self._home
+        if self._home_lookup is None or self._home_lookup.done():
+            self._home_lookup = asyncio.ensure_future(self._auth_test())
+        home = await asyncio.shield(self._home_lookup)
+        if home is not None:
+            self._home = home
+        return home
+
+    async def _auth_test(self) -> Home | None:
+        try:
+            response = await self._slack.auth_test()
+        except SlackApiError as exc:
+            log.warning("access check failed: auth.test %s", exc.response.get("error"))
+            return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("access check failed: auth.test %s", exc.__class__.__name__)
+            return None
+        home = Home(_str(response.get("team_id")), _str(response.get("enterprise_id")))
+        return home if home.workspaces else None
+
+    async def _person(self, user_id: str) -> tuple[PersonFacts | None, str | None]:
+        facts = self._facts.get(user_id)
+        if facts is not None:
+            return facts, None
+        return await self._look_up(user_id)
 
     async def _look_up(self, user_id: str) -> tuple[PersonFacts | None, str | None]:
         """One users.info at a time per person: concurrent asks by one person share it."""
@@ -155,6 +267,43 @@ class AccessCheck:
             self._facts.put(user_id, facts)
         return facts, display_name(user)
 
+    async def _conversation_info(self, channel_id: str) -> Mapping[str, Any] | None:
+        """The channel's kind and sharing, now (ids and flags; its name and topic are not used)."""
+        try:
+            response = await self._slack.conversations_info(channel=channel_id)
+        except SlackApiError as exc:
+            log.warning("channel check failed: conversations.info %s", exc.response.get("error"))
+            return None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("channel check failed: conversations.info %s", exc.__class__.__name__)
+            return None
+        channel = response.get("channel")
+        return channel if isinstance(channel, Mapping) else None
+
+    async def _is_member(self, channel_id: str, user_id: str) -> bool | None:
+        """Whether the person is in the channel now, page by page until found; None if Slack did not say."""
+        cursor = None
+        for _ in range(MEMBERS_MAX_PAGES):
+            try:
+                response = await self._slack.conversations_members(
+                    channel=channel_id, limit=MEMBERS_PAGE_SIZE, cursor=cursor
+                )
+            except SlackApiError as exc:
+                log.warning("channel check failed: conversations.members %s", exc.response.get("error"))
+                return None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("channel check failed: conversations.members %s", exc.__class__.__name__)
+                return None
+            members = response.get("members")
+            if not isinstance(members, list):
+                return None
+            if user_id in members:
+                return True
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return False
+        return None
+
 
 def _facts(user: object) -> PersonFacts | None:
     if not isinstance(user, Mapping) or not isinstance(user.get("team_id"), str):
@@ -163,6 +312,7 @@ def _facts(user: object) -> PersonFacts | None:
         team_id=user["team_id"],
         enterprise_id=_enterprise_of(user),
         guest=bool(user.get("is_restricted") or user.get("is_ultra_restricted")),
+        deleted=bool(user.get("deleted")),
     )
 
 
@@ -173,8 +323,17 @@ def _enterprise_of(user: Mapping[str, Any]) -> str:
     return str(user.get("enterprise_id") or "")
 
 
-def _is_external(facts: PersonFacts, ask: Ask) -> bool:
-    """A member of another organization: neither this workspace nor this Enterprise Grid org."""
-    if facts.team_id == ask.team_id:
+def _is_external(facts: PersonFacts, home: Home) -> bool:
+    """A member of another organization: neither the bot's workspace nor its Enterprise Grid org."""
+    if facts.team_id == home.team_id:
         return False
-    return not (ask.enterprise_id and facts.enterprise_id == ask.enterprise_id)
+    return not (home.enterprise_id and facts.enterprise_id == home.enterprise_id)
+
+
+def _hosted_elsewhere(channel: Mapping[str, Any], home: Home) -> bool:
+    """A Slack Connect channel not hosted by the bot's workspace (an unknown host counts as elsewhere)."""
+    return bool(channel.get("is_ext_shared")) and channel.get("conversation_host_id") != home.team_id
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""

@@ -14,7 +14,7 @@ from bot.backends import ClaudeClient
 from bot.config import Settings
 from bot.limits import UserRateLimit
 from bot.logs import describe_exception
-from bot.pipeline.access import AccessCheck, Refused
+from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.claude import ClaudeError, ask_claude
 from bot.pipeline.context import ContextUnavailable, look_up_names, read_channel, read_conversation
@@ -232,10 +232,19 @@ class Answerer:
         return prompt
 
     async def _read_viewed_channel(self, ask: Ask) -> list[SlackMessage]:
-        """The channel the user is viewing is read only when the question is about it."""
-        if ask.viewing_channel is None or not asks_about_channel(ask.message.text, ask.viewing_channel):
+        """The channel the user is viewing is read only when the question is plainly about it, and only
+        if the asker may read it now (checked at every read); if not, or if Slack will not give it, the
+        thread alone is used and the asker is told privately."""
+        channel = ask.viewing_channel
+        if channel is None or not asks_about_channel(ask.message.text, channel):
             return []
-        return await read_channel(self._slack, ask.viewing_channel)
+        if await self._access.may_read(ask, channel):
+            try:
+                return await read_channel(self._slack, channel)
+            except ContextUnavailable as exc:
+                log.warning("request=%s viewed channel=%s not read: %s", ask.request_id, channel, exc)
+        await say_privately(self._slack, ask, VIEWED_CHANNEL_NOT_READ)
+        return []
 
 
 def _thread_key(ask: Ask) -> tuple[str, str] | None:

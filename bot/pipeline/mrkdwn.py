@@ -1,4 +1,6 @@
-"""Claude's Markdown -> Slack mrkdwn, and splitting long answers into messages."""
+"""Claude's Markdown -> Slack mrkdwn, and splitting long answers into messages.
+
+Nothing in the result pings anyone or hides where a link goes (see `defuse`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from collections.abc import Sequence
 
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
+
+from bot.pipeline.defuse import defuse_broadcasts, disguises
 
 __all__ = ["split_message", "to_mrkdwn"]
 
@@ -28,9 +32,10 @@ _URL_TRAILER = ".,:;!?'\"*_~"
 def to_mrkdwn(markdown: str) -> str:
     """Render Claude's Markdown as Slack mrkdwn text (never raises)."""
     try:
-        return "\n\n".join(_blocks(SyntaxTreeNode(_MD.parse(markdown)).children, 0))
+        mrkdwn = "\n\n".join(_blocks(SyntaxTreeNode(_MD.parse(markdown)).children, 0))
     except RecursionError:  # emphasis nesting is unbounded in markdown-it (e.g. "**a " * 2000)
-        return _escape(markdown)
+        mrkdwn = _escape(markdown)
+    return defuse_broadcasts(mrkdwn)
 
 
 def _escape(text: str) -> str:
@@ -158,11 +163,15 @@ def _nonempty(nodes: Sequence[SyntaxTreeNode]) -> list[SyntaxTreeNode]:
 def _link(node: SyntaxTreeNode, marks: frozenset[str]) -> str:
     url = str(node.attrs.get("href" if node.type == "link" else "src", ""))
     label = _plain(node.children).strip()
+    if node.markup == "autolink" and label.startswith(("!", "#", "@")):
+        # markdown-it reads <!subteam^S1|@team> or <#C1|@x> as an e-mail address: Slack syntax, shown as text.
+        return _escape(f"<{label}>")
     if not _HAS_SCHEME.match(url):
         # Relative targets like "@U123" or "!channel" would forge <@U123> mentions: label only.
         return _escape(label) if node.type == "image" else _inline(node.children, marks)
-    if not label or label in (url, _MD.normalizeLinkText(url)):
-        return f"<{_escape(url)}>"
+    shown_url = _MD.normalizeLinkText(url)
+    if not label or label in (url, shown_url) or disguises(label, url, shown_url):
+        return f"<{_escape(url)}>"  # a label showing another address than the target is not shown
     return f"<{_escape(url)}|{_escape(' '.join(label.split()).replace('|', '∣'))}>"
 
 

@@ -26,6 +26,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.pipeline.ask import Ask, InConversation, Privately
 from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
 from bot.pipeline.context import ContextUnavailable
+from bot.pipeline.defuse import defuse_markdown, split_unfinished
 from bot.pipeline.mrkdwn import split_message, to_mrkdwn
 from bot.pipeline.progress import quietly
 from bot.pipeline.rollover import roll_over
@@ -70,8 +71,6 @@ STOP_NOTES = {
     "refusal": "_(Claude declined to answer this.)_",
 }
 STOPPED_NOTE = "_(Stopped.)_"
-# Slack turns <@U…>, <!here> and <#C…> into pings and links even in markdown; a word joiner defuses them.
-_PINGS = (("<@", "<\u2060@"), ("<!", "<\u2060!"), ("<#", "<\u2060#"))
 
 
 class ReplyFailed(Exception):
@@ -239,9 +238,10 @@ class NativeStream(_Throttled):
         self._fallback: UpdatedMessages | None = None
 
     async def _write(self, markdown: str, *, final: bool) -> None:
-        if not final and markdown.endswith("<"):  # it may begin a mention: defuse it with what follows
-            markdown, self._pending = markdown[:-1], "<" + self._pending
-        markdown = _defuse_pings(markdown)
+        if not final:  # a ping or a link may be cut at the end: defuse it with what follows
+            markdown, held = split_unfinished(markdown)
+            self._pending = held + self._pending
+        markdown = defuse_markdown(markdown)
         while markdown and self._fallback is None:
             head, markdown = roll_over(self._markdown, markdown, STREAM_LIMIT - len(self._markdown))
             await self._stream(head)
@@ -343,12 +343,6 @@ def _fitting_head(markdown: str) -> tuple[str, str]:
         if len(to_mrkdwn(head)) <= MESSAGE_LIMIT or room < 200:
             return head, tail
         room = room * 3 // 4
-
-
-def _defuse_pings(markdown: str) -> str:
-    for ping, defused in _PINGS:
-        markdown = markdown.replace(ping, defused)
-    return markdown
 
 
 async def _post(slack: AsyncWebClient, channel: str, thread_ts: str | None, text: str) -> str:

@@ -56,7 +56,16 @@ OVER_BUDGET = "over the context budget"
 _COUNTS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
-_ABOUT_CHANNEL = re.compile(r"\b(this|that|the|current|my) (channel|conversation)\b", re.IGNORECASE)
+# Phrasings that plainly mean the channel being viewed. "the channel" or "the conversation" alone do not
+# ("how do I mute the channel?", "continue the conversation about mutexes"), nor does "here" outside
+# "what's going on here"-like phrasing.
+_ABOUT_CHANNEL = re.compile(
+    r"\b(?:this|current) channel\b"
+    r"|\bthe channel (?:I['’]?m|I am)(?: currently| now)? (?:in|on|viewing|looking at|reading)\b"
+    r"|\b(?:going on|happening|happened|discussed|been said|missed) (?:in )?here\b"
+    r"|\b(?:summar\w*|recap|catch (?:me )?up|tl;? ?dr)\b.*\bthis (?:conversation|discussion)\b",
+    re.IGNORECASE | re.DOTALL,
+)
 # JSON may carry a lone UTF-16 surrogate ("\ud83d"); it cannot be encoded to send to Claude.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -126,8 +135,10 @@ def people_to_name(messages: Iterable[SlackMessage], bot: BotIdentity) -> set[st
 
 
 def asks_about_channel(question: str, channel_id: str) -> bool:
-    """Whether a question in an assistant thread is about the channel its asker is viewing."""
-    return f"<#{channel_id}" in question or _ABOUT_CHANNEL.search(question) is not None
+    """Whether a question in an assistant thread is plainly about the channel its asker is viewing: it
+    links to it (`<#C…>` or `<#C…|name>`) or says "this channel", "the channel I'm in" and the like."""
+    linked = re.search(rf"<#{re.escape(channel_id)}[|>]", question) is not None
+    return linked or _ABOUT_CHANNEL.search(question) is not None
 
 
 def build_prompt(

@@ -4,7 +4,9 @@ Current agent view: `app_home_opened` on the Messages tab offers suggested promp
 thread is answered with that thread as context, and the Stop button (`agent_session_stopped`) cancels
 the answer being written. Legacy assistant view: `assistant_thread_started` greets and offers prompts,
 and it and `assistant_thread_context_changed` say which channel the user is viewing. That channel's
-id is remembered for the thread (ids only, for a day) and read only when a question is about it.
+id is remembered for the thread only as long as Slack's context says so (a new channel replaces it, no
+channel forgets it; ids only, for a day at most), and the pipeline reads it only for a question plainly
+about it, and only if the asker may read it then (`AccessCheck.may_read`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from bot.surfaces import Answer, event_ask, event_fields
 log = logging.getLogger(__name__)
 
 Stop = Callable[[str, str], bool]
-ViewedChannels = ExpiringMap[tuple[str, str], str]
+ViewedChannels = ExpiringMap[tuple[str, str], str | None]  # (DM, thread) -> channel id; None: none
 
 GREETING = (
     "Hi! Ask me anything. I answer from this thread only, and I keep nothing: "
@@ -96,7 +98,7 @@ def register(app: AsyncApp, answer: Answer, stop: Stop) -> None:
     @app.event("assistant_thread_context_changed")
     async def on_context_changed(event: dict[str, Any]) -> None:
         thread = _thread_of(event)
-        if thread is not None and thread[2]:
+        if thread is not None:  # Slack's context now: a new channel, or None when none is viewed
             viewed.put((thread[0], thread[1]), thread[2])
 
     @app.event("app_home_opened")

@@ -4,6 +4,7 @@ each answered privately to the person who used it, with the message's thread as 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.ask import Ask, BotIdentity, Privately, SlackMessage, Thread, WorkingNote
 from bot.pipeline.progress import quietly
 from bot.surfaces import Answer
+
+log = logging.getLogger(__name__)
 
 ASK_ABOUT_THREAD = "ask_about_thread"
 SUMMARIZE_THREAD = "summarize_thread"
@@ -40,6 +43,18 @@ def thread_of(shortcut: Mapping[str, Any]) -> tuple[str, str, str, str, str] | N
 
 def _id(entity: object) -> object:
     return entity.get("id") if isinstance(entity, Mapping) else None
+
+
+def opened_for(view: Mapping[str, Any]) -> tuple[str, str, str, str, str] | None:
+    """(team, user, channel, thread_ts, response_url) the modal was opened with, from its metadata."""
+    try:
+        fields = json.loads(view.get("private_metadata") or "")
+    except (ValueError, TypeError):
+        return None
+    if not (isinstance(fields, list) and len(fields) == 5 and all(isinstance(f, str) and f for f in fields)):
+        return None
+    team, user, channel, thread_ts, response_url = fields
+    return team, user, channel, thread_ts, response_url
 
 
 def _question(view: Mapping[str, Any]) -> str:
@@ -119,20 +134,20 @@ def register(app: AsyncApp, answer: Answer) -> None:
             await quietly(client.views_open(trigger_id=trigger_id, view=question_modal(*thread)))
 
     @app.view(ASK_ABOUT_THREAD)
-    async def on_question(ack: AsyncAck, view: dict[str, Any], context: AsyncBoltContext) -> None:
+    async def on_question(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        fields = opened_for(view)
+        if fields is None or fields[1] != _id(body.get("user")):
+            await ack()  # not a modal we opened, or submitted by someone it was not opened for: ignored
+            if fields is not None:
+                log.info("modal submission ignored: submitted by another user than it was opened for")
+            return
         question = _question(view)
         if not question:
             await ack(response_action="errors", errors={QUESTION_BLOCK: "Please type a question."})
             return
         await ack()
-        try:
-            fields = json.loads(view.get("private_metadata") or "")
-        except (ValueError, TypeError):
-            return
-        if not (
-            isinstance(fields, list) and len(fields) == 5 and all(isinstance(f, str) and f for f in fields)
-        ):
-            return
         team, user, channel, thread_ts, response_url = fields
         await answer(
             to_ask(

@@ -150,6 +150,8 @@ class FakeSlack(LoopbackServer):
         self.acks: dict[str, Params] = {}
         self.users: dict[str, Params] = {}
         self.channels: dict[str, Params] = {}
+        self.members: dict[str, list[str]] = {}  # channel -> its members' ids, for conversations.members
+        self.enterprise_id: str | None = None  # the Enterprise Grid org auth.test names, if any
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_connections = 0
         self._threads: dict[tuple[str, str], list[Params]] = {}
@@ -170,6 +172,7 @@ class FakeSlack(LoopbackServer):
             "conversations.replies": self._replies,
             "conversations.history": self._history_page,
             "conversations.info": lambda p: {"ok": True, "channel": self._channel_info(p.get("channel", ""))},
+            "conversations.members": self._members_page,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": lambda _: {"ok": True, "message_ts": self._new_ts()},
@@ -239,6 +242,10 @@ class FakeSlack(LoopbackServer):
     def add_channel(self, channel_id: str, **fields: Any) -> Params:
         self.channels[channel_id] = {**self._channel_info(channel_id), **fields}
         return self.channels[channel_id]
+
+    def set_members(self, channel_id: str, user_ids: list[str]) -> None:
+        """Who is in a channel now, as conversations.members answers it (the bot is added, as it must be)."""
+        self.members[channel_id] = [self.bot_user_id, *user_ids]
 
     def add_thread(self, channel: str, messages: list[Params]) -> list[Params]:
         thread = [{"type": "message", **m} for m in messages]
@@ -646,7 +653,25 @@ class FakeSlack(LoopbackServer):
             "user_id": self.bot_user_id,
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
+            **({"enterprise_id": self.enterprise_id} if self.enterprise_id else {}),
         }
+
+    def _members_page(self, params: Params) -> Params:
+        """conversations.members: ids only, `page_size` a page at most, with Slack's cursor."""
+        channel = params.get("channel", "")
+        if channel not in self.members and channel not in self.channels and channel not in self._history:
+            return _err("channel_not_found")
+        if self._channel_info(channel)["is_im"]:
+            return _err("method_not_supported_for_channel_type")
+        members = self.members.get(channel, [self.bot_user_id])
+        try:
+            start = int(base64.b64decode(params.get("cursor") or "").decode().removeprefix("next:") or 0)
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return _err("invalid_cursor")
+        size = min(int(params.get("limit") or 100), self.page_size)
+        end = start + size
+        next_cursor = base64.b64encode(f"next:{end}".encode()).decode() if end < len(members) else ""
+        return {"ok": True, "members": members[start:end], "response_metadata": {"next_cursor": next_cursor}}
 
     def _users_info(self, params: Params) -> Params:
         user = self.users.get(params.get("user", ""))
