@@ -7,14 +7,15 @@ import gc
 import logging
 import re
 import signal
+import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
@@ -28,14 +29,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import guards
 from bot.backends import ClaudeClient, build_claude_client, where
 from bot.config import ConfigError, Settings
+from bot.http_intake import EVENTS_PATH, start_http
 from bot.logs import BOLT_LOGGER
 from bot.pipeline.answer import Answerer
 from bot.policy import policy_summary
 from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_command
 
 log = logging.getLogger(__name__)
-
-EVENTS_PATH = "/slack/events"
 
 
 class StartupError(Exception):
@@ -63,10 +63,12 @@ def build_app(
     app = AsyncApp(
         client=slack,
         signing_secret=settings.slack_signing_secret or "",
-        request_verification_enabled=not settings.socket_mode,
+        # Over HTTP, bot.http_intake has checked the signature on the raw bytes before Bolt sees them.
+        request_verification_enabled=False,
         logger=logging.getLogger(BOLT_LOGGER),
     )
-    guards.register(app, guards.RecentEventIds())
+    replays = None if settings.socket_mode else guards.RecentInteractionIds()
+    guards.register(app, guards.RecentEventIds(), replays)
     answer = answer or Answerer(settings, slack, claude)
     mention.register(app, answer)
     assistant.register(app, answer, answer.stop)  # before direct_message: it takes the DM's threads
@@ -107,7 +109,7 @@ async def serve(settings: Settings) -> None:
         if settings.slack_app_token is not None:
             await _serve_socket_mode(app, settings.slack_app_token, stop)
         else:
-            await _serve_http(app, settings.port, stop)
+            await _serve_http(app, settings.slack_signing_secret or "", settings.port, stop)
         log.info("stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds)
         interrupted = await answerer.drain(settings.shutdown_grace_seconds)
         log.info("stopped; %d answers interrupted", interrupted)
@@ -144,14 +146,23 @@ async def _check_bot_token(slack: AsyncWebClient) -> dict[str, Any]:
 class AckFirstSocketModeHandler(AsyncSocketModeHandler):
     """Acknowledges each Events API envelope as it arrives, before Bolt's middleware and listener
     matching run: under a burst, acks then wait on nothing but the socket. Every event is acked anyway
-    (ignored ones included); slash commands and interactions keep Bolt's ack, which carries a reply."""
+    (ignored ones included); slash commands and interactions keep Bolt's ack, which carries a reply, and
+    are acked empty when Bolt has none (no listener of ours takes them, or their payload broke one)."""
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
-        if req.type != "events_api":
-            return await super().handle(client, req)
-        await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-        await asyncio.sleep(0)  # let the envelopes that arrived with this one be acked before dispatching it
-        await run_async_bolt_app(self.app, req)
+        if req.type == "events_api":
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            # Let the envelopes that arrived with this one be acked before dispatching it.
+            await asyncio.sleep(0)
+            await run_async_bolt_app(self.app, req)
+            return
+        started = time.time()
+        try:
+            response = await run_async_bolt_app(self.app, req)
+        except Exception as exc:  # Bolt could not even read the payload: still acked
+            log.debug("envelope type=%s unreadable (%s)", req.type, exc.__class__.__name__)
+            response = BoltResponse(status=200, body="")
+        await send_async_response(client, req, guards.always_acknowledged(response), started)
 
 
 async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:
@@ -167,11 +178,9 @@ async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event)
         await handler.close_async()  # type: ignore[no-untyped-call]
 
 
-async def _serve_http(app: AsyncApp, port: int, stop: asyncio.Event) -> None:
-    runner = web.AppRunner(app.web_app(path=EVENTS_PATH, port=port), access_log=None)
-    await runner.setup()
+async def _serve_http(app: AsyncApp, signing_secret: str, port: int, stop: asyncio.Event) -> None:
+    runner = await start_http(app, signing_secret, host="0.0.0.0", port=port)
     try:
-        await web.TCPSite(runner, "0.0.0.0", port).start()
         log.info("listening over HTTP on port %d at %s", port, EVENTS_PATH)
         await stop.wait()
     finally:

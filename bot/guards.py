@@ -1,7 +1,9 @@
-"""Filters before any surface: other bots, the bot itself, edits and other subtypes, redeliveries."""
+"""Filters before any surface: other bots, the bot itself, edits and other subtypes, redeliveries and
+replays; and the last word on what Slack is sent back: every request is acknowledged."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -17,17 +19,51 @@ log = logging.getLogger(__name__)
 ANSWERED_SUBTYPES = frozenset({None, "file_share"})
 
 
-class RecentEventIds:
-    """Event ids seen lately, so a redelivery is not answered twice. Ids only, for `ttl_seconds`."""
+class RecentIds:
+    """Ids seen lately, so that a second delivery of one is not answered again. Each id is kept as its
+    SHA-256 digest (a trigger id can open a modal; an event id is harmless, but one rule is simpler),
+    for `ttl_seconds`, at most `max_ids` of them."""
+
+    def __init__(self, ttl_seconds: float, max_ids: int = 100_000) -> None:
+        self._seen: ExpiringMap[bytes, bool] = ExpiringMap(ttl_seconds, max_ids)
+
+    def first_time(self, unique_id: str, now: float | None = None) -> bool:
+        key = hashlib.sha256(unique_id.encode("utf-8", "surrogatepass")).digest()
+        if self._seen.get(key, now):
+            return False
+        self._seen.put(key, True, now)
+        return True
+
+
+class RecentEventIds(RecentIds):
+    """Event ids, for an hour: Slack redelivers an unacknowledged event for a few minutes."""
 
     def __init__(self, ttl_seconds: float = 3600.0, max_ids: int = 100_000) -> None:
-        self._seen: ExpiringMap[str, bool] = ExpiringMap(ttl_seconds, max_ids)
+        super().__init__(ttl_seconds, max_ids)
 
-    def first_time(self, event_id: str, now: float | None = None) -> bool:
-        if self._seen.get(event_id, now):
-            return False
-        self._seen.put(event_id, True, now)
-        return True
+
+# A signature is accepted up to 5 minutes either side of its timestamp, so one signed request can be
+# replayed for 10 minutes after it is first seen; its id is remembered longer than that.
+SIGNATURE_WINDOW_SECONDS = 300.0
+
+
+class RecentInteractionIds(RecentIds):
+    """Trigger ids of slash commands, shortcuts, view submissions and block actions, each unique to one
+    use, remembered past any replay a signature allows."""
+
+    def __init__(self, ttl_seconds: float = 3 * SIGNATURE_WINDOW_SECONDS, max_ids: int = 100_000) -> None:
+        super().__init__(ttl_seconds, max_ids)
+
+
+def always_acknowledged(response: BoltResponse) -> BoltResponse:
+    """What Slack is sent for a request Bolt has answered: Bolt's answer when it is a 200, otherwise an
+    empty 200. Bolt answers 404 when no listener takes a request (a command or interaction that is not
+    ours) and 500 when a middleware fails on a payload; unacknowledged, Slack would show the person a
+    timeout, or retry."""
+    if response.status == 200:
+        return response
+    log.debug("acknowledged a request Bolt answered with %d", response.status)
+    return BoltResponse(status=200, body="")
 
 
 def why_ignored(event: object, bot_user_id: str | None) -> str | None:
@@ -44,7 +80,10 @@ def why_ignored(event: object, bot_user_id: str | None) -> str | None:
     return None
 
 
-def register(app: AsyncApp, recent: RecentEventIds) -> None:
+def register(app: AsyncApp, recent: RecentEventIds, interactions: RecentInteractionIds | None = None) -> None:
+    """`interactions`: answer each signed interaction once (HTTP mode, where a captured request can be
+    replayed; over Socket Mode only Slack's own connection delivers)."""
+
     @app.middleware
     async def drop_unanswerable(
         body: dict[str, Any],
@@ -62,5 +101,21 @@ def register(app: AsyncApp, recent: RecentEventIds) -> None:
         if reason is not None:
             event_type = event.get("type") if isinstance(event, Mapping) else None
             log.debug("event=%s type=%s ignored: %s", event_id, event_type, reason)
+            return await ack()
+        return await next()
+
+    if interactions is None:
+        return
+
+    @app.middleware
+    async def answer_once(
+        body: dict[str, Any],
+        ack: AsyncAck,
+        next: Callable[[], Awaitable[BoltResponse]],  # noqa: A002 (Bolt passes it by this name)
+    ) -> BoltResponse:
+        # Slack never retries a command or an interaction, so a trigger id seen twice is a replay.
+        trigger_id = body.get("trigger_id")
+        if isinstance(trigger_id, str) and trigger_id and not interactions.first_time(trigger_id):
+            log.debug("%s ignored: replay", "command" if "command" in body else "interaction")
             return await ack()
         return await next()

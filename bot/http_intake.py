@@ -1,0 +1,107 @@
+"""HTTP mode's front door, before Bolt: bounded reads, then Slack's signature checked on the raw bytes
+before anything parses them, then the request handed to Bolt, and Slack answered 200 for all it signed.
+
+The limits on a connection come from aiohttp itself: its keep-alive timer starts when a connection opens
+(and again after each answer) and is not pushed back by bytes arriving, so a client has
+`header_timeout_seconds` to deliver a complete request head; idle connections close then too. Header
+lines and counts keep aiohttp's bounds (8 KB a line, 128 headers). The body gets `body_timeout_seconds`
+and `max_body_bytes` here. A refused request's unread body is not drained: its connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+
+from bot.guards import always_acknowledged
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+EPOCH_SECONDS = re.compile(r"[0-9]{1,12}")  # the verifier calls int() on it, which raises on anything else
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    # Slack gives up on an answer after 3 seconds, so a request slower than these is lost anyway.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 5.0
+    max_body_bytes: int = 1024 * 1024  # Slack's payloads are a few KB; a 40,000-character message ~200 KB
+
+
+async def start_http(
+    app: AsyncApp, signing_secret: str, *, host: str, port: int, limits: HttpLimits | None = None
+) -> web.AppRunner:
+    """Listen on host:port (0: any free port, see `runner.addresses`); `await runner.cleanup()` stops."""
+    limits = limits or HttpLimits()
+    runner = web.AppRunner(
+        http_application(app, signing_secret, limits),
+        access_log=None,
+        keepalive_timeout=limits.header_timeout_seconds,
+        lingering_time=0,  # don't read on after answering a refused request: close its connection
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def http_application(app: AsyncApp, signing_secret: str, limits: HttpLimits) -> web.Application:
+    verifier = SignatureVerifier(signing_secret)
+
+    async def receive(request: web.Request) -> web.StreamResponse:
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (EPOCH_SECONDS.fullmatch(timestamp) and signature):
+            return _refused(401, "unsigned")
+        if (request.content_length or 0) > limits.max_body_bytes:
+            return _refused(413, "body too large")
+        try:
+            async with asyncio.timeout(limits.body_timeout_seconds):
+                raw = await request.read()  # past client_max_size aiohttp stops reading and raises
+        except TimeoutError:
+            return _refused(408, "body too slow")
+        except web.HTTPRequestEntityTooLarge:
+            return _refused(413, "body too large")
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _refused(401, "not UTF-8, so not Slack's")
+        if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+            return _refused(401, "bad or stale signature")
+        bolt_request = _bolt_request(body, request)
+        if bolt_request is None:
+            return web.Response(status=200)
+        return await to_aiohttp_response(always_acknowledged(await app.async_dispatch(bolt_request)))
+
+    web_app = web.Application(client_max_size=limits.max_body_bytes)
+    web_app.router.add_post(EVENTS_PATH, receive)
+    return web_app
+
+
+def _bolt_request(body: str, request: web.Request) -> AsyncBoltRequest | None:
+    """Bolt's request, parsed from a body Slack signed; None if it cannot be read (signed, but broken:
+    answered 200, so that Slack does not send it again)."""
+    try:
+        bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers))
+    except Exception as exc:  # whatever Bolt's parsing raises, the answer is the same
+        log.debug("signed request ignored: unreadable body (%s)", exc.__class__.__name__)
+        return None
+    if not isinstance(bolt_request.body, dict):
+        log.debug("signed request ignored: body is not an object")
+        return None
+    return bolt_request
+
+
+def _refused(status: int, reason: str) -> web.Response:
+    log.debug("http request refused with %d: %s", status, reason)
+    response = web.Response(status=status)
+    response.force_close()
+    return response
