@@ -1,5 +1,13 @@
-"""Nothing is kept in memory: after requests complete, no live object holds their message text or
-answer (a scan of every object the garbage collector tracks)."""
+"""Nothing is kept in memory: after requests complete, no live object holds their message text, answer,
+files or the URLs they used (a scan of every object the garbage collector tracks).
+
+Library caches count as memory. aiohttp turns every URL into a `yarl.URL`, and yarl's module-level LRU
+caches (`encode_url`, `build_pre_encoded_url`, ...) kept the last URLs after the request: a file's
+`url_private`, whose path is the file's name, and a command's `response_url`, which can post to the asker
+for 30 minutes. `urllib.parse.urlsplit` (behind files.py's `urlparse`) kept them too, in its lru_cache of
+128. No yarl constructor bypasses its caches, so `bot.pipeline.url_caches` empties them as each request
+ends; this test, with SEND_FILES=on, a canary in a file's name and one in the response_url, failed
+before that (yarl.URL, SplitResult and the caches' own dicts and tuples held them)."""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import uuid
 from collections import deque
 from dataclasses import fields, is_dataclass
 
+import pytest
 from aiohttp import web_request, web_response
 
 from tests.conftest import ALICE, BOB, CHANNEL, DM, bot_said, direct_message, mention, said
@@ -64,6 +73,7 @@ def holders_of(canaries: list[str], exclude: set[int]) -> list[str]:
     return found
 
 
+@pytest.mark.parametrize("bot_overrides", [{"SEND_FILES": "on"}], indirect=True)
 async def test_no_live_object_holds_a_finished_requests_text(bot):
     canaries: list[str] = []
 
@@ -74,10 +84,12 @@ async def test_no_live_object_holds_a_finished_requests_text(bot):
     bot.claude.responder = lambda _body: f"An **answer** {canary('answer')}"
     secret = f"xoxb-1234567890-{uuid.uuid4().hex}"  # held by the request's Redactor while it lives
     canaries.append(secret)
+    # A file's name is in its url_private, and a response_url is a capability: neither may be kept.
+    shared = bot.slack.add_file(canary("file").encode(), "text/plain", f"{canary('filename')}.txt", user=BOB)
     bot.slack.add_thread(
         CHANNEL,
         [
-            said(BOB, f"{canary('thread')} with {secret}", "100.000001"),
+            {**said(BOB, f"{canary('thread')} with {secret}", "100.000001"), "files": [shared]},
             bot_said(canary("earlier"), "100.000002"),
             said(ALICE, f"<@U0BOT> {canary('question')}", "100.000003"),
         ],
@@ -86,10 +98,12 @@ async def test_no_live_object_holds_a_finished_requests_text(bot):
     bot.slack.add_history(DM, [said(ALICE, canary("dm"), now)])
     await bot.send_event(mention(f"<@U0BOT> {canary('question')}", ts="100.000003", thread_ts="100.000001"))
     await bot.send_event(direct_message(canary("dm-question"), ts=now))
-    await bot.send_command(canary("command"))
+    await bot.send_command(canary("command"), response_url=bot.slack.response_url(canary("response-url")))
     await bot.finished(count=2)
-    await bot.slack.wait_for("response_url")
+    [private_answer] = await bot.slack.wait_for("response_url")
     await bot.answerer.wait_idle()
+    assert private_answer.params["_name"].startswith("CANARYresponse-url")  # it was used
+    assert [call.params["file"] for call in bot.slack.calls_to("url_private")] == [shared["id"]]  # fetched
     # slack_sdk's Socket Mode loop keeps the last raw frame it received until the next one arrives (a
     # pong, at least every ping interval); one more frame, as any ping or event would, lets it go.
     await bot.send_event({"type": "reaction_added", "user": BOB, "reaction": "eyes"})
@@ -97,4 +111,5 @@ async def test_no_live_object_holds_a_finished_requests_text(bot):
     assert secret not in str([request.body for request in bot.claude.requests])  # it was redacted
     del secret  # this test's own reference; the scan must find none in the bot
     exclude = reachable(fake_data(bot))
-    assert holders_of(canaries, exclude) == []
+    holders = holders_of(canaries, exclude)
+    assert holders == [], "\n".join(holders)

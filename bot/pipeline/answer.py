@@ -33,6 +33,7 @@ from bot.pipeline.reply import (
     stop_note,
 )
 from bot.pipeline.retention import Prompt, asks_about_channel, build_prompt, opaque_user_id, people_to_name
+from bot.pipeline.url_caches import clear_url_caches
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Answerer:
         try:
             await self._answer(ask)
         finally:
+            clear_url_caches()  # the libraries' caches would keep this request's file and response URLs
             if task is not None:
                 self._tasks.discard(task)
                 if key is not None and self._by_thread.get(key) is task:
