@@ -109,7 +109,8 @@ def make_thread(size: int, seed: int) -> list[dict[str, Any]]:
 async def assemble(client: AsyncWebClient, ask: Ask, settings: Settings) -> tuple[Prompt, dict[str, str]]:
     """What the bot does before asking Claude about a thread (answer.py's _prompt_for, minus the
     agent-view extras): read it, look up the names it needs, build the prompt."""
-    conversation = await read_conversation(client, ask, dm_window_seconds=settings.dm_context_hours * 3600)
+    read = await read_conversation(client, ask, dm_window_seconds=settings.dm_context_hours * 3600)
+    conversation = read.messages  # no budget given: every page, as far as MAX_PAGES go
     names = await look_up_names(client, people_to_name(conversation, ask.bot))
     prompt = build_prompt(
         conversation,

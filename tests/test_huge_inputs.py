@@ -6,10 +6,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 
+from bot.pipeline.answer import EARLIER_UNREAD
+from bot.pipeline.context import MAX_PAGES
 from bot.pipeline.progress import WORKING_REACTION
 from bot.pipeline.retention import CHARS_PER_TOKEN, SHORTENED
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, bot_said, direct_message, mention, said
@@ -73,42 +77,119 @@ async def test_a_40000_character_mention_in_a_thread_is_answered_within_the_budg
         assert message["content"].startswith("Alice: what is wrong here?\n00000 GET /api/orders")
         assert message["content"].endswith(SHORTENED)
         assert body[:1000] in message["content"]
-        assert OMITTED.search(request.body["system"]).group(1) == "3"
+        # Not even read: the mention alone fills the budget (or, when read, said to be left out).
+        system = request.body["system"]
+        assert EARLIER_UNREAD in system or OMITTED.search(system).group(1) == "3"
     assert not errors_logged(caplog)
 
 
-async def test_a_5000_message_thread_is_read_once_per_page_and_keeps_its_newest_messages(bot, caplog):
+def kept_numbers(request, count: int) -> list[int]:
+    """Which of the numbered messages 1..count-1 reached Claude, in the order they appear."""
+    conversation = "\n".join(message["content"] for message in request.body["messages"])
+    return [n for n in map(int, re.findall(r"message (\d{5}):", conversation)) if 0 < n < count]
+
+
+def a_numbered_thread(stamps: list[str]) -> tuple[list[dict], str]:
+    """Messages numbered from 1 at `stamps`, the last one the mention; returns them and the question."""
+    question = f"<@{BOT_USER}> summarize please"
+    thread = [
+        said(ALICE if n % 2 else BOB, f"message {n:05d}: the build is still red on main, retrying", ts)
+        for n, ts in enumerate(stamps[:-1], start=1)
+    ]
+    return [*thread, said(ALICE, question, stamps[-1])], question
+
+
+async def test_a_5000_message_thread_is_read_from_its_newest_end_as_far_as_the_budget_goes(bot, caplog):
     bot.slack.page_size = 200
     ts = [f"1700000000.{n:06d}" for n in range(1, 5001)]
-    thread = [
-        said(ALICE if n % 2 else BOB, f"message {n:04d}: the build is still red on main, retrying", ts[n - 1])
-        for n in range(1, 5000)
-    ]
-    question = f"<@{BOT_USER}> summarize please"
-    thread.append(said(ALICE, question, ts[-1]))
+    thread, question = a_numbered_thread(ts)
     bot.slack.add_thread(CHANNEL, thread)
 
     await bot.send_event(mention(question, ts=ts[-1], thread_ts=ts[0]))
 
     await bot.finished()
     assert bot.replies(CHANNEL, ts[0]) == [ANSWER]
-    # Read once, page by page: 25 pages of 200, each asked for once, and each name looked up once.
+    # Fewer pages than the whole thread, none read twice, and each name looked up once.
     reads = bot.slack.calls_to("conversations.replies")
-    cursors = [call.params.get("cursor") for call in reads]
-    assert len(reads) == math.ceil(5000 / 200) == len(set(cursors))
+    assert len(reads) < math.ceil(5000 / 200)
+    windows = [(c.params.get("oldest"), c.params.get("latest"), c.params.get("cursor")) for c in reads]
+    assert len(set(windows)) == len(windows)
     assert {(call.params["channel"], call.params["ts"]) for call in reads} == {(CHANNEL, ts[0])}
     assert not bot.slack.calls_to("conversations.history")
     lookups = Counter(call.params["user"] for call in bot.slack.calls_to("users.info"))
     assert set(lookups) == {ALICE, BOB} and set(lookups.values()) == {1}
-    # Claude gets the newest messages that fit, and is told how many older ones were left out.
+    # Claude gets the newest messages that fit, and is told that older ones were left out.
     [request] = bot.claude.requests
     assert prompt_chars(request) <= bot.settings.context_budget_tokens * CHARS_PER_TOKEN
-    omitted = int(OMITTED.search(request.body["system"]).group(1))
-    conversation = "\n".join(message["content"] for message in request.body["messages"])
-    kept = [n for n in range(1, 5000) if f"message {n:04d}:" in conversation]
-    assert 0 < omitted < 4999
-    assert kept == list(range(omitted + 1, 5000))  # all of the newest, none of the oldest, in order
-    assert conversation.endswith("Alice: summarize please")
+    kept = kept_numbers(request, 5000)
+    assert kept and kept == list(range(kept[0], 5000)) and kept[0] > 1  # the newest, in order, none missing
+    assert EARLIER_UNREAD in request.body["system"]
+    assert request.body["messages"][-1]["content"].endswith("Alice: summarize please")
+    assert not errors_logged(caplog)
+
+
+def evenly(count: int) -> list[str]:
+    """A message a second."""
+    return [f"{1_700_000_000 + n}.000100" for n in range(count)]
+
+
+def quiet_then_a_burst(count: int) -> list[str]:
+    """A hundred messages over a year, then the rest within the last hour (an alert storm)."""
+    year, hour = 365 * 86400, 3600
+    quiet = [f"{1_700_000_000 + n * (year // 100)}.000000" for n in range(100)]
+    storm_start = 1_700_000_000 + year
+    burst = [f"{storm_start + n * hour // (count - 100)}.{n % 1_000_000:06d}" for n in range(count - 100)]
+    return quiet + burst
+
+
+@pytest.mark.parametrize(
+    "bot_overrides",
+    [{}, {"CONTEXT_BUDGET_TOKENS": "1000"}, {"CONTEXT_BUDGET_TOKENS": "1000000"}],
+    ids=["default-budget", "small-budget", "largest-budget"],
+    indirect=True,
+)
+@pytest.mark.parametrize("stamps", [evenly, quiet_then_a_burst], ids=["evenly", "quiet-then-a-burst"])
+async def test_a_50000_reply_thread_costs_a_bounded_number_of_reads_and_keeps_the_newest(bot, caplog, stamps):
+    bot.slack.page_size = 200
+    ts = stamps(50_001)
+    assert ts == sorted(ts, key=Decimal) and len(set(ts)) == len(ts)
+    thread, question = a_numbered_thread(ts)
+    bot.slack.add_thread(CHANNEL, thread)
+
+    await bot.send_event(mention(question, ts=ts[-1], thread_ts=ts[0]))
+
+    await bot.slack.wait_for("reactions.remove", timeout=30)  # the fake sorts 50,000 messages a page
+    assert bot.replies(CHANNEL, ts[0]) == [ANSWER]
+    reads = bot.slack.calls_to("conversations.replies")
+    budget_tokens = bot.settings.context_budget_tokens
+    assert len(reads) <= MAX_PAGES  # reading it whole would take 251
+    if budget_tokens <= 1000:
+        assert len(reads) <= 4  # the first page, then about one page back from the mention
+    [request] = bot.claude.requests
+    assert prompt_chars(request) <= budget_tokens * CHARS_PER_TOKEN
+    kept = kept_numbers(request, 50_001)
+    assert kept and kept == list(range(kept[0], 50_001))
+    assert EARLIER_UNREAD in request.body["system"]
+    assert not errors_logged(caplog)
+
+
+@pytest.mark.parametrize("bot_overrides", [{"CONTEXT_BUDGET_TOKENS": "5000"}], indirect=True)
+async def test_a_busy_dm_is_read_newest_first_only_until_the_budget_is_full(bot, caplog):
+    bot.slack.page_size = 200
+    start = time.time() - 3600
+    line = "a long note to self about the migration plan, step by step, with the details that matter. "
+    history = [said(ALICE, f"note {n:03d}: " + line * 4, f"{start + n:.6f}") for n in range(600)]
+    bot.slack.add_history(DM, history)
+    question = history[-1]
+
+    await bot.send_event(direct_message(question["text"], ts=question["ts"]))
+
+    await bot.finished()
+    assert len(bot.slack.calls_to("conversations.history")) == 1  # one page holds more than the budget
+    [request] = bot.claude.requests
+    assert prompt_chars(request) <= 5000 * CHARS_PER_TOKEN
+    assert EARLIER_UNREAD in request.body["system"]
+    assert request.body["messages"][-1]["content"].endswith(line.strip())
     assert not errors_logged(caplog)
 
 

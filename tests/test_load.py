@@ -7,9 +7,12 @@ import asyncio
 
 import pytest
 
+from bot.pipeline.access import GuestAccount
 from bot.pipeline.progress import WAITING_STATUS
 from bot.pipeline.reply import ERROR_SENTENCES, TookTooLong, TooManyRequests
 from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, said
+
+GUEST = "U0GUEST"
 
 
 @pytest.mark.parametrize("bot_overrides", [{"MAX_CONCURRENT_ANSWERS": "2"}], indirect=True)
@@ -43,17 +46,56 @@ async def test_waiting_is_shown_in_an_assistant_thread(bot):
 
 
 @pytest.mark.parametrize("bot_overrides", [{"USER_REQUESTS_PER_MINUTE": "2"}], indirect=True)
-async def test_a_person_over_the_rate_limit_gets_a_polite_answer_and_nothing_is_read(bot):
+async def test_a_person_over_the_rate_limit_is_told_privately_and_nothing_is_read(bot):
     bot.slack.add_thread(CHANNEL, [said(ALICE, f"<@U0BOT> again {n}", f"3.00000{n}") for n in range(3)])
     for n in range(3):
         await bot.send_event(mention(f"<@U0BOT> again {n}", ts=f"3.00000{n}", thread_ts="3.000000"))
     await bot.send_event(mention("<@U0BOT> someone else", ts="3.000009", user=BOB))
 
     await bot.finished(count=3)  # two of Alice's and Bob's; the refused one showed no progress
-    await bot.slack.wait_for("chat.postMessage")
+    [notice] = await bot.slack.wait_for("chat.postEphemeral")
+    assert notice.params["text"] == ERROR_SENTENCES[TooManyRequests]
+    assert (notice.params["user"], notice.params["channel"]) == (ALICE, CHANNEL)
+    assert notice.params["thread_ts"] == "3.000000"
     assert len(bot.claude.requests) == 3
-    assert f":warning: {ERROR_SENTENCES[TooManyRequests]}" in bot.replies(CHANNEL, "3.000000")
-    assert len(bot.slack.calls_to("conversations.replies")) == 2  # the refused third read nothing
+    # Nothing public about it: the thread holds only the two answers to Alice.
+    assert bot.replies(CHANNEL, "3.000000") == ["Hello from fake Claude."] * 2
+    assert not [c for c in bot.slack.calls_to("chat.postMessage") if "asked me a lot" in c.params["text"]]
+    # The refused one (whichever of Alice's came last to the count) showed no progress and read nothing.
+    alices = {f"3.00000{n}" for n in range(3)}
+    [refused] = alices - {call.params["timestamp"] for call in bot.slack.calls_to("reactions.add")}
+    assert refused not in {call.params["latest"] for call in bot.slack.calls_to("conversations.replies")}
+
+
+@pytest.mark.parametrize("bot_overrides", [{"USER_REQUESTS_PER_MINUTE": "1"}], indirect=True)
+async def test_the_rate_limit_is_counted_after_the_access_check(bot):
+    """A guest is refused as a guest every time, never told to slow down; refusals use up no requests."""
+    bot.slack.add_user(GUEST, display_name="Gus", is_restricted=True)
+    bot.slack.add_thread(CHANNEL, [said(GUEST, f"<@U0BOT> try {n}", f"6.00000{n}") for n in range(2)])
+    for n in range(2):
+        await bot.send_event(mention(f"<@U0BOT> try {n}", ts=f"6.00000{n}", thread_ts="6.000000", user=GUEST))
+
+    notices = await bot.slack.wait_for("chat.postEphemeral", count=2)
+    assert [call.params["text"] for call in notices] == [GuestAccount.sentence] * 2
+    assert not bot.slack.calls_to("chat.postMessage")
+    assert not bot.slack.calls_to("conversations.replies")
+
+
+@pytest.mark.parametrize("bot_overrides", [{"USER_REQUESTS_PER_MINUTE": "1"}], indirect=True)
+async def test_over_the_rate_limit_in_a_dm_or_a_command_the_notice_is_private(bot):
+    await bot.send_event(direct_message("first", ts="7.000001"))
+    await bot.finished()
+    await bot.send_event(direct_message("second", ts="7.000002"))
+    [notice] = await bot.slack.wait_for("chat.postEphemeral")
+    assert (notice.params["channel"], notice.params["user"]) == (DM, ALICE)
+    assert notice.params["text"] == ERROR_SENTENCES[TooManyRequests]
+
+    await bot.send_command("and a third")
+    [response] = await bot.slack.wait_for("response_url")
+    assert response.params["text"] == ERROR_SENTENCES[TooManyRequests]
+    assert response.params.get("response_type") == "ephemeral"
+    assert bot.slack.top_level_texts(DM) == ["Hello from fake Claude."]
+    assert len(bot.claude.requests) == 1
 
 
 @pytest.mark.parametrize(

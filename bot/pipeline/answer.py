@@ -1,11 +1,13 @@
-"""The one path every Ask takes: show progress, read the conversation, apply the policy, stream
-Claude's answer into Slack, forget."""
+"""The one path every Ask takes: check who asks and how often, show progress, wait for a turn, read the
+conversation, apply the policy, stream Claude's answer into Slack, forget."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -17,7 +19,13 @@ from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.claude import ClaudeError, ask_claude
-from bot.pipeline.context import ContextUnavailable, look_up_names, read_channel, read_conversation
+from bot.pipeline.context import (
+    ContextUnavailable,
+    NameLookups,
+    look_up_names,
+    read_channel,
+    read_conversation,
+)
 from bot.pipeline.files import fetch_files
 from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
 from bot.pipeline.redaction import Redactor
@@ -28,6 +36,7 @@ from bot.pipeline.reply import (
     StoppedByReader,
     TookTooLong,
     TooManyRequests,
+    error_sentence,
     open_writer,
     say_privately,
     stop_note,
@@ -42,29 +51,37 @@ REDACTION_NOTE = (
     "\n\nSecrets and some personal data were replaced before you saw them by placeholders such as "
     "[email 1] or [slack token 1]; the same value has the same placeholder. Refer to them as they are."
 )
+EARLIER_UNREAD = (
+    "\n\nThis conversation goes back further than the messages you are given and any said to be left out: "
+    "its oldest messages were not read, to fit the context budget. Say so if the answer may depend on them."
+)
 SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
 
 
 @dataclass
 class _Timings:
     started: float
-    read: float = 0.0
-    claude: float = 0.0
+    turn: float = 0.0  # when its turn came
+    read: float = 0.0  # when the prompt was ready
 
 
 class Answerer:
     """`await answerer(ask)` answers one Ask; it never raises and keeps nothing afterwards.
 
-    It also bounds the work: at most MAX_CONCURRENT_ANSWERS Claude calls at once (the rest wait, with
-    their progress showing), USER_REQUESTS_PER_MINUTE per person, REQUEST_DEADLINE_SECONDS per answer.
-    Running answers are known by task, and by (channel, thread) for Stop: ids only, until they end.
+    It also bounds the work: at most MAX_CONCURRENT_ANSWERS requests at once from the first read to the
+    last word (the rest wait, with their progress showing, holding only their Ask: nothing of Slack is
+    read, no file fetched, until their turn), USER_REQUESTS_PER_MINUTE per person (counted once the
+    access check has let them in), REQUEST_DEADLINE_SECONDS per answer, waiting included, and display
+    names through one gate for the whole process. Running answers are known by task, and by (channel,
+    thread) for Stop: ids only, until they end.
     """
 
     def __init__(self, settings: Settings, slack: AsyncWebClient, claude: ClaudeClient) -> None:
         self._settings = settings
         self._slack = slack
         self._claude = claude
-        self._claude_slots = asyncio.Semaphore(settings.max_concurrent_answers)
+        self._turns = asyncio.Semaphore(settings.max_concurrent_answers)
+        self._names = NameLookups()
         self._rate_limit = UserRateLimit(settings.user_requests_per_minute)
         self._access = AccessCheck(settings.access, slack)
         self._by_thread: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -122,19 +139,20 @@ class Answerer:
             return
         try:  # who may ask is decided before anything is read or shown
             self._access.check_ids(ask)
-            if not self._rate_limit.allow(ask.user_id):
-                log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
-                await writer.interrupt(TooManyRequests())
-                return
             asker_name = await self._access.check_person(ask)
         except Refused as refusal:
             log.info("request=%s surface=%s refused: %s", ask.request_id, ask.surface, type(refusal).__name__)
             await say_privately(self._slack, ask, refusal.sentence)
             return
+        if not self._rate_limit.allow(ask.user_id):  # only requests let in count
+            log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
+            await say_privately(self._slack, ask, error_sentence(TooManyRequests()))
+            return
         timings = _Timings(started=time.perf_counter())
-        shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, read
+        shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
         try:
-            async with asyncio.timeout(self._settings.request_deadline_seconds):
+            async with asyncio.timeout(self._settings.request_deadline_seconds), self._turn(ask, shown):
+                timings.turn = time.perf_counter()
                 await self._write_answer(ask, writer, timings, asker_name)
         except StoppedByReader:
             log.info("request=%s surface=%s stopped by the reader", ask.request_id, ask.surface)
@@ -158,30 +176,36 @@ class Answerer:
             await shown  # a quick failure must not clear progress before it was shown
             await clear_progress(self._slack, ask.progress)
 
+    @asynccontextmanager
+    async def _turn(self, ask: Ask, shown: asyncio.Task[None]) -> AsyncIterator[None]:
+        """One of MAX_CONCURRENT_ANSWERS turns, held from the first read to the last word, so that what a
+        flood holds in memory is bounded by the turns, not by how many wait for one."""
+        if self._turns.locked():  # every turn is taken: wait, and let the asker see it
+            log.info("request=%s waiting for a turn", ask.request_id)
+            await asyncio.wait({shown})  # working first, then waiting (a cancel here leaves `shown` be)
+            await show_waiting(self._slack, ask.progress)
+        async with self._turns:
+            yield
+
     async def _write_answer(
         self, ask: Ask, writer: ReplyWriter, timings: _Timings, asker_name: str | None
     ) -> None:
         prompt = await self._prompt_for(ask, asker_name)
         timings.read = time.perf_counter()
-        if self._claude_slots.locked():  # every slot is busy: wait, and let the asker see it
-            log.info("request=%s waiting for a Claude slot", ask.request_id)
-            await show_waiting(self._slack, ask.progress)
-        async with self._claude_slots:
-            timings.claude = time.perf_counter()
-            answer = await ask_claude(
-                self._claude,
-                prompt,
-                backend=self._settings.backend,
-                model=self._settings.claude_model,
-                max_tokens=self._settings.claude_max_tokens,
-                user_hash=opaque_user_id(ask.team_id, ask.user_id),
-                on_text=writer.append,
-            )
+        answer = await ask_claude(
+            self._claude,
+            prompt,
+            backend=self._settings.backend,
+            model=self._settings.claude_model,
+            max_tokens=self._settings.claude_max_tokens,
+            user_hash=opaque_user_id(ask.team_id, ask.user_id),
+            on_text=writer.append,
+        )
         await writer.finish(stop_note(answer.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
         now = time.perf_counter()
         log.info(
             "request=%s surface=%s answered messages=%d omitted=%d turns=%d input_tokens=%d output_tokens=%d "
-            "answer_chars=%d posts=%d stop=%s read_ms=%.0f wait_ms=%.0f total_ms=%.0f",
+            "answer_chars=%d posts=%d stop=%s wait_ms=%.0f read_ms=%.0f total_ms=%.0f",
             ask.request_id,
             ask.surface,
             prompt.kept,
@@ -192,20 +216,25 @@ class Answerer:
             writer.chars,
             writer.posted(),
             answer.stop_reason,
-            (timings.read - timings.started) * 1000,
-            (timings.claude - timings.read) * 1000,
+            (timings.turn - timings.started) * 1000,
+            (timings.read - timings.turn) * 1000,
             (now - timings.started) * 1000,
         )
 
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
-        """Read what the Ask names and apply the retention policy."""
+        """Read what the Ask names, no further back than the budget goes, and apply the retention policy."""
         settings, slack, outbound = self._settings, self._slack, self._settings.outbound
-        conversation, viewed = await asyncio.gather(
+        read, viewed = await asyncio.gather(
             read_conversation(
-                slack, ask, dm_window_seconds=settings.dm_context_hours * 3600, files=outbound.send_files
+                slack,
+                ask,
+                dm_window_seconds=settings.dm_context_hours * 3600,
+                files=outbound.send_files,
+                budget_tokens=settings.context_budget_tokens,
             ),
             self._read_viewed_channel(ask),
         )
+        conversation = read.messages
         first_question = sum(not ask.bot.wrote(message) for message in conversation) == 1
         redactor = Redactor(secrets=outbound.redact_secrets, personal=outbound.redact_personal)
         names, _, files = await asyncio.gather(
@@ -213,6 +242,7 @@ class Answerer:
                 slack,
                 people_to_name([*conversation, *viewed], ask.bot),
                 known={ask.user_id: asker_name} if asker_name else None,
+                lookups=self._names,
             ),
             name_thread(slack, ask.progress, ask.message.text) if first_question else asyncio.sleep(0),
             fetch_files(
@@ -223,7 +253,9 @@ class Answerer:
             conversation,
             bot=ask.bot,
             names=names,
-            system=settings.system_prompt + (REDACTION_NOTE if outbound.redacts else ""),
+            system=settings.system_prompt
+            + (REDACTION_NOTE if outbound.redacts else "")
+            + (EARLIER_UNREAD if read.earlier_unread else ""),
             budget_tokens=settings.context_budget_tokens,
             viewed=viewed,
             redact=redactor,

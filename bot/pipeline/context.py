@@ -1,11 +1,18 @@
-"""Read, now, the conversation an Ask names, and the display names its turns need."""
+"""Read, now, the conversation an Ask names, and the display names its turns need.
+
+Reads stop where the context budget does: a thread longer than a page is read back from the invoking
+message in time windows of about a page each (conversations.replies pages forward only), a DM's history
+(newest first) page by page, each until the budget is full, and never more than MAX_PAGES pages a
+request. Display names go through one process-wide gate (`NameLookups`), so that a flood of big threads
+never takes the users.info calls the access check needs for its askers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -13,11 +20,16 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.ask import Ask, RecentDirectMessages, SlackMessage, Thread
-from bot.pipeline.retention import DM_MAX_MESSAGES, slim
+from bot.pipeline.retention import DM_MAX_MESSAGES, estimate_tokens, slim
 
 PAGE_SIZE = 200  # Slack's recommended page size for conversations.* reads
-MAX_NAME_LOOKUPS = 100
-NAME_LOOKUPS_AT_ONCE = 10
+MAX_PAGES = 30  # conversations.* calls a read may make: 6,000 messages at PAGE_SIZE
+MAX_NAME_LOOKUPS = 100  # a request's
+NAME_LOOKUPS_AT_ONCE = 10  # the whole process's: users.info is shared with the access check
+NAME_LOOKUPS_WAIT_SECONDS = 5.0  # a request waits this long for its names; the rest stay ids
+NAME_LOOKUPS_PAUSE_SECONDS = 60.0  # none after Slack rate-limits one: its limits are per minute
+SPEAKER_TOKENS = 4  # the "Name: " each person's turn starts with, about 16 characters, not yet known
+MICROS = 1_000_000
 
 
 class ContextUnavailable(Exception):
@@ -29,41 +41,41 @@ class ContextUnavailable(Exception):
         self.error = error
 
 
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """What was read for an Ask: oldest first, ending on the invoking message."""
+
+    messages: list[SlackMessage]
+    earlier_unread: bool = False  # older messages were left in Slack: the budget was full (or MAX_PAGES)
+
+
 async def read_conversation(
-    slack: AsyncWebClient, ask: Ask, *, dm_window_seconds: float, files: bool = False
-) -> list[SlackMessage]:
-    """The conversation oldest first, ending on the invoking message; with `files`, messages keep
-    references to their files (the invoking one's as the read returns it, else as its event gave them);
-    without, the event's references are dropped too."""
+    slack: AsyncWebClient,
+    ask: Ask,
+    *,
+    dm_window_seconds: float,
+    files: bool = False,
+    budget_tokens: int | None = None,
+) -> Conversation:
+    """The conversation, newest kept, read no further back than `budget_tokens` can use (None: as far
+    as MAX_PAGES allow). With `files`, messages keep references to their files (the invoking one's as
+    the read returns it, else as its event gave them); without, the event's references are dropped too."""
     invoking = ask.message if files or not ask.message.files else replace(ask.message, files=())
     match ask.history:
         case Thread(channel, thread_ts):
-            read = await _read(
-                slack,
-                "conversations_replies",
-                files=files,
-                channel=channel,
-                ts=thread_ts,
-                latest=ask.message.ts,
-            )
+            pages = _Pages(slack, "conversations_replies", files, channel=channel, ts=thread_ts)
+            read, earlier_unread = await _read_thread(pages, thread_ts, ask.message.ts, budget_tokens)
         case RecentDirectMessages(channel):
             oldest = f"{time.time() - dm_window_seconds:.6f}"
-            read = await _read(
-                slack,
-                "conversations_history",
-                limit=DM_MAX_MESSAGES,
-                files=files,
-                channel=channel,
-                latest=ask.message.ts,
-                oldest=oldest,
-            )
+            pages = _Pages(slack, "conversations_history", files, channel=channel, oldest=oldest)
+            read, earlier_unread = await _read_newest_first(pages, ask.message.ts, budget_tokens)
             read.reverse()  # history comes newest first
         case None:
-            return [invoking]
-    invoked_at = _ts_key(ask.message.ts)
-    earlier = [m for m in read if _ts_key(m.ts) < invoked_at]
+            return Conversation([invoking])
+    invoked_at = _micros(ask.message.ts)
+    earlier = [m for m in read if _micros(m.ts) < invoked_at]
     shared = next((m.files for m in read if m.ts == ask.message.ts and m.files), ())
-    return [*earlier, replace(invoking, files=shared) if shared else invoking]
+    return Conversation([*earlier, replace(invoking, files=shared) if shared else invoking], earlier_unread)
 
 
 async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage]:
@@ -81,25 +93,55 @@ async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage
     return read
 
 
-async def look_up_names(
-    slack: AsyncWebClient, user_ids: Iterable[str], known: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Display names for this request only; a failed lookup leaves the id as it is. `known` names,
-    learnt earlier in this request, are not looked up again."""
-    known = known or {}
-    gate = asyncio.Semaphore(NAME_LOOKUPS_AT_ONCE)
+class NameLookups:
+    """The process's users.info calls for display names, across all requests: at most NAME_LOOKUPS_AT_ONCE
+    at a time, and none for NAME_LOOKUPS_PAUSE_SECONDS after Slack rate-limits one. The access check's
+    lookup of an asker (bot.pipeline.access) uses the same method and rate limit and decides whether the
+    person is answered at all, so names, a courtesy, leave it room. Holds a count and a time, nothing else."""
 
-    async def name_of(user_id: str) -> tuple[str, str | None]:
-        async with gate:
+    def __init__(self, at_once: int = NAME_LOOKUPS_AT_ONCE) -> None:
+        self._gate = asyncio.Semaphore(at_once)
+        self._paused_until = 0.0
+
+    async def name_of(self, slack: AsyncWebClient, user_id: str) -> str | None:
+        """The person's display name, or None if it could not (or may not now) be looked up."""
+        async with self._gate:
+            if time.monotonic() < self._paused_until:
+                return None
             try:
                 response = await slack.users_info(user=user_id)
-            except (TimeoutError, SlackApiError, aiohttp.ClientError):
-                return user_id, None
-        return user_id, display_name(response.get("user"))
+            except SlackApiError as exc:
+                if exc.response.status_code == 429 or exc.response.get("error") == "ratelimited":
+                    self._paused_until = time.monotonic() + NAME_LOOKUPS_PAUSE_SECONDS
+                return None
+            except (TimeoutError, aiohttp.ClientError):
+                return None
+        return display_name(response.get("user"))
 
+
+async def look_up_names(
+    slack: AsyncWebClient,
+    user_ids: Iterable[str],
+    known: Mapping[str, str] | None = None,
+    *,
+    lookups: NameLookups | None = None,
+) -> dict[str, str]:
+    """Display names for this request only; a lookup that fails, or waits past NAME_LOOKUPS_WAIT_SECONDS
+    for `lookups` (the process's gate; by default one of this call's own), leaves the id as it is.
+    `known` names, learnt earlier in this request, are not looked up again."""
+    known = known or {}
+    lookups = lookups or NameLookups()
     to_find = sorted(set(user_ids) - set(known))[:MAX_NAME_LOOKUPS]
-    found = await asyncio.gather(*(name_of(user_id) for user_id in to_find))
-    return {**known, **{user_id: name for user_id, name in found if name}}
+    if not to_find:
+        return dict(known)
+    tasks = {asyncio.ensure_future(lookups.name_of(slack, user_id)): user_id for user_id in to_find}
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=NAME_LOOKUPS_WAIT_SECONDS)
+    finally:  # also when this request is cancelled: no lookup outlives it
+        for task in tasks:
+            task.cancel()
+    found = {tasks[task]: name for task in done if not task.cancelled() and (name := task.result())}
+    return {**known, **found}
 
 
 def display_name(user: object) -> str | None:
@@ -112,33 +154,121 @@ def display_name(user: object) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-async def _read(
-    slack: AsyncWebClient, method: str, *, limit: int | None = None, files: bool = False, **params: Any
-) -> list[SlackMessage]:
-    """Every page of a conversations.* read, slimmed as it arrives."""
-    read: list[SlackMessage] = []
-    cursor = None
-    while limit is None or len(read) < limit:
+class _Pages:
+    """The pages of one conversations.* read, at most MAX_PAGES of them, slimmed as they arrive."""
+
+    def __init__(self, slack: AsyncWebClient, method: str, files: bool, **fixed: Any) -> None:
+        self._call = getattr(slack, method)
+        self._method, self._files, self._fixed = method, files, fixed
+        self.left = MAX_PAGES
+
+    async def read(self, **params: Any) -> _Page:
+        self.left -= 1
         try:
-            response = await getattr(slack, method)(limit=PAGE_SIZE, inclusive=True, cursor=cursor, **params)
+            response = await self._call(limit=PAGE_SIZE, inclusive=True, **self._fixed, **params)
         except SlackApiError as exc:
-            raise ContextUnavailable(method, str(exc.response.get("error", "unknown"))) from None
+            raise ContextUnavailable(self._method, str(exc.response.get("error", "unknown"))) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ContextUnavailable(method, exc.__class__.__name__) from None
-        for raw in response.get("messages") or []:
-            message = slim(raw, files=files) if isinstance(raw, dict) else None
-            if message is not None:
-                read.append(message)
-        cursor = (response.get("response_metadata") or {}).get("next_cursor")
-        if not cursor:
+            raise ContextUnavailable(self._method, exc.__class__.__name__) from None
+        raw = [m for m in response.get("messages") or [] if isinstance(m, dict)]
+        return _Page(
+            messages=[message for m in raw if (message := slim(m, files=self._files))],
+            stamps=[_micros(m["ts"]) for m in raw if isinstance(m.get("ts"), str)],
+            cursor=(response.get("response_metadata") or {}).get("next_cursor") or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    messages: list[SlackMessage]  # what slim kept
+    stamps: list[int]  # every returned message's ts, in microseconds, kept or not
+    cursor: str | None  # the next page's, if there is one
+
+
+async def _read_thread(
+    pages: _Pages, thread_ts: str, until: str, budget_tokens: int | None
+) -> tuple[list[SlackMessage], bool]:
+    """A thread up to `until`, oldest first, and whether older messages were left unread.
+
+    conversations.replies pages forward from the thread's start. Most threads fit one page. A longer
+    one is read back from `until` in windows [lo, hi] (`oldest`/`latest`, both inclusive) meant to hold
+    about three quarters of a page each, sized by how dense the thread was so far: a window that holds
+    more than a page is narrowed and read again (its page is the window's oldest part, not its newest),
+    an emptier one widens the next. Every window is checked against its bounds, so it does not matter
+    whether Slack also returns the thread's parent with a window that does not reach it."""
+    first = await pages.read(latest=until)
+    if first.cursor is None:
+        return first.messages, False
+    if budget_tokens is None:  # no budget: forward, as far as MAX_PAGES go
+        read: list[SlackMessage] = list(first.messages)
+        cursor: str | None = first.cursor
+        while cursor and pages.left:
+            page = await pages.read(latest=until, cursor=cursor)
+            read.extend(page.messages)
+            cursor = page.cursor
+        return read, cursor is not None
+    capacity = max(1, len(first.stamps))
+    target = max(1, capacity * 3 // 4)
+    start_end = max(first.stamps, default=_micros(thread_ts))  # the first page reaches this far
+    width = max(1, (start_end - _micros(thread_ts) + 1) * target // capacity)
+    hi, windows, used = _micros(until), list[list[SlackMessage]](), 0
+    while hi > start_end:
+        if not pages.left:
+            return _oldest_first(windows), True
+        lo = max(start_end + 1, hi - width + 1)
+        page = await pages.read(oldest=_ts(lo), latest=_ts(hi))
+        stamps = [stamp for stamp in page.stamps if lo <= stamp <= hi]
+        if page.cursor is not None and lo < hi:  # more than a page: narrow toward `hi`, read again
+            covered = (max(stamps) if stamps else lo + (hi - lo) // 2) - lo + 1
+            width = max(1, min(covered * target // capacity, (hi - lo + 1) // 2))
+            continue
+        window = [m for m in page.messages if lo <= _micros(m.ts) <= hi]
+        windows.append(window)
+        used += _cost(window)
+        if used >= budget_tokens:
+            return _oldest_first(windows), True
+        span, hi = hi - lo + 1, lo - 1
+        width = min(span * 8, span * target // len(stamps)) if stamps else span * 8
+        width = max(1, width)
+    return [*first.messages, *_oldest_first(windows)], False
+
+
+async def _read_newest_first(
+    pages: _Pages, until: str, budget_tokens: int | None
+) -> tuple[list[SlackMessage], bool]:
+    """Up to DM_MAX_MESSAGES of a history read (newest first), until the budget is full; and whether
+    older messages were left unread."""
+    read: list[SlackMessage] = []
+    used, cursor = 0, None
+    while pages.left:
+        page = await pages.read(latest=until, cursor=cursor)
+        read.extend(page.messages)
+        used += _cost(page.messages)
+        cursor = page.cursor
+        full = len(read) >= DM_MAX_MESSAGES or (budget_tokens is not None and used >= budget_tokens)
+        if cursor is None or full:
             break
-    return read if limit is None else read[:limit]
+    return read[:DM_MAX_MESSAGES], cursor is not None or len(read) > DM_MAX_MESSAGES
 
 
-def _ts_key(ts: str) -> tuple[int, int]:
-    """Slack timestamps ("1790000100.000200") compared exactly, without float rounding."""
-    seconds, _, micros = ts.partition(".")
+def _cost(messages: list[SlackMessage]) -> int:
+    """About what the messages will cost of the budget (bot.pipeline.retention counts it exactly later)."""
+    return sum(estimate_tokens(m.text) + SPEAKER_TOKENS for m in messages)
+
+
+def _oldest_first(windows: list[list[SlackMessage]]) -> list[SlackMessage]:
+    """Windows read newest first, each oldest first inside: one list, oldest first."""
+    return [message for window in reversed(windows) for message in window]
+
+
+def _micros(ts: str) -> int:
+    """A Slack timestamp ("1790000100.000200") in whole microseconds: exact, unlike a float."""
+    seconds, _, fraction = ts.partition(".")
     try:
-        return int(seconds), int(micros or 0)
+        return int(seconds) * MICROS + int(fraction[:6].ljust(6, "0") or 0)
     except ValueError:
-        return (0, 0)
+        return 0
+
+
+def _ts(micros: int) -> str:
+    return f"{micros // MICROS}.{micros % MICROS:06d}"

@@ -154,6 +154,10 @@ class FakeSlack(LoopbackServer):
         self.enterprise_id: str | None = None  # the Enterprise Grid org auth.test names, if any
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_connections = 0
+        # users.info is rate limited (Tier 4); a test may model a flood as "at most this many at once"
+        self.users_info_at_once: int | None = None
+        self.rate_limited: list[Call] = []  # users.info calls answered 429 past users_info_at_once
+        self._users_info_in_flight = 0
         self._threads: dict[tuple[str, str], list[Params]] = {}
         self._history: dict[str, dict[str, Params]] = {}  # channel -> ts -> message
         self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
@@ -602,9 +606,17 @@ class FakeSlack(LoopbackServer):
     async def _record(self, call: Call) -> _Fault | None:
         self.calls.append(call)
         await self._notify()
-        delay = self._delays.get(call.method, 0.0) + (self.latency if call.method != "response_url" else 0.0)
-        if delay:
-            await asyncio.sleep(delay)
+        counted = call.method == "users.info" and self.users_info_at_once is not None
+        if counted and self._users_info_in_flight >= (self.users_info_at_once or 0):
+            self.rate_limited.append(call)
+            return _Fault("ratelimited", 429, 0, 0.0)
+        self._users_info_in_flight += counted
+        latency = self.latency if call.method != "response_url" else 0.0
+        try:
+            if delay := self._delays.get(call.method, 0.0) + latency:
+                await asyncio.sleep(delay)
+        finally:
+            self._users_info_in_flight -= counted
         fault = self._faults[call.method].popleft() if self._faults[call.method] else None
         if fault and fault.delay:
             await asyncio.sleep(fault.delay)
