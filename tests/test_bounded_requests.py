@@ -78,7 +78,7 @@ async def test_a_drain_tells_a_waiting_request_to_come_back_and_it_reads_nothing
 
 
 AUTHORS = [f"U0AUTH{n:03d}" for n in range(30)]
-FIRST_WAVE = [f"U0ASKA{n}" for n in range(6)]
+FIRST_WAVE = [f"U0ASKA{n}" for n in range(10)]
 SECOND_WAVE = [f"U0ASKB{n}" for n in range(6)]
 
 

@@ -25,7 +25,9 @@ from bot.pipeline.retention import DM_MAX_MESSAGES, estimate_tokens, slim
 PAGE_SIZE = 200  # Slack's recommended page size for conversations.* reads
 MAX_PAGES = 30  # conversations.* calls a read may make: 6,000 messages at PAGE_SIZE
 MAX_NAME_LOOKUPS = 100  # a request's
-NAME_LOOKUPS_AT_ONCE = 10  # the whole process's: users.info is shared with the access check
+# The whole process's, across requests: well under the 100 connections (aiohttp's pool) that every Slack
+# call shares, and users.info's rate limit is the access check's too.
+NAME_LOOKUPS_AT_ONCE = 40
 NAME_LOOKUPS_WAIT_SECONDS = 5.0  # a request waits this long for its names; the rest stay ids
 NAME_LOOKUPS_PAUSE_SECONDS = 60.0  # none after Slack rate-limits one: its limits are per minute
 SPEAKER_TOKENS = 4  # the "Name: " each person's turn starts with, about 16 characters, not yet known
