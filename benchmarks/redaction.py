@@ -12,18 +12,26 @@ from bot.pipeline.redaction import Redactor
 
 CORPUS = REPO / "tests" / "corpus" / "engineering_messages.txt"
 PROMPT_CHARS = 200_000
-# Fake but well-formed values, one of each in every tenth message: a busier thread than most.
-SPRINKLE = " xoxb-1234567890-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx ada@example.com +1 415 555 0134"
+# Fake but well-formed values, added to every tenth message: a busier thread than most.
+SPRINKLES = (
+    ("the corpus as it is", ""),
+    (
+        "a token, an email and a phone in every 10th message",
+        " xoxb-1234567890-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx ada@example.com +1 415 555 0134",
+    ),
+    # Slack's escaping (decoded, then mapped back) and a value after a password-like name.
+    ("an escaped password and a quote in every 10th message", " PGPASSWORD=Tr0ub4dor&amp;3 &gt; said so"),
+)
 
 
-def messages(sprinkled: bool) -> list[str]:
+def messages(sprinkle: str) -> list[str]:
     corpus = CORPUS.read_text(encoding="utf-8").split("\n%%\n")
     batch: list[str] = []
     size = 0
     while size < PROMPT_CHARS:
         for message in corpus:
-            if sprinkled and len(batch) % 10 == 0:
-                message += SPRINKLE
+            if sprinkle and len(batch) % 10 == 0:
+                message += sprinkle
             batch.append(message)
             size += len(message)
     return batch
@@ -44,12 +52,11 @@ def time_redaction(batch: list[str], personal: frozenset[str], repeats: int) -> 
 def redaction_lines(repeats: int) -> list[str]:
     kilobytes = PROMPT_CHARS // 1000
     lines = [f"Redaction of {kilobytes} KB of messages, a call per message ({repeats} runs; ms p50/p95/p99)"]
-    for sprinkled in (False, True):
-        batch = messages(sprinkled)
-        what = "a token, an email and a phone in every 10th message" if sprinkled else "the corpus as it is"
+    for what, sprinkle in SPRINKLES:
+        batch = messages(sprinkle)
         for label, personal in (("secrets only", frozenset()), ("all kinds", frozenset(PERSONAL_DATA))):
             summary = time_redaction(batch, personal, repeats)
-            lines.append(f"  {what:<52} {label:<13} {summary.triple(1)}")
+            lines.append(f"  {what:<54} {label:<13} {summary.triple(1)}")
     return lines
 
 

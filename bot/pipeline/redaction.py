@@ -1,12 +1,21 @@
 """Redaction: secrets (and, if chosen, personal data) become typed placeholders before Claude sees them.
 
 A Redactor lives for one request: the same value gets the same placeholder (`[email 1]`) within it,
-and its table of values goes when the request ends. It runs on every message of the prompt, on the event
-loop, so a message costs at most four precompiled regex scans, and checks run only on candidates:
+numbered in the order it is called (the prompt calls it oldest message first), and its table of values
+goes when the request ends. It runs on every message of the prompt, on the event loop, so a message
+costs at most four precompiled regex scans, and checks run only on candidates. Slack stores & < > as
+&amp; &lt; &gt;: a text holding "&" is searched decoded, and the spans found are mapped back, so that
+`PGPASSWORD=Tr0ub4dor&amp;3` goes whole. Tokens are found inside Slack's bold, italics and strike,
+after `%20` or `%3D` in a URL and after `\\n` in pasted JSON.
 
-    secrets        one regex for every token with a known shape (Slack, Anthropic, AWS, GitHub, Google,
-                   Stripe, OpenAI, npm, PyPI, GitLab, SendGrid, JWT, PEM private keys, passwords in URLs),
-                   one for `name = value` where the name ends in a credential word and the value looks
+    secrets        one regex for every token family with a known shape (_SHAPES: Slack tokens and
+                   cookies, Anthropic, OpenAI, AWS, GitHub, GitLab, Google, Stripe, npm, PyPI, Hugging
+                   Face, webhook secrets, Shopify, DigitalOcean, SendGrid, JWT, Azure connection-string
+                   keys, PEM private keys (quoted or bulleted too; a truncated one to the end of the
+                   message), passwords in URLs and on curl and mysql command lines); one for `name =
+                   value` where the name ends in a credential word: after a password-like one (password,
+                   pass, pwd, secret, token, api_key…) any value of 6+ characters that is neither a
+                   placeholder nor code (_assigned_secret), after the others only a value that looks
                    like a credential (_credential), so `token = get_token()` stays as it is
     email          anchored on "@"; logins to machines (git@github.com:, ssh ubuntu@) are not people
     phone, card,   one regex for all their shapes, then the check on each candidate: `phonenumbers`
@@ -15,18 +24,21 @@ loop, so a message costs at most four precompiled regex scans, and checks run on
                    IT codice fiscale and IN Aadhaar check characters (`stdnum`), and the UK NI number's
                    prefix rules (it has no check character)
 
-Measured on 200 KB of tests/corpus/engineering_messages.txt (2,363 messages, one call each; Python 3.11
-on a 2-core machine): secrets only 4.6 ms, secrets and every personal kind 8.6 ms (2.6 and 5.6 ms as one
-string); with a token, an address and a phone number in every tenth message, 5.8 and 19 ms. phonenumbers'
-own PhoneNumberMatcher needed 94-150 ms for that text and took CI run numbers for US phones, so here it
-only checks candidates (~20 us each); stdnum's checks cost 3-15 us a candidate.
+Measured with `python -m benchmarks.redaction` on 200 KB of tests/corpus/engineering_messages.txt (2,363
+messages, one call each; Python 3.11 on a busy 2-core machine): secrets only 6.2 ms, secrets and every
+personal kind 11 ms (3.8 and 7.4 ms as one string); with a token, an address and a phone number in every
+tenth message, 6.9 and 24 ms; with an escaped password in every tenth message, 8.4 and 14 ms (decoding a
+message costs ~1.6 us, finding the password ~4 us). phonenumbers' own PhoneNumberMatcher needed 94-150
+ms for that text and took CI run numbers for US phones, so here it only checks candidates (~20 us
+each); stdnum's checks cost 3-15 us a candidate.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
@@ -48,57 +60,105 @@ Span = tuple[int, int, int, str, str]
 
 # --- secrets with a known shape ------------------------------------------------------------------------
 
-# (name, first character, the rest, back): where a token's prefix is common in prose ("sk-", "gh"), its
-# branch starts at a rarer character inside it, looks back for the prefix, and `back` counts it.
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A token family. Its branch starts at `first`, a character rare in prose; the family's `prefixes`
+    (literal text right before `first`, such as "sk" before "-ant-") are checked by lookbehind and
+    belong to the token. `part`: only that group is replaced, the rest is context (`AccountKey=`).
+    `bounded`: the token starts at a boundary (`_starts_token`). `placeholders`: a template value
+    (`$PASS`, `<password>`, `xoxd-your-cookie`) is left alone."""
+
+    kind: str
+    label: str
+    first: str
+    rest: str
+    prefixes: tuple[str, ...] = ("",)
+    part: str | None = None
+    bounded: bool = True
+    placeholders: bool = False
+
+
 _TOKEN_CHARS = r"(?:[A-Za-z0-9]|-(?=[A-Za-z0-9]))"
+_END = r"(?![A-Za-z0-9-]|_\w)"  # a closing "_" (Slack's italics) ends a token; "_x" goes on
+_KEY_LINE = r"[\w\s+/=\\:,.>•◦▪*]"  # base64, PEM headers, escapes (\n) and quote (>) or bullet marks
 _SHAPES: Final = (
-    # Up to the next "-----", possessively: a paste of many BEGIN lines stays linear. Without an END (a
-    # truncated paste) the key goes on while lines look like base64 or PEM headers.
-    ("private_key", "-", r"----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-        r"(?:(?:[\w\s+/=\\:,.]|-(?!----))*+-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-        r"|(?:\s*+(?:[A-Za-z0-9+/=]{16,}|(?:Proc-Type|DEK-Info|Comment):[^\n]*))*+)", 0),
-    ("anthropic_key", "-", r"(?<=sk-)(?<![\w-]sk-)ant-[\w-]{20,}", 2),
-    ("openai_key", "-", r"(?<=sk-)(?<![\w-]sk-)(?:proj-|svcacct-|admin-)?[\w-]{40,}", 2),
-    ("pypi_token", "-", r"(?<=pypi-)(?<![\w-]pypi-)AgE[\w-]{50,}", 4),
-    ("gitlab_token", "-", r"(?<=glpat-)(?<![\w-]glpat-)[\w-]{20,}", 5),
-    ("slack_token", "x", rf"(?<![\w.-]x)(?:ox[abeoprs]|app)-\d{_TOKEN_CHARS}{{8,}}"
-        rf"|(?<![\w-]x)oxe\.xox[bp]-\d{_TOKEN_CHARS}{{8,}}", 0),
-    ("slack_webhook", "/", r"(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/"
-        r"(?P<webhook_secret>[\w-]+(?:/[\w-]+){1,3})", 0),
+    # BEGIN to END, possessively, so that a paste of many BEGIN lines stays linear; lines may start with a
+    # quote (`&gt; `, decoded) or a bullet. Without an END (a truncated paste) the key runs to the end of
+    # the message when key material follows the header; a header named in prose takes only itself.
+    _Shape("private_key", "private key", "-", r"----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+        rf"(?:(?:{_KEY_LINE}|-(?!----))*+-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+        r"|(?=(?:\s|\\[nr])*+(?:[>•◦▪*-]\s*+)?(?:[A-Za-z0-9+/=]{16}|(?:Proc-Type|DEK-Info|Comment):))[\s\S]*+"
+        r"|)", bounded=False),
+    _Shape("anthropic_key", "anthropic key", "-", r"ant-[\w-]{20,}", ("sk",)),
+    _Shape("openai_key", "api token", "-", r"(?:proj-|svcacct-|admin-)?[\w-]{40,}", ("sk",)),
+    _Shape("pypi_token", "api token", "-", r"AgE[\w-]{50,}", ("pypi",)),
+    # GitLab's family: personal, pipeline trigger, deploy, runner, OAuth app, SCIM, CI job, incoming mail,
+    # agent, feature flag and feed tokens; newer ones carry a routing suffix after dots.
+    _Shape("gitlab_token", "gitlab token", "-", r"[\w-]{20,}(?:\.[\w-]+)*", ("glpat", "glptt", "gldt", "glrt",
+        "gloas", "glsoat", "glcbt", "glimt", "glagent", "glffct", "glft")),
+    _Shape("gitlab_runner_registration", "gitlab token", "G", r"R1348941[\w-]{20,}"),
+    # Passwords on command lines: `curl -u user:pass` and `mysql -pPASS`, when the line names the command.
+    _Shape("command_password", "password", "-",
+        r"(?<=\s-)(?:(?:u|-user)(?:=|[ \t]{1,5})['\"]?[^\s:'\"]{0,128}:|p['\"]?(?=[^\s'\"-]))"
+        r"(?P<option_password>[^\s'\"]{1,256})", part="option_password", bounded=False, placeholders=True),
+    # Slack: xoxb, xoxp, xoxe (and rotating xoxe.xoxp), xoxa, xoxr, xoxs, xoxc session tokens, xapp;
+    # xoxd session cookies are URL-encoded.
+    _Shape("slack_cookie", "slack token", "x", r"oxd-[\w%+/=-]{30,}", placeholders=True),
+    _Shape("slack_token", "slack token", "x", rf"(?:ox[a-z]|app)-\d{_TOKEN_CHARS}{{8,}}"
+        rf"|oxe\.xox[bp]-\d{_TOKEN_CHARS}{{8,}}"),
+    _Shape("slack_webhook", "slack token", "/", r"(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/"
+        r"(?P<webhook_secret>[\w-]+(?:/[\w-]+){1,3})", part="webhook_secret", bounded=False),
     # scheme://user:password@host: only the password goes.
-    ("url_password", "/", r"(?<=[A-Za-z0-9]:/)/[^\s:/?#@<>|\"'`]{0,128}:"
-        r"(?P<password_in_url>[^\s/?#@<>|\"'`]{1,256})@(?=[\w\[])", 0),
-    ("aws_key", "A", r"(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])", 0),
-    ("google_api_key", "A", r"(?<![\w-]A)Iza[\w-]{35}(?![\w-])", 0),
-    ("github_token", "_", r"(?<=gh[pousr]_)(?<![A-Za-z0-9_]..._)[A-Za-z0-9]{30,}(?![A-Za-z0-9_])", 3),
-    ("github_pat", "_", r"(?<=github_)(?<![A-Za-z0-9_]github_)pat_[A-Za-z0-9_]{30,}", 6),
-    ("stripe_key", "_", r"(?<=[sr]k_)(?<![\w-].k_)(?:live|test)_[0-9A-Za-z]{16,}", 2),
-    ("npm_token", "_", r"(?<=npm_)(?<![\w-]npm_)[A-Za-z0-9]{36}(?![\w-])", 3),
-    ("google_token", "y", r"(?<![\w-]y)a29\.[\w-]{20,}", 0),
-    ("google_client_secret", "G", r"(?<![\w-]G)OCSPX-[\w-]{20,}", 0),
-    ("sendgrid_key", "S", r"(?<![\w-]S)G\.[\w-]{22}\.[\w-]{43}(?![\w-])", 0),
-    ("jwt", "J", r"(?<=eyJ)(?<![\w-]eyJ)[\w-]{5,}\.eyJ[\w-]{8,}\.[\w-]{8,}", 2),
+    _Shape("url_password", "password", "/", r"(?<=[A-Za-z0-9]:/)/[^\s:/?#@<>|\"'`]{0,128}:"
+        r"(?P<password_in_url>[^\s/?#@<>|\"'`]{1,256})@(?=[\w\[])", part="password_in_url", bounded=False,
+        placeholders=True),
+    # Azure connection strings (storage, Service Bus, Event Hubs, IoT Hub): only the key goes.
+    _Shape("azure_key", "azure key", "K",
+        r"ey=(?P<azure_key_value>[A-Za-z0-9+/]{20,}={0,2})(?![A-Za-z0-9+/=])", ("Account", "SharedAccess"),
+        part="azure_key_value", placeholders=True),
+    _Shape("aws_key", "aws key", "A", rf"(?:KIA|SIA|BIA|CCA)[A-Z0-9]{{16}}{_END}"),
+    _Shape("google_api_key", "google api key", "A", rf"Iza[\w-]{{35}}{_END}"),
+    _Shape("github_token", "github token", "_", rf"[A-Za-z0-9]{{30,}}{_END}",
+        ("ghp", "gho", "ghu", "ghs", "ghr")),
+    _Shape("github_pat", "github token", "_", r"pat_[A-Za-z0-9_]{30,}", ("github",)),
+    _Shape("stripe_key", "api token", "_", r"(?:live|test)_[0-9A-Za-z]{16,}", ("sk", "rk")),
+    _Shape("npm_token", "api token", "_", rf"[A-Za-z0-9]{{36}}{_END}", ("npm",)),
+    _Shape("huggingface_token", "hugging face token", "_", rf"[A-Za-z0-9]{{30,}}{_END}", ("hf", "api_org")),
+    _Shape("webhook_signing_secret", "webhook secret", "_", r"[A-Za-z0-9+/=]{24,}", ("whsec",)),  # Stripe…
+    _Shape("shopify_token", "shopify token", "_", rf"[a-fA-F0-9]{{32}}{_END}", ("shpat", "shpss", "shpca",
+        "shppa")),
+    _Shape("digitalocean_token", "digitalocean token", "_", rf"[a-f0-9]{{64}}{_END}", ("dop_v1", "doo_v1",
+        "dor_v1")),
+    _Shape("google_token", "google token", "y", r"a29\.[\w-]{20,}"),
+    _Shape("google_client_secret", "google token", "G", r"OCSPX-[\w-]{20,}"),
+    _Shape("sendgrid_key", "api token", "S", rf"G\.[\w-]{{22}}\.[\w-]{{43}}{_END}"),
+    _Shape("jwt", "api token", "J", r"[\w-]{5,}\.eyJ[\w-]{8,}\.[\w-]{8,}", ("ey",)),
 )  # fmt: skip
 
 
-def _by_first_character(shapes: Iterable[tuple[str, str, str, int]]) -> re.Pattern[str]:
-    """`-(?:(?P<private_key>…)|(?P<anthropic_key>…)…)|x(?P<slack_token>…)|…`, in the order given."""
+def _by_first_character(shapes: Iterable[_Shape]) -> re.Pattern[str]:
+    """`-(?:(?P<private_key>…)|(?P<anthropic_key>(?<=sk-)…)…)|x(?P<slack_token>…)|…`, in the order given."""
     groups: dict[str, list[str]] = {}
-    for name, first, rest, _ in shapes:
-        groups.setdefault(first, []).append(f"(?P<{name}>{rest})")
+    for shape in shapes:
+        by_length: dict[int, list[str]] = {}  # one lookbehind per length: fewer to try at each candidate
+        for prefix in shape.prefixes:
+            if prefix:
+                by_length.setdefault(len(prefix), []).append(re.escape(prefix + shape.first))
+        lookbehinds = "|".join(f"(?<={'|'.join(same)})" for same in by_length.values())
+        groups.setdefault(shape.first, []).append(
+            f"(?P<{shape.kind}>{f'(?:{lookbehinds})' if lookbehinds else ''}(?:{shape.rest}))"
+        )
     return re.compile("|".join(f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items()))
 
 
 _SHAPED: Final = _by_first_character(_SHAPES)
-_BACK: Final = {name: back + 1 for name, _, _, back in _SHAPES}  # + 1: the first character
-_PART: Final = {"slack_webhook": "webhook_secret", "url_password": "password_in_url"}  # only this goes
-_LABEL: Final = {
-    "private_key": "private key", "slack_token": "slack token", "slack_webhook": "slack token",
-    "anthropic_key": "anthropic key", "aws_key": "aws key", "github_token": "github token",
-    "github_pat": "github token", "google_api_key": "google api key", "google_token": "google token",
-    "google_client_secret": "google token", "url_password": "password",
-}  # fmt: skip  # any other shape is an "api token"
+_SHAPE_OF: Final = {shape.kind: shape for shape in _SHAPES}
 _AWS_SECRET_NEAR: Final = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+# The command that `-u` (`--user`) and `-p` give a password to, by the character after the first "-".
+_CURL: Final = re.compile(r"\bcurl\b")
+_COMMAND_OF_OPTION: Final = {"u": _CURL, "-": _CURL, "p": re.compile(r"\b(?:mysql|mariadb)")}
 
 
 def _shaped(text: str, found: list[Span]) -> None:
@@ -106,30 +166,64 @@ def _shaped(text: str, found: list[Span]) -> None:
         kind = match.lastgroup  # the branch's group: it closes after any group inside it
         if kind is None:
             continue
-        if kind in _PART:
-            start, end = match.span(_PART[kind])
-        else:
-            start, end = match.start(kind) - _BACK[kind], match.end(kind)
-        value = text[start:end]
-        if kind == "url_password" and _placeholder(value):
+        shape = _SHAPE_OF[kind]
+        begins, end = match.start(kind) - 1, match.end(kind)  # - 1: the first character
+        if shape.prefixes != ("",):  # the lookbehind matched one of them; the token starts where it does
+            begins -= next(len(p) for p in shape.prefixes if text.startswith(p, begins - len(p)))
+        if shape.bounded and not _starts_token(text, begins):
             continue
-        found.append((start, end, 0, _LABEL.get(kind, "api token"), value))
+        start, end = match.span(shape.part) if shape.part else (begins, end)
+        if text[end - 1] == "_" and text[start - 1 : start] == "_":  # _token_: Slack's italics
+            end = start + len(text[start:end].rstrip("_"))
+        value = text[start:end]
+        if shape.placeholders and _placeholder(value):
+            continue
+        if kind == "command_password" and not _COMMAND_OF_OPTION[text[begins + 1]].search(
+            _command_before(text, begins)
+        ):
+            continue  # not on a curl or mysql line: `docker run -u 1000:1000` gives no password
+        found.append((start, end, 0, shape.label, value))
         if kind == "aws_key":  # its secret key is often pasted right after it; mixed case, unlike a SHA-1
             near = _AWS_SECRET_NEAR.search(text, end, end + 200)
             if near and any(c.islower() for c in near[0]) and any(c.isupper() for c in near[0]):
                 found.append((near.start(), near.end(), 0, "aws secret", near[0]))
 
 
+def _starts_token(text: str, start: int) -> bool:
+    """Not the tail of a longer word; but after `%20` or `%3D` in a URL, or `\\n` in pasted JSON, it is."""
+    if start == 0:
+        return True
+    before = text[start - 1]
+    if not (before.isascii() and (before.isalnum() or before == "-")):
+        return True
+    if start >= 3 and text[start - 3] == "%":
+        return all(c in _HEX_DIGITS for c in text[start - 2 : start])
+    return start >= 2 and text[start - 2] == "\\" and before in "nrt"
+
+
+def _command_before(text: str, at: int) -> str:
+    """The command line up to `at`: its line, and the lines before it that end in a continuation `\\`."""
+    line_start = text.rfind("\n", 0, at) + 1
+    while line_start > 1 and text[line_start - 2] == "\\":
+        line_start = text.rfind("\n", 0, line_start - 1) + 1
+    return text[line_start:at]
+
+
 # --- secrets by name: `name = value` -------------------------------------------------------------------
 
 # The name has to end in one of these, in any case: `DB_PASSWORD=` and `"apiKey":` count, `max_tokens:`
-# and `token_type:` do not.
+# and `token_type:` do not. After a password-like name any real-looking value goes (_assigned_secret);
+# after the others only a value that looks like a credential (_credential).
+_PASSWORD_NAMES: Final = ("password", "passwd", "pwd", "passphrase", "pass")  # -> [password n]
+_PASSWORD_LIKE_NAMES: Final = (
+    *_PASSWORD_NAMES, "secret", "token", "api_key", "api-key", "apikey",
+    "secret_key", "secret-key", "secretkey",
+)  # fmt: skip
 _NAME_ENDINGS: Final = (
-    "password", "passwd", "pwd", "passphrase",  # -> [password n]
+    *_PASSWORD_LIKE_NAMES,
     "secret_access_key", "secretaccesskey",  # -> [aws secret n] if the value has a secret key's shape
-    "api_key", "api-key", "apikey", "secret_key", "secret-key", "secretkey", "access_key", "accesskey",
-    "private_key", "privatekey", "signing_key", "secret", "token", "auth", "authorization", "credential",
-    "credentials",
+    "access_key", "accesskey", "private_key", "privatekey", "signing_key", "auth", "authorization",
+    "credential", "credentials",
 )  # fmt: skip
 
 
@@ -162,11 +256,16 @@ def _trie(words: Iterable[str]) -> str:
 # Searched on the reversed text, so that the scan starts at a rare `=` or `:` and reads the name
 # backwards; a forward search would try the name at every letter.
 _NAMED: Final = re.compile(r"[:=]\s{0,3}[\"']?\\?(?P<name>" + _trie(n[::-1] for n in _NAME_ENDINGS) + ")")
+# A quoted value runs to its closing quote and may hold any symbol (`"P@ss<w>99"`); an unquoted one
+# stops at what ends a value in code, a shell or a URL (`&` only before another `name=`).
 _VALUE: Final = re.compile(
-    r"[=>]?\s{0,3}\\?(?P<quote>[\"'`]?)(?:(?i:bearer|token|basic|bot|apikey)\s+)?"
-    r"(?P<value>[^\s\"'`\\,;&<>()\[\]{}=]{8,256}={0,2})"  # "=" only as base64 padding: a=b=c is no value
+    r"[=>]?\s{0,3}\\?(?:(?P<quote>[\"'`])(?:(?i:bearer|token|basic|bot|apikey)\s+)?"
+    r"(?P<quoted>[^\s\"'`\\]{6,256})"
+    r"|(?:(?i:bearer|token|basic|bot|apikey)\s+)?"
+    r"(?P<bare>(?:[^\s\"'`\\,;&<>()\[\]{}=]|&(?![\w.-]+=)){6,256}={0,2}))"  # "=" only as base64 padding
 )
 _AWS_SECRET: Final = re.compile(r"[A-Za-z0-9/+=]{40}")
+_IDENTIFIER_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def _named(text: str, found: list[Span]) -> None:
@@ -175,25 +274,49 @@ def _named(text: str, found: list[Span]) -> None:
     verdicts: dict[tuple[str, bool], bool] = {}  # for this text only: a log repeats its values
     for match in _NAMED.finditer(backwards):
         after_operator = size - match.start()
-        if text.startswith("=", after_operator) and text[after_operator - 1] == "=":
+        operator = after_operator - 1
+        if text.startswith("=", after_operator) and text[operator] == "=":
             continue  # token == other: a comparison
         value = _VALUE.match(text, after_operator)
         if value is None:
             continue
-        start, end = value.span("value")
+        quoted = value["quoted"] is not None
+        start, end = value.span("quoted" if quoted else "bare")
         closing = text[end : end + 2].lstrip("\\")[:1]  # the closing quote, maybe escaped (JSON in JSON)
-        if value["quote"] and closing != value["quote"]:
+        if quoted and closing != value["quote"]:
             continue  # a quoted value with spaces in it is prose or a template, not one token
-        if not value["quote"] and closing in ("(", "[", "{", "."):
+        if not quoted and closing in ("(", "[", "{", "."):
             continue  # get_token(), os.environ["X"]: code, not a value
-        name, secret = match["name"][::-1].lower(), value["value"]
+        secret = text[start:end]
+        if not quoted and secret.endswith(".") and not secret.endswith("..."):
+            end = start + len(secret.rstrip("."))  # the end of a sentence
+            secret = text[start:end]
+        name_end = size - match.start("name")
+        name_start = name_end - len(match["name"])
+        name = text[name_start:name_end].lower()
+        if text[name_start - 1 : name_start] == ":":
+            continue  # arn:aws:secretsmanager:…:secret:prod/db: a part of a name, not a key
+        if (
+            name == "pass"
+            and name_start > 0
+            and text[name_start - 1].isalpha()
+            and not (text[name_start - 1].islower() and text[name_start] == "P")
+        ):
+            continue  # bypass, compass; but dbPass, DB_PASS
         loose = name == "authorization"
         verdict = verdicts.get((secret, loose))
         if verdict is None:
             verdict = verdicts[secret, loose] = _credential(secret, loose=loose)
+        if not verdict and name in _PASSWORD_LIKE_NAMES:
+            whole = _whole_name(text, name_start, name_end)
+            literal = quoted or (whole.isupper() and "-" not in whole)  # "…", or an environment variable
+            spaced = text[operator] == "=" and text[operator - 1 : operator].isspace()
+            verdict = _assigned_secret(
+                secret, text, end, password=name in _PASSWORD_NAMES, literal=literal, spaced=spaced
+            )
         if not verdict:
             continue
-        if name.startswith("pass") or name == "pwd":
+        if name in _PASSWORD_NAMES:
             found.append((start, end, 1, "password", secret))
         elif name.startswith("secret") and "access" in name and _AWS_SECRET.fullmatch(secret):
             found.append((start, end, 1, "aws secret", secret))
@@ -201,20 +324,33 @@ def _named(text: str, found: list[Span]) -> None:
             found.append((start, end, 1, "api token", secret))
 
 
+def _whole_name(text: str, start: int, end: int) -> str:
+    """`JWT_SECRET` around its ending `SECRET`: what decides whether it is an environment variable."""
+    while start > 0 and end - start < 64 and text[start - 1] in _IDENTIFIER_CHARS:
+        start -= 1
+    return text[start:end]
+
+
 _PLACEHOLDER_WORDS: Final = frozenset(
     {
         "changeme", "change_me", "changeit", "password", "passwd", "secret", "token", "apikey", "api_key",
         "example", "redacted", "placeholder", "dummy", "sample", "null", "none", "undefined", "notset",
         "required", "optional", "string", "test", "pass",
+        # types in annotations (`password: string`, `secret: Buffer`) and states (`token: expired`)
+        "number", "boolean", "object", "buffer", "bytes", "integer", "unknown", "secretstr",
+        "expired", "invalid", "missing", "revoked", "rotated", "disabled", "enabled", "default", "hidden",
+        "masked", "encrypted", "generated", "provided", "omitted", "removed", "empty", "blank",
     }
 )  # fmt: skip
-_PLACEHOLDER: Final = re.compile(
-    r"^(.)\1*$"  # one character repeated: xxxxxxxx, ********
-    r"|^[<{$%]|[>}]$"  # <your-key>, ${VAR}, {{ var }}, %(name)s, $VAR
-    r"|\.\.\.|your|example|redacted|placeholder|changeme|xxxx|\*\*\*",
-    re.IGNORECASE,
-)
+_PLACEHOLDER_PARTS: Final = ("...", "your", "example", "redacted", "placeholder", "changeme", "xxxx", "***")
 _DOTTED_NAME: Final = re.compile(r"[A-Za-z_$][\w$]{0,30}(?:\.[A-Za-z_$][\w$]{0,30})+")  # os.environ, cfg.KEY
+_YAML_TAG: Final = re.compile(r"!!?[A-Za-z_]+")
+_SLUG: Final = re.compile(r"[a-z]+\d*(?:-[a-z]+\d*)+")  # oauth2-v3-flow: the name of a thing
+# Names in code: snake_case and camelCase of word parts (`access_token`, `Uint8Array`), unlike `S3cr3tPass`.
+_CODE_NAME: Final = re.compile(r"_?[A-Za-z][a-z]*\d*(?:(?:_+[A-Za-z]|[A-Z])[a-z]*\d*)+")
+_HUMP: Final = re.compile(r"[a-z0-9][A-Z]")
+_WORD: Final = re.compile(r"[A-Za-z][a-z]+")
+_PROSE_AFTER: Final = re.compile(r" +[a-z]+\b")
 
 
 _LETTER: Final = re.compile(r"[^\W\d_]")
@@ -223,7 +359,28 @@ _SYMBOL: Final = re.compile(r"[^\w.-]")
 
 
 def _placeholder(value: str) -> bool:
-    return value.lower() in _PLACEHOLDER_WORDS or bool(_PLACEHOLDER.search(value))
+    """A template, not a value: `<your-key>`, `${VAR}`, `{{ var }}`, `%(name)s`, `$VAR`, `[PASSWORD]`,
+    one character repeated (`********`), or a word such as `changeme`. (Plain string tests: a regex
+    search here cost 4 us a candidate.)"""
+    lowered = value.lower()
+    return (
+        lowered in _PLACEHOLDER_WORDS
+        or value[0] in "<{$%["
+        or value[-1] in ">}]"
+        or value.count(value[0]) == len(value)
+        or any(part in lowered for part in _PLACEHOLDER_PARTS)
+    )
+
+
+def _names_a_thing(value: str) -> bool:
+    """A path, a URL, an ARN, a YAML tag (`!vault`) or a dotted name (`os.environ`, `settings.KEY`): it
+    refers to a value."""
+    return (
+        value[0] in "/~."
+        or "://" in value
+        or value[:4].lower() in ("arn:", "urn:")
+        or bool(_YAML_TAG.fullmatch(value) or _DOTTED_NAME.fullmatch(value))
+    )
 
 
 def _credential(value: str, *, loose: bool = False) -> bool:
@@ -231,13 +388,12 @@ def _credential(value: str, *, loose: bool = False) -> bool:
 
     It needs 8 characters or more, a letter, and a digit or a symbol: `hunter2hunter2`, `s3cr3t!`,
     `abc123def456`. Plain words (`required`, `YOUR_API_KEY`), code-shaped names with a digit or two
-    (`Uint8Array`), names of other values (`os.environ`, `settings.KEY`), paths, URLs, numbers and
-    placeholders (`<your-key>`, `${VAR}`, `xxxxxxxx`, `changeme`) are left alone. `loose`, after
-    `Authorization:`, drops the digit-or-symbol rule: any token-shaped value there is a credential.
+    (`Uint8Array`), slugs (`oauth2-v3-flow`), names of other values (`os.environ`, `settings.KEY`, an
+    ARN), paths, URLs, numbers and placeholders (`<your-key>`, `${VAR}`, `xxxxxxxx`, `changeme`) are left
+    alone. `loose`, after `Authorization:`, drops the digit-or-symbol rule: any token-shaped value there
+    is a credential.
     """
-    if len(value) < 8 or _placeholder(value):
-        return False
-    if value[0] in "/~." or "://" in value or _DOTTED_NAME.fullmatch(value):
+    if len(value) < 8 or _placeholder(value) or _names_a_thing(value) or _SLUG.fullmatch(value):
         return False
     if not _LETTER.search(value):
         return False
@@ -247,6 +403,26 @@ def _credential(value: str, *, loose: bool = False) -> bool:
     if value.isidentifier():
         return digits >= 3 or (digits >= 2 and len(value) >= 14)
     return digits >= 1
+
+
+def _assigned_secret(value: str, text: str, end: int, *, password: bool, literal: bool, spaced: bool) -> bool:
+    """After a password-like name: any value of 6 or more characters that is not a placeholder or code.
+
+    `literal`: quoted, or given to an environment variable (`JWT_SECRET=mysupersecretjwtkey`). Otherwise
+    code's own names stay: `token = access_token`, `secret: Uint8Array`, `let token = response` (a single
+    word only after a spaced `=`), and so does prose (`Password: forgotten again`). Only a password may
+    be all digits (`max_token: 4096000` is a number).
+    """
+    if len(value) < 6 or _placeholder(value) or _names_a_thing(value):
+        return False
+    if not password and not _LETTER.search(value):
+        return False
+    if literal:
+        return True
+    if _CODE_NAME.fullmatch(value) and ("_" in value or _HUMP.search(value)):
+        return False
+    word = _WORD.fullmatch(value) is not None
+    return not (word and (spaced or _PROSE_AFTER.match(text, end)))
 
 
 # --- personal data -------------------------------------------------------------------------------------
@@ -445,19 +621,26 @@ class Redactor:
         self._last_number: dict[str, int] = {}
 
     def __call__(self, text: str) -> str:
+        # Slack stores & < > as &amp; &lt; &gt;: find on the decoded text, replace in the stored one.
+        decoded, entities = text, None
+        if "&" in text:
+            decoded, entities = _decode_entities(text)
         found: list[Span] = []
         if self._secrets:
-            _shaped(text, found)
-            _named(text, found)
-        if self._emails and "@" in text:
-            _emails(text, found)
+            _shaped(decoded, found)
+            if "=" in decoded or ":" in decoded:  # what every `name = value` needs: skip the reversal
+                _named(decoded, found)
+        if self._emails and "@" in decoded:
+            _emails(decoded, found)
         if self._numbers is not None:
-            _numbers(text, self._numbers, found)
+            _numbers(decoded, self._numbers, found)
         if not found:
             return text
         parts: list[str] = []
         done = 0
         for start, end, _, label, key in _without_overlaps(found):
+            if entities is not None:
+                start, end = entities.stored(start), entities.stored(end)
             parts += (text[done:start], self._placeholder(label, key))
             done = end
         parts.append(text[done:])
@@ -479,6 +662,41 @@ class Redactor:
             kind = placeholder[1:].rsplit(" ", 1)[0]
             counts[kind] = counts.get(kind, 0) + 1
         return counts
+
+
+_ENTITY: Final = re.compile(r"&(?:amp|lt|gt);")
+_DECODED: Final = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Entities:
+    """Where the decoded entities are: their offsets in the decoded text, and how far the stored text
+    has run ahead of the decoded one after each."""
+
+    at: list[int]
+    ahead: list[int]
+
+    def stored(self, offset: int) -> int:
+        """A decoded offset in the stored text (an entity before it counts whole)."""
+        before = bisect_left(self.at, offset)
+        return offset + (self.ahead[before - 1] if before else 0)
+
+
+def _decode_entities(text: str) -> tuple[str, _Entities | None]:
+    parts: list[str] = []
+    at: list[int] = []
+    ahead: list[int] = []
+    done = shift = 0
+    for match in _ENTITY.finditer(text):
+        parts += (text[done : match.start()], _DECODED[match[0]])
+        at.append(match.start() - shift)
+        shift += len(match[0]) - 1
+        ahead.append(shift)
+        done = match.end()
+    if not at:
+        return text, None
+    parts.append(text[done:])
+    return "".join(parts), _Entities(at, ahead)
 
 
 def _without_overlaps(spans: list[Span]) -> list[Span]:
