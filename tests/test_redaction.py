@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from bot.config import PERSONAL_DATA
+from bot.pipeline.ask import BotIdentity, SlackMessage
 from bot.pipeline.redaction import Redactor
+from bot.pipeline.retention import build_prompt
 
 ALL_PERSONAL = frozenset(PERSONAL_DATA)
 CORPUS = Path(__file__).parent / "corpus" / "engineering_messages.txt"
@@ -456,6 +458,65 @@ def test_near_misses_pass_unchanged_with_every_kind_on():
     changed = [(message, redactor(message)) for message in near_misses() if redactor(message) != message]
 
     assert changed == []
+
+
+# --- placeholders across a conversation ----------------------------------------------------------------
+
+BOT = BotIdentity(user_id="U0BOT", bot_id="B0BOT")
+NAMES = {"U1": "Ada", "U2": "Grace"}
+TOKEN_A = "xoxb-" + "1" * 12 + "-" + "2" * 13 + "-" + fake(24)
+TOKEN_B = "xoxp-" + "1" * 12 + "-" + "2" * 13 + "-" + "3" * 13 + "-" + fake(32)
+TOKEN_C = "xapp-1-A0FAKE-" + "4" * 13 + "-" + fake(64)
+
+
+def build(messages, **kwargs):
+    kwargs.setdefault("budget_tokens", 10_000)
+    return build_prompt(messages, bot=BOT, names=NAMES, system="SYSTEM", redact=Redactor(), **kwargs)
+
+
+def first_question():
+    return [
+        SlackMessage(ts="1.1", text=f"old token {TOKEN_A}", user="U1"),
+        SlackMessage(ts="1.2", text=f"new token {TOKEN_B}, and {TOKEN_A} again", user="U2"),
+        SlackMessage(ts="1.3", text="<@U0BOT> which of these still works?", user="U1"),
+    ]
+
+
+def test_placeholders_are_numbered_oldest_first_across_the_conversation():
+    prompt = build(first_question())
+
+    assert prompt.messages == [
+        {
+            "role": "user",
+            "content": "Ada: old token [slack token 1]\n\n"
+            "Grace: new token [slack token 2], and [slack token 1] again\n\n"
+            "Ada: which of these still works?",
+        }
+    ]
+
+
+def test_the_next_question_in_a_thread_renders_the_earlier_turns_byte_for_byte_the_same():
+    first = build(first_question())
+    second = build(
+        [
+            *first_question(),
+            SlackMessage(ts="1.4", text="The second one.", user="U0BOT", bot_id="B0BOT"),
+            SlackMessage(ts="1.5", text=f"<@U0BOT> and this one? {TOKEN_C} or {TOKEN_B}", user="U1"),
+        ]
+    )
+
+    assert second.messages[0] == first.messages[0]
+    assert second.messages[2]["content"] == "Ada: and this one? [slack token 3] or [slack token 2]"
+
+
+def test_the_viewed_channel_does_not_change_how_the_thread_renders():
+    viewed = [SlackMessage(ts="0.9", text=f"channel talk {TOKEN_C} and {TOKEN_B}", user="U2")]
+
+    alone = build(first_question())
+    with_channel = build(first_question(), viewed=viewed)
+
+    assert with_channel.messages == alone.messages
+    assert "channel talk [slack token 3] and [slack token 2]" in with_channel.system
 
 
 # --- personal data -------------------------------------------------------------------------------------

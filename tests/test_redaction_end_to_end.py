@@ -70,3 +70,29 @@ async def test_with_redaction_off_the_thread_reaches_claude_as_written(bot):
     assert f"SLACK_BOT_TOKEN={SLACK_TOKEN}" in sent
     assert "[slack token" not in sent
     assert "placeholders" not in bot.claude.requests[0].body["system"]
+
+
+async def test_the_next_question_in_a_thread_sends_claude_the_earlier_turns_unchanged(bot):
+    """Placeholders are numbered oldest first, so a new secret in a later message renumbers nothing."""
+    older, newer = SLACK_TOKEN, SLACK_TOKEN.replace("FAKEfake", "fakeFAKE")
+    question = f"<@{BOT_USER}> which token is live?"
+    thread = bot.slack.add_thread(
+        CHANNEL,
+        [
+            said(BOB, f"old one: {SLACK_TOKEN}", "900.000001"),
+            said(ALICE, question, "900.000002"),
+        ],
+    )
+    await bot.send_event(mention(question, ts="900.000002", thread_ts="900.000001"))
+    await bot.finished()
+    follow_up = f"<@{BOT_USER}> and this new one? {newer} (not {older})"
+    answered_ts = thread[-1]["ts"]  # the bot's answer, posted into the thread
+    later = f"{float(answered_ts) + 1:.6f}"
+    thread.append(said(ALICE, follow_up, later) | {"thread_ts": "900.000001"})
+    await bot.send_event(mention(follow_up, ts=later, thread_ts="900.000001"))
+    await bot.finished(count=2)
+
+    first, second = (request.body["messages"] for request in bot.claude.requests)
+    assert second[: len(first)] == first
+    assert first[0]["content"].startswith("Bob Builder: old one: [slack token 1]")
+    assert second[-1]["content"].endswith("and this new one? [slack token 2] (not [slack token 1])")

@@ -156,14 +156,18 @@ def build_prompt(
 
     `viewed` is the channel an assistant thread's asker is viewing, read only because they asked
     about it; its newest messages get up to half the budget, in the system prompt. `redact` rewrites
-    every message's text before it is measured or sent. `files` are the blocks fetched for the
-    messages' files (`bot.pipeline.files`), or why each was left out.
+    every message's text before it is measured or sent: all of them, oldest first and the conversation
+    before the viewed channel, so that placeholders are numbered as the thread was written and its
+    unchanged part renders byte for byte the same on the next question. `files` are the blocks fetched
+    for the messages' files (`bot.pipeline.files`), or why each was left out.
     """
+    texts = _redacted(messages, bot, names, redact)
     if viewed:
+        nobody = BotIdentity(None, None)
         lines = [
             f"{turn.text}"
             for turn in _newest_within_budget(
-                viewed, BotIdentity(None, None), names, budget_tokens // 2, redact, None, []
+                viewed, _redacted(viewed, nobody, names, redact), nobody, names, budget_tokens // 2, None, []
             )
         ]
         budget_tokens -= sum(estimate_tokens(line) for line in lines)
@@ -172,7 +176,7 @@ def build_prompt(
             "first:\n" + "\n".join(lines)
         )
     left_out: list[str] = []  # why each file of a kept message was not sent
-    kept = _newest_within_budget(messages, bot, names, budget_tokens, redact, files, left_out)
+    kept = _newest_within_budget(messages, texts, bot, names, budget_tokens, files, left_out)
     omitted = len(messages) - len(kept)
     turns = _merge(kept)
     if omitted:
@@ -228,19 +232,27 @@ def opaque_user_id(team_id: str, user_id: str) -> str:
     return hashlib.sha256(f"slack:{team_id}:{user_id}".encode()).hexdigest()
 
 
+def _redacted(
+    messages: Sequence[SlackMessage], bot: BotIdentity, names: Mapping[str, str], redact: Callable[[str], str]
+) -> list[str]:
+    """Each message's readable text, redacted, oldest first: the order placeholders are numbered in."""
+    return [redact(_readable(message.text, bot, names)) for message in messages]
+
+
 def _newest_within_budget(
     messages: Sequence[SlackMessage],
+    texts: Sequence[str],
     bot: BotIdentity,
     names: Mapping[str, str],
     budget_tokens: int,
-    redact: Callable[[str], str],
     files: Files | None,
     left_out: list[str],
 ) -> list[Turn]:
+    """The newest messages that fit, as turns; `texts` are the messages' redacted texts."""
     turns: list[Turn] = []
     left = budget_tokens
-    for message in reversed(messages):
-        turn = _to_turn(message, bot, names, redact, bool(files and message.files))
+    for message, text in zip(reversed(messages), reversed(texts), strict=True):
+        turn = _to_turn(message, text, bot, names, bool(files and message.files))
         if turn is None and not turns:  # a bare mention still asks about the conversation
             turn = Turn("user", f"{_speaker(message, names)}: (mentioned you with no further text)")
         if turn is None:
@@ -277,13 +289,8 @@ def _with_files(
 
 
 def _to_turn(
-    message: SlackMessage,
-    bot: BotIdentity,
-    names: Mapping[str, str],
-    redact: Callable[[str], str],
-    with_files: bool = False,
+    message: SlackMessage, text: str, bot: BotIdentity, names: Mapping[str, str], with_files: bool = False
 ) -> Turn | None:
-    text = redact(_readable(message.text, bot, names))
     if not text and with_files and not bot.wrote(message):
         text = "(shared a file)" if len(message.files) == 1 else f"(shared {len(message.files)} files)"
     if not text:
