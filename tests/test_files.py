@@ -357,3 +357,20 @@ def _ask(message: SlackMessage) -> Ask:
         reply_to=InConversation(CHANNEL, None),
         bot=BOT,
     )
+
+
+@files_on()
+async def test_placeholders_run_in_message_order_through_messages_and_their_files(bot):
+    """A secret in an older message keeps [slack token 1] though a newer file holds another: files are
+    redacted where their message stands, so a shared file renumbers nothing said before it."""
+    said_token = "xoxb-" + "1" * 12 + "-" + "2" * 13 + "-" + "FAKEfake" * 3
+    filed_token = said_token.replace("FAKEfake", "fakeFAKE")
+    env = bot.slack.add_file(f"SLACK_BOT_TOKEN={filed_token}\n".encode(), "text/plain", "prod.env", user=BOB)
+
+    body = await ask_in_thread(
+        bot, said(BOB, f"old one: {said_token}", "100.000000"), with_files(said(BOB, "", "100.000001"), env)
+    )
+
+    [turn] = body["messages"]
+    assert turn["content"][0]["text"].startswith("Bob Builder: old one: [slack token 1]\n\n")
+    assert turn["content"][1]["source"]["data"] == "SLACK_BOT_TOKEN=[slack token 2]\n"

@@ -245,9 +245,7 @@ class Answerer:
                 lookups=self._names,
             ),
             name_thread(slack, ask.progress, ask.message.text) if first_question else asyncio.sleep(0),
-            fetch_files(
-                slack, conversation, ask, outbound, timeout=settings.slack_timeout_seconds, redact=redactor
-            ),
+            fetch_files(slack, conversation, ask, outbound, timeout=settings.slack_timeout_seconds),
         )
         prompt = build_prompt(
             conversation,

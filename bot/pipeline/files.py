@@ -90,6 +90,18 @@ class Attached:
     block: ImageBlockParam | DocumentBlockParam
     tokens: int
 
+    def redacted(self, redact: Callable[[str], str]) -> Attached:
+        """A document's title and text redacted as message text is; images and PDF bytes go as they are."""
+        if self.block["type"] != "document":
+            return self
+        document: DocumentBlockParam = {**self.block}
+        if document.get("title"):
+            document["title"] = redact(str(document["title"]))
+        source = document["source"]
+        if source["type"] == "text":
+            document["source"] = {**source, "data": redact(source["data"])}
+        return Attached(document, self.tokens)
+
 
 @dataclass(frozen=True, slots=True)
 class Files:
@@ -123,13 +135,12 @@ async def fetch_files(
     outbound: OutboundSettings,
     *,
     timeout: float,
-    redact: Callable[[str], str] = str,
 ) -> Files:
     """Download the files people shared in `messages` (oldest first), newest first, within the limits.
 
     The bot's own messages are skipped (an assistant turn cannot carry files). Slack's reported size
-    rules a file out before any download; the body is read only up to the limit. `redact` rewrites text
-    files and document titles as it does message text; images and PDFs go as they are.
+    rules a file out before any download; the body is read only up to the limit. Text and titles are
+    redacted later, with the messages, where each file's message stands (`bot.pipeline.retention`).
     """
     if not outbound.send_files:
         return NO_FILES
@@ -159,9 +170,7 @@ async def fetch_files(
         _log(ask, {}, left_out, started)
         return Files({}, left_out)
     async with _session(slack) as session:
-        fetched = await asyncio.gather(
-            *(_fetch(session, slack, ref, outbound, timeout, redact) for ref in wanted)
-        )
+        fetched = await asyncio.gather(*(_fetch(session, slack, ref, outbound, timeout) for ref in wanted))
     attached: dict[str, Attached] = {}
     for ref, outcome in zip(wanted, fetched, strict=True):
         if isinstance(outcome, Attached):
@@ -214,7 +223,6 @@ async def _fetch(
     ref: FileRef,
     outbound: OutboundSettings,
     timeout: float,
-    redact: Callable[[str], str],
 ) -> Attached | str:
     """The file as a content block, or the reason it is left out. Never raises for a failed download."""
     kind = kind_of(ref.mimetype)
@@ -244,10 +252,10 @@ async def _fetch(
                     return TOO_LARGE
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return FAILED
-    return _attach(kind, bytes(data), ref, redact)
+    return _attach(kind, bytes(data), ref)
 
 
-def _attach(kind: str, data: bytes, ref: FileRef, redact: Callable[[str], str]) -> Attached | str:
+def _attach(kind: str, data: bytes, ref: FileRef) -> Attached | str:
     if not data:
         return EMPTY
     if kind == "image":
@@ -259,7 +267,7 @@ def _attach(kind: str, data: bytes, ref: FileRef, redact: Callable[[str], str]) 
             "source": {"type": "base64", "media_type": media_type, "data": _b64(data)},
         }
         return Attached(image, IMAGE_TOKENS)
-    title = redact(ref.name)
+    title = ref.name
     if kind == "pdf":
         if b"%PDF-" not in data[:1024]:
             return UNSUPPORTED
@@ -275,7 +283,7 @@ def _attach(kind: str, data: bytes, ref: FileRef, redact: Callable[[str], str]) 
         return Attached(pdf, pages * PDF_TOKENS_PER_PAGE)
     if b"\x00" in data:
         return UNSUPPORTED  # labelled as text, but binary
-    text = redact(data.decode("utf-8", errors="replace").removeprefix("\ufeff"))
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
     if not text.strip():
         return EMPTY
     document: DocumentBlockParam = {

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from anthropic.types import ContentBlockParam, MessageParam, TextBlockParam
@@ -44,7 +44,7 @@ from anthropic.types import ContentBlockParam, MessageParam, TextBlockParam
 from bot.pipeline.ask import BotIdentity, FileRef, SlackMessage
 
 if TYPE_CHECKING:
-    from bot.pipeline.files import Files
+    from bot.pipeline.files import Attached, Files
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # the speaker prefix and separators
@@ -161,13 +161,14 @@ def build_prompt(
     unchanged part renders byte for byte the same on the next question. `files` are the blocks fetched
     for the messages' files (`bot.pipeline.files`), or why each was left out.
     """
-    texts = _redacted(messages, bot, names, redact)
+    texts, files = _redacted(messages, bot, names, redact, files)
     if viewed:
         nobody = BotIdentity(None, None)
+        viewed_texts, _ = _redacted(viewed, nobody, names, redact)
         lines = [
             f"{turn.text}"
             for turn in _newest_within_budget(
-                viewed, _redacted(viewed, nobody, names, redact), nobody, names, budget_tokens // 2, None, []
+                viewed, viewed_texts, nobody, names, budget_tokens // 2, None, []
             )
         ]
         budget_tokens -= sum(estimate_tokens(line) for line in lines)
@@ -233,10 +234,23 @@ def opaque_user_id(team_id: str, user_id: str) -> str:
 
 
 def _redacted(
-    messages: Sequence[SlackMessage], bot: BotIdentity, names: Mapping[str, str], redact: Callable[[str], str]
-) -> list[str]:
-    """Each message's readable text, redacted, oldest first: the order placeholders are numbered in."""
-    return [redact(_readable(message.text, bot, names)) for message in messages]
+    messages: Sequence[SlackMessage],
+    bot: BotIdentity,
+    names: Mapping[str, str],
+    redact: Callable[[str], str],
+    files: Files | None = None,
+) -> tuple[list[str], Files | None]:
+    """Each message's readable text, redacted, and then its files' titles and text, oldest first: the
+    order placeholders are numbered in, so that what is added later renumbers nothing before it."""
+    texts: list[str] = []
+    attached: dict[str, Attached] = {}
+    for message in messages:
+        texts.append(redact(_readable(message.text, bot, names)))
+        for ref in message.files if files else ():
+            found = files.attached.get(ref.id) if files else None
+            if found is not None and ref.id not in attached:
+                attached[ref.id] = found.redacted(redact)
+    return texts, (replace(files, attached=attached) if files else None)
 
 
 def _newest_within_budget(
