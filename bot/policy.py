@@ -23,9 +23,11 @@ def policy_summary(settings: Settings) -> str:
             f"• *Removed first:* {_redaction(settings.outbound)}",
             f"• *Files and images:* {_files(settings.outbound)}",
             f"• *Where it goes:* {describe_backend(settings)}",
-            "• *What this app keeps:* nothing. No database, no transcripts, no message text in its logs "
-            "(only ids, counts and timings). Slack keeps the conversation and the answers under your "
-            "workspace's retention settings.",
+            "• *What this app keeps:* nothing of what you write. No database, no transcripts, no message "
+            "text in its logs (only ids, counts and timings). Between requests only ids, flags and counts "
+            "with time limits: recent event ids (an hour), who may ask (five minutes), requests per person "
+            "(a minute). Slack keeps the conversation and the answers under your workspace's retention "
+            "settings.",
             f"• *Who may use it:* {_who(settings.access)}",
         ]
     )
@@ -36,8 +38,8 @@ def _what_is_read(settings: Settings) -> str:
         "only the conversation you ask in, when you ask: the thread you mention me in (up to your "
         f"message); in a DM, its last {settings.dm_context_hours:g} hours or its thread; with "
         f"{settings.slash_command}, only your question; in the assistant panel, its thread, and the channel "
-        f"you are viewing only if you ask about it. At most about {settings.context_budget_tokens:,} tokens, "
-        "newest first."
+        "you are viewing only if you ask about it and may read it yourself. "
+        f"At most about {settings.context_budget_tokens:,} tokens, newest first."
     )
 
 
@@ -73,6 +75,7 @@ def _who(access: AccessSettings) -> str:
     who += "; direct messages " + ("on" if access.direct_messages else "off")
     who += "; guests " + ("allowed" if access.guests else "not allowed")
     who += "; people from other organizations in shared channels " + (
-        "allowed." if access.external_users else "not allowed."
+        "allowed" if access.external_users else "not allowed"
     )
+    who += "; deactivated accounts never."
     return who

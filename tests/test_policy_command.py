@@ -75,3 +75,12 @@ def test_a_cloud_backend_says_whose_terms_apply():
         )
     )
     assert "Vertex AI in europe-west4" in vertex and "Google Cloud's terms" in vertex
+
+
+def test_the_policy_says_the_viewed_channel_is_checked_and_what_is_kept_between_requests():
+    """The viewed channel is read only if you may read it; deactivated accounts are refused; what is
+    kept between requests is ids and flags with their time limits."""
+    text = policy_summary(Settings.from_env(BASE))
+    assert "only if you ask about it and may read it yourself" in text
+    assert "deactivated accounts never" in text
+    assert "ids, flags and counts with time limits" in text
