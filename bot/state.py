@@ -1,0 +1,235 @@
+"""State between requests: ids, counters, flags and leases, each with a time limit, never text.
+
+One small interface with two homes, chosen at start (the pipeline never knows which):
+
+    State
+     ├── MemoryState    this process only
+     └── RedisState     shared by every process of a deployment (REDIS_URL); while Redis cannot be
+                        reached it answers from a MemoryState of its own, warns once per outage, and
+                        goes back to Redis by itself when Redis answers again
+
+Keys say what they hold (`dedupe:event:<hash>`) and every key expires. Ids that could name someone
+go into keys only through `StateKeys.of`, a keyed hash (HMAC-SHA256), so a dump of Redis names nobody
+while every replica of the app, holding the same secret, makes the same keys. Nothing here needs
+Redis to persist anything: run it with `--save "" --appendonly no`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_MEMORY_KEYS = 200_000
+RETRY_SECONDS = 1.0  # while Redis is unreachable, how often a call tries it again
+REDIS_TIMEOUT_SECONDS = 2.0
+
+# Compare-and-set scripts: one round trip, atomic in Redis.
+_RENEW = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+    "return 0"
+)
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_ADD = (
+    "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) "
+    "if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return v"
+)
+
+
+class State(ABC):
+    """Every value is a short string: an id, a number or a flag. Every `ttl` is in seconds."""
+
+    @abstractmethod
+    async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
+        """Hold `key` as `owner` for `ttl` if no one holds it; True if we now hold it."""
+
+    @abstractmethod
+    async def renew(self, key: str, owner: str, ttl: float) -> bool:
+        """Hold `key` for another `ttl`; False if it expired or someone else holds it."""
+
+    @abstractmethod
+    async def release(self, key: str, owner: str) -> None:
+        """Let go of `key`, if we hold it."""
+
+    @abstractmethod
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        """Add to a counter that expires `ttl` after it was made; returns its new value."""
+
+    @abstractmethod
+    async def get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def put(self, key: str, value: str, ttl: float) -> None: ...
+
+    @abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryState(State):
+    """This process's memory: bounded in size (the oldest key goes first), each key forgotten on time."""
+
+    def __init__(self, max_keys: int = MAX_MEMORY_KEYS) -> None:
+        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (expires, value)
+        self._max = max_keys
+
+    def _live(self, key: str) -> str | None:
+        item = self._items.get(key)
+        if item is not None and item[0] <= time.monotonic():
+            del self._items[key]
+            return None
+        return None if item is None else item[1]
+
+    def _set(self, key: str, value: str, ttl: float) -> None:
+        self._items.pop(key, None)
+        while len(self._items) >= self._max:
+            self._items.popitem(last=False)
+        self._items[key] = (time.monotonic() + ttl, value)
+
+    async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
+        if self._live(key) is not None:
+            return False
+        self._set(key, owner, ttl)
+        return True
+
+    async def renew(self, key: str, owner: str, ttl: float) -> bool:
+        if self._live(key) != owner:
+            return False
+        self._set(key, owner, ttl)
+        return True
+
+    async def release(self, key: str, owner: str) -> None:
+        if self._live(key) == owner:
+            del self._items[key]
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        current = self._live(key)
+        if current is None:
+            self._set(key, str(amount), ttl)
+            return amount
+        value = int(current) + amount
+        self._items[key] = (self._items[key][0], str(value))
+        return value
+
+    async def get(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        self._set(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+class RedisState(State):
+    """Redis, shared by every process; this process's memory while Redis is out of reach."""
+
+    def __init__(self, url: str, retry_seconds: float = RETRY_SECONDS) -> None:
+        self._retry_seconds = retry_seconds
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            decode_responses=True,
+        )
+        self._local = MemoryState()
+        self._down_since: float | None = None
+        self._last_try = float("-inf")
+
+    async def ping(self) -> None:
+        """Reach Redis now; raises redis's ConnectionError (or OSError) if it cannot be reached."""
+        await self._redis.ping()
+
+    async def _either(self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
+        now = time.monotonic()
+        if self._down_since is not None and now - self._last_try < self._retry_seconds:
+            return await local()
+        self._last_try = now
+        try:
+            result = await shared()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if self._down_since is None:
+                self._down_since = now
+                log.warning(
+                    "Redis unreachable (%s): using this process's memory until it is back",
+                    exc.__class__.__name__,
+                )
+            return await local()
+        if self._down_since is not None:
+            log.warning("Redis reachable again after %.0fs", now - self._down_since)
+            self._down_since = None
+        return result
+
+    async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
+        async def shared() -> bool:
+            return bool(await self._redis.set(key, owner, nx=True, px=_ms(ttl)))
+
+        return await self._either(shared, lambda: self._local.claim(key, ttl, owner))
+
+    async def renew(self, key: str, owner: str, ttl: float) -> bool:
+        async def shared() -> bool:
+            return bool(await self._redis.eval(_RENEW, 1, key, owner, _ms(ttl)))
+
+        return await self._either(shared, lambda: self._local.renew(key, owner, ttl))
+
+    async def release(self, key: str, owner: str) -> None:
+        async def shared() -> None:
+            await self._redis.eval(_RELEASE, 1, key, owner)
+
+        await self._either(shared, lambda: self._local.release(key, owner))
+
+    async def add(self, key: str, amount: int, ttl: float) -> int:
+        async def shared() -> int:
+            return int(await self._redis.eval(_ADD, 1, key, amount, _ms(ttl)))
+
+        return await self._either(shared, lambda: self._local.add(key, amount, ttl))
+
+    async def get(self, key: str) -> str | None:
+        async def shared() -> str | None:
+            value = await self._redis.get(key)
+            return None if value is None else str(value)
+
+        return await self._either(shared, lambda: self._local.get(key))
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        async def shared() -> None:
+            await self._redis.set(key, value, px=_ms(ttl))
+
+        await self._either(shared, lambda: self._local.put(key, value, ttl))
+
+    async def delete(self, key: str) -> None:
+        async def shared() -> None:
+            await self._redis.delete(key)
+
+        await self._either(shared, lambda: self._local.delete(key))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class StateKeys:
+    """Key names for ids that could name someone: a keyed hash, the same in every replica."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"state-keys\x00" + secret.encode()).digest()
+
+    def of(self, *ids: str) -> str:
+        return hmac.new(self._key, "\x1f".join(ids).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))

@@ -1,0 +1,139 @@
+"""State between requests, in memory and in a real Redis: the same contract, ids only, every key expiring,
+and a Redis that goes away and comes back costs no request and no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.state import MemoryState, RedisState, State, StateKeys
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state(request: pytest.FixtureRequest, redis_server: RedisServer) -> AsyncIterator[State]:
+    if request.param == "memory":
+        yield MemoryState()
+        return
+    shared = RedisState(redis_server.url)
+    await shared.ping()
+    try:
+        yield shared
+    finally:
+        raw = aioredis.Redis.from_url(redis_server.url)
+        await raw.flushdb()
+        await raw.aclose()
+        await shared.close()
+
+
+async def test_a_claim_is_held_by_one_owner_until_released(state: State) -> None:
+    assert await state.claim("lease:answer:a", 5, owner="replica-1")
+    assert not await state.claim("lease:answer:a", 5, owner="replica-2")
+    assert not await state.renew("lease:answer:a", "replica-2", 5)
+    assert await state.renew("lease:answer:a", "replica-1", 5)
+    await state.release("lease:answer:a", "replica-2")  # not theirs: nothing happens
+    assert not await state.claim("lease:answer:a", 5, owner="replica-2")
+    await state.release("lease:answer:a", "replica-1")
+    assert await state.claim("lease:answer:a", 5, owner="replica-2")
+
+
+async def test_keys_expire_on_time(state: State) -> None:
+    assert await state.claim("dedupe:event:e1", 0.05)
+    await state.put("viewed:thread:t1", "C0GENERAL", 0.05)
+    assert await state.add("rate:user:u1", 1, 0.05) == 1
+    await asyncio.sleep(0.1)
+    assert await state.claim("dedupe:event:e1", 5)
+    assert await state.get("viewed:thread:t1") is None
+    assert await state.add("rate:user:u1", 1, 5) == 1
+
+
+async def test_a_counter_adds_up_and_keeps_its_first_expiry(state: State) -> None:
+    assert await state.add("tokens:user:u1", 100, 0.2) == 100
+    assert await state.add("tokens:user:u1", 50, 60) == 150  # a later ttl does not extend it
+    await asyncio.sleep(0.3)
+    assert await state.add("tokens:user:u1", 7, 60) == 7
+
+
+async def test_values_can_be_read_replaced_and_deleted(state: State) -> None:
+    await state.put("access:person:p1", "T0TEAM,,0,0", 5)
+    assert await state.get("access:person:p1") == "T0TEAM,,0,0"
+    await state.put("access:person:p1", "T0TEAM,E0ORG,1,0", 5)
+    assert await state.get("access:person:p1") == "T0TEAM,E0ORG,1,0"
+    await state.delete("access:person:p1")
+    assert await state.get("access:person:p1") is None
+
+
+async def test_two_processes_share_redis_state(redis_server: RedisServer) -> None:
+    one, two = RedisState(redis_server.url), RedisState(redis_server.url)
+    try:
+        assert await one.claim("dedupe:event:shared", 5)
+        assert not await two.claim("dedupe:event:shared", 5)
+        await one.add("rate:user:shared", 3, 5)
+        assert await two.add("rate:user:shared", 1, 5) == 4
+    finally:
+        await one.delete("dedupe:event:shared")
+        await one.delete("rate:user:shared")
+        await one.close()
+        await two.close()
+
+
+async def test_every_redis_key_expires_and_a_hashed_key_names_nobody(redis_server: RedisServer) -> None:
+    keys = StateKeys("xoxb-secret-of-this-app")
+    shared = RedisState(redis_server.url)
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        person = keys.of("T0TEAM", "U0ALICE")
+        assert person == StateKeys("xoxb-secret-of-this-app").of("T0TEAM", "U0ALICE")  # every replica
+        assert person != StateKeys("another-app").of("T0TEAM", "U0ALICE")
+        await shared.put(f"access:person:{person}", "T0TEAM,,0,0", 300)
+        await shared.add(f"rate:user:{person}", 1, 60)
+        await shared.claim(f"dedupe:event:{keys.of('Ev123')}", 3600)
+        dump = {key: await raw.pttl(key) for key in await raw.keys("*")}
+        assert len(dump) == 3 and all(ttl > 0 for ttl in dump.values())
+        assert not any("U0ALICE" in key or "Ev123" in key for key in dump)
+    finally:
+        await raw.flushdb()
+        await raw.aclose()
+        await shared.close()
+
+
+async def test_redis_lost_while_running_falls_back_warns_once_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.state")
+    server = RedisServer(tmp_path)
+    server.start()
+    shared = RedisState(server.url, retry_seconds=0.05)
+    try:
+        assert await shared.claim("dedupe:event:before", 60)
+        server.stop()
+        assert await shared.claim("dedupe:event:during", 60)  # answered from this process's memory
+        assert not await shared.claim("dedupe:event:during", 60)
+        assert await shared.add("rate:user:u", 1, 60) == 1
+        outages = [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(outages) == 1 and not any(r.exc_info for r in caplog.records)
+        server.start()
+        await asyncio.sleep(0.1)  # the next call tries Redis again after retry_seconds
+        assert await shared.claim("dedupe:event:after", 60)
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
+        raw = aioredis.Redis.from_url(server.url, decode_responses=True)
+        assert await raw.exists("dedupe:event:after") == 1
+        await raw.aclose()
+    finally:
+        await shared.close()
+        server.stop()
