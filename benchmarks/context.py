@@ -31,9 +31,10 @@ from bot.pipeline.context import (
     PAGE_SIZE,
     look_up_names,
     read_conversation,
+    slim,
 )
+from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
-from bot.pipeline.retention import Prompt, build_prompt, people_to_name, slim
 from tests.fakes.slack_api import FakeSlack
 
 BOT_USER, BOT_ID = "U0BOT", "B0BOT"

@@ -24,7 +24,7 @@ from benchmarks.harness import (
     collector_paused,
     machine_busy_seconds,
 )
-from bot.pipeline.retention import opaque_user_id
+from bot.pipeline.claude import opaque_user_id
 from tests.fakes.claude_api import ClaudeRequest
 from tests.fakes.slack_api import Call
 

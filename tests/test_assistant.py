@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bot.pipeline import access as rules
-from bot.pipeline.retention import asks_about_channel
+from bot.pipeline.context import asks_about_channel
 from bot.surfaces.assistant import SUGGESTED_PROMPTS
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, bot_said, direct_message, said
 from tests.test_manifest import load_manifest

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import OutboundSettings
 from bot.pipeline.ask import Ask, BotIdentity, FileRef, InConversation, SlackMessage
 from bot.pipeline.files import Attached, Files, fetch_files
-from bot.pipeline.retention import build_prompt
+from bot.pipeline.prompt import build_prompt
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, direct_message, mention, said
 from tests.fakes.slack_api import FakeSlack
 

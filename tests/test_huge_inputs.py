@@ -12,10 +12,10 @@ from decimal import Decimal
 
 import pytest
 
-from bot.pipeline.answer import EARLIER_UNREAD
 from bot.pipeline.context import MAX_PAGES
 from bot.pipeline.progress import WORKING_REACTION
-from bot.pipeline.retention import CHARS_PER_TOKEN, SHORTENED
+from bot.pipeline.prompt import EARLIER_UNREAD, SHORTENED
+from bot.pipeline.tokens import CHARS_PER_TOKEN
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, bot_said, direct_message, mention, said
 
 ANSWER = "Hello from fake Claude."
@@ -123,7 +123,7 @@ async def test_a_5000_message_thread_is_read_from_its_newest_end_as_far_as_the_b
     assert prompt_chars(request) <= bot.settings.context_budget_tokens * CHARS_PER_TOKEN
     kept = kept_numbers(request, 5000)
     assert kept and kept == list(range(kept[0], 5000)) and kept[0] > 1  # the newest, in order, none missing
-    assert EARLIER_UNREAD in request.body["system"]
+    assert EARLIER_UNREAD in request.body["system"] and not OMITTED.search(request.body["system"])  # one note
     assert request.body["messages"][-1]["content"].endswith("Alice: summarize please")
     assert not errors_logged(caplog)
 
@@ -169,7 +169,7 @@ async def test_a_50000_reply_thread_costs_a_bounded_number_of_reads_and_keeps_th
     assert prompt_chars(request) <= budget_tokens * CHARS_PER_TOKEN
     kept = kept_numbers(request, 50_001)
     assert kept and kept == list(range(kept[0], 50_001))
-    assert EARLIER_UNREAD in request.body["system"]
+    assert EARLIER_UNREAD in request.body["system"] and not OMITTED.search(request.body["system"])  # one note
     assert not errors_logged(caplog)
 
 
@@ -188,7 +188,7 @@ async def test_a_busy_dm_is_read_newest_first_only_until_the_budget_is_full(bot,
     assert len(bot.slack.calls_to("conversations.history")) == 1  # one page holds more than the budget
     [request] = bot.claude.requests
     assert prompt_chars(request) <= 5000 * CHARS_PER_TOKEN
-    assert EARLIER_UNREAD in request.body["system"]
+    assert EARLIER_UNREAD in request.body["system"] and not OMITTED.search(request.body["system"])  # one note
     assert request.body["messages"][-1]["content"].endswith(line.strip())
     assert not errors_logged(caplog)
 

@@ -12,8 +12,8 @@ import pytest
 
 from bot.config import PERSONAL_DATA
 from bot.pipeline.ask import BotIdentity, SlackMessage
+from bot.pipeline.prompt import build_prompt
 from bot.pipeline.redaction import Redactor
-from bot.pipeline.retention import build_prompt
 
 ALL_PERSONAL = frozenset(PERSONAL_DATA)
 CORPUS = Path(__file__).parent / "corpus" / "engineering_messages.txt"

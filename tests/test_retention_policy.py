@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from bot.pipeline.ask import BotIdentity, SlackMessage
-from bot.pipeline.retention import build_prompt, opaque_user_id, people_to_name, slim
+from bot.pipeline.claude import opaque_user_id
+from bot.pipeline.context import slim
+from bot.pipeline.prompt import build_prompt, people_to_name
 
 BOT = BotIdentity(user_id="U0BOT", bot_id="B0BOT")
 NAMES = {"U1": "Ada", "U2": "Grace"}
+PROMPT = {"bot": BOT, "names": NAMES, "system": "SYSTEM"}
 
 
 def prompt(messages, budget=10_000):
@@ -73,6 +76,22 @@ def test_budget_keeps_the_newest_messages_and_tells_claude_what_was_left_out():
     assert "message 0 " not in str(result.messages)
     assert f"The {result.omitted} oldest messages" in result.system
     assert sum(len(m["content"]) for m in result.messages) <= 1_000 * 4 + 100
+
+
+def test_older_messages_left_unread_and_left_out_make_one_note_worded_the_same_each_time():
+    """Read only as far as the budget goes, a thread's left-out part is one note, whatever was read of
+    it: the same words however many read messages the budget then dropped (prompt caching wants it)."""
+    messages = [person("U1", f"message {n} " + "x" * 400, ts=f"{n}.0") for n in range(50)]
+    further = build_prompt(messages, **PROMPT, budget_tokens=1_000, earlier_unread=True)
+    nearer = build_prompt(messages[20:], **PROMPT, budget_tokens=1_000, earlier_unread=True)
+    assert further.omitted > nearer.omitted > 0
+    assert further.system == nearer.system and further.messages == nearer.messages
+    assert further.system.count("left out") == 1
+    assert "oldest messages of this conversation were left out" in further.system
+    all_read = build_prompt(messages, **PROMPT, budget_tokens=1_000)
+    assert all_read.system.count("left out") == 1 and f"The {all_read.omitted} oldest" in all_read.system
+    unread_only = build_prompt(messages[-2:], **PROMPT, budget_tokens=1_000, earlier_unread=True)
+    assert unread_only.omitted == 0 and unread_only.system == further.system
 
 
 def test_a_huge_question_alone_is_shortened_not_dropped():

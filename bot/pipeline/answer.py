@@ -18,16 +18,18 @@ from bot.limits import UserRateLimit
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
-from bot.pipeline.claude import ClaudeError, ask_claude
+from bot.pipeline.claude import ClaudeError, ask_claude, opaque_user_id
 from bot.pipeline.context import (
     ContextUnavailable,
     NameLookups,
+    asks_about_channel,
     look_up_names,
     read_channel,
     read_conversation,
 )
 from bot.pipeline.files import fetch_files
 from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
+from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
 from bot.pipeline.reply import (
     ReplyFailed,
@@ -41,7 +43,6 @@ from bot.pipeline.reply import (
     say_privately,
     stop_note,
 )
-from bot.pipeline.retention import Prompt, asks_about_channel, build_prompt, opaque_user_id, people_to_name
 from bot.pipeline.url_caches import clear_url_caches
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,6 @@ EMPTY_ANSWER = "_(Claude returned an empty answer.)_"
 REDACTION_NOTE = (
     "\n\nSecrets and some personal data were replaced before you saw them by placeholders such as "
     "[email 1] or [slack token 1]; the same value has the same placeholder. Refer to them as they are."
-)
-EARLIER_UNREAD = (
-    "\n\nThis conversation goes back further than the messages you are given and any said to be left out: "
-    "its oldest messages were not read, to fit the context budget. Say so if the answer may depend on them."
 )
 SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
 
@@ -222,7 +219,7 @@ class Answerer:
         )
 
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
-        """Read what the Ask names, no further back than the budget goes, and apply the retention policy."""
+        """Read what the Ask names, no further back than the budget goes, and build Claude's input from it."""
         settings, slack, outbound = self._settings, self._slack, self._settings.outbound
         read, viewed = await asyncio.gather(
             read_conversation(
@@ -251,13 +248,12 @@ class Answerer:
             conversation,
             bot=ask.bot,
             names=names,
-            system=settings.system_prompt
-            + (REDACTION_NOTE if outbound.redacts else "")
-            + (EARLIER_UNREAD if read.earlier_unread else ""),
+            system=settings.system_prompt + (REDACTION_NOTE if outbound.redacts else ""),
             budget_tokens=settings.context_budget_tokens,
             viewed=viewed,
             redact=redactor,
             files=files,
+            earlier_unread=read.earlier_unread,
         )
         if redactor.counts:
             log.info("request=%s redacted %s", ask.request_id, redactor.counts)

@@ -13,6 +13,7 @@ errors arrive as the same SDK classes; Bedrock's own mid-stream exceptions are m
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from anthropic.types import MetadataParam, RawMessageStreamEvent
 
 from bot.backends import BODY_VERSIONS, ClaudeClient, claude_model_id
 from bot.config import BackendSettings
-from bot.pipeline.retention import Prompt
+from bot.pipeline.prompt import Prompt
 
 
 class ClaudeError(Exception):
@@ -136,6 +137,11 @@ async def ask_claude(
         raise ClaudeUnavailable() from None
     except botocore.exceptions.BotoCoreError:
         raise ClaudeMisconfigured() from None
+
+
+def opaque_user_id(team_id: str, user_id: str) -> str:
+    """Claude's metadata.user_id: stable per Slack user, reveals no name or id."""
+    return hashlib.sha256(f"slack:{team_id}:{user_id}".encode()).hexdigest()
 
 
 async def _server_sent(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:

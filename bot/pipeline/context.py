@@ -10,6 +10,7 @@ never takes the users.info calls the access check needs for its askers.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -19,8 +20,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.pipeline.ask import Ask, RecentDirectMessages, SlackMessage, Thread
-from bot.pipeline.retention import DM_MAX_MESSAGES, estimate_tokens, slim
+from bot.pipeline.ask import Ask, FileRef, RecentDirectMessages, SlackMessage, Thread
+from bot.pipeline.tokens import estimate_tokens
 
 PAGE_SIZE = 200  # Slack's recommended page size for conversations.* reads
 MAX_PAGES = 30  # conversations.* calls a read may make: 6,000 messages at PAGE_SIZE
@@ -30,8 +31,21 @@ MAX_NAME_LOOKUPS = 100  # a request's
 NAME_LOOKUPS_AT_ONCE = 40
 NAME_LOOKUPS_WAIT_SECONDS = 5.0  # a request waits this long for its names; the rest stay ids
 NAME_LOOKUPS_PAUSE_SECONDS = 60.0  # none after Slack rate-limits one: its limits are per minute
+DM_MAX_MESSAGES = 500
 SPEAKER_TOKENS = 4  # the "Name: " each person's turn starts with, about 16 characters, not yet known
 MICROS = 1_000_000
+# Message subtypes that carry what a person (or another app) said; joins, topics and edits do not.
+SPOKEN_SUBTYPES = frozenset({None, "bot_message", "file_share", "thread_broadcast", "me_message"})
+# Phrasings that plainly mean the channel being viewed. "the channel" or "the conversation" alone do not
+# ("how do I mute the channel?", "continue the conversation about mutexes"), nor does "here" outside
+# "what's going on here"-like phrasing.
+_ABOUT_CHANNEL = re.compile(
+    r"\b(?:this|current) channel\b"
+    r"|\bthe channel (?:I['’]?m|I am)(?: currently| now)? (?:in|on|viewing|looking at|reading)\b"
+    r"|\b(?:going on|happening|happened|discussed|been said|missed) (?:in )?here\b"
+    r"|\b(?:summar\w*|recap|catch (?:me )?up|tl;? ?dr)\b.*\bthis (?:conversation|discussion)\b",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class ContextUnavailable(Exception):
@@ -80,6 +94,14 @@ async def read_conversation(
     return Conversation([*earlier, replace(invoking, files=shared) if shared else invoking], earlier_unread)
 
 
+def asks_about_channel(question: str, channel_id: str) -> bool:
+    """Whether a question in an assistant thread is plainly about the channel its asker is viewing: it
+    links to it (`<#C…>` or `<#C…|name>`) or says "this channel", "the channel I'm in" and the like.
+    Only then is that channel read (and only if the asker may read it: `AccessCheck.may_read`)."""
+    linked = re.search(rf"<#{re.escape(channel_id)}[|>]", question) is not None
+    return linked or _ABOUT_CHANNEL.search(question) is not None
+
+
 async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage]:
     """A channel's most recent top-level messages, oldest first (one page: the budget keeps fewer)."""
     try:
@@ -93,6 +115,44 @@ async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage
     ]
     read.reverse()
     return read
+
+
+def slim(raw: Mapping[str, Any], *, files: bool = False) -> SlackMessage | None:
+    """Keep author, timestamp and text of a message someone said (and its files' references, if
+    `files`); None for anything else."""
+    ts, text, subtype = raw.get("ts"), raw.get("text"), raw.get("subtype")
+    if not isinstance(ts, str) or not isinstance(text, str) or subtype not in SPOKEN_SUBTYPES:
+        return None
+    profile = raw.get("bot_profile")
+    bot_name = raw.get("username") or (profile.get("name") if isinstance(profile, Mapping) else None)
+    return SlackMessage(
+        ts=ts,
+        text=text,
+        user=_str_or_none(raw.get("user")),
+        bot_id=_str_or_none(raw.get("bot_id")),
+        bot_name=_str_or_none(bot_name),
+        files=file_refs(raw.get("files")) if files else (),
+    )
+
+
+def file_refs(raw: object) -> tuple[FileRef, ...]:
+    """References to a message's files (ids, names, types, sizes, URLs): never their content."""
+    if not isinstance(raw, list):
+        return ()
+    refs = []
+    for file in raw:
+        if isinstance(file, Mapping) and isinstance(file.get("id"), str):
+            size = file.get("size")
+            refs.append(
+                FileRef(
+                    id=file["id"],
+                    name=str(file.get("name") or ""),
+                    mimetype=str(file.get("mimetype") or ""),
+                    size=size if isinstance(size, int) and not isinstance(size, bool) else 0,
+                    url_private=str(file.get("url_private") or ""),
+                )
+            )
+    return tuple(refs)
 
 
 class NameLookups:
@@ -254,7 +314,7 @@ async def _read_newest_first(
 
 
 def _cost(messages: list[SlackMessage]) -> int:
-    """About what the messages will cost of the budget (bot.pipeline.retention counts it exactly later)."""
+    """About what the messages will cost of the budget (bot.pipeline.prompt counts it exactly later)."""
     return sum(estimate_tokens(m.text) + SPEAKER_TOKENS for m in messages)
 
 
@@ -274,3 +334,7 @@ def _micros(ts: str) -> int:
 
 def _ts(micros: int) -> str:
     return f"{micros // MICROS}.{micros % MICROS:06d}"
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

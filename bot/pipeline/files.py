@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import OutboundSettings
 from bot.pipeline.ask import Ask, FileRef, SlackMessage
-from bot.pipeline.retention import estimate_tokens
+from bot.pipeline.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ async def fetch_files(
 
     The bot's own messages are skipped (an assistant turn cannot carry files). Slack's reported size
     rules a file out before any download; the body is read only up to the limit. Text and titles are
-    redacted later, with the messages, where each file's message stands (`bot.pipeline.retention`).
+    redacted later, with the messages, where each file's message stands (`bot.pipeline.prompt`).
     """
     if not outbound.send_files:
         return NO_FILES

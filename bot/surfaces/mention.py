@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, SlackMessage, Thread
-from bot.pipeline.retention import file_refs
+from bot.pipeline.context import file_refs
 from bot.surfaces import Answer, answer_event, event_ask, event_fields
 
 

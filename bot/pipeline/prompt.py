@@ -1,71 +1,34 @@
-"""The retention policy: what is read, how it becomes Claude's turns, the budget, and what is never kept.
+"""Build Claude's input from what was read: turns, the budget, and one note on what was left out.
 
-What this bot does with Slack content, in full:
-
-1. Read only when invoked. Content is read only inside `answer(ask)`, for an Ask made by a person's
-   mention, DM, slash command, assistant-thread message or message shortcut, and only from the
-   conversation the Ask names: the thread it was made in (up to the invoking message), or the DM's
-   top-level messages from the last DM_CONTEXT_HOURS. A slash command sends its own text alone. The
-   channel an assistant-thread user is viewing is read only when their question is about it
-   (`asks_about_channel`). The manifest subscribes to no channel-wide message event. Nothing is
-   read before `bot.pipeline.access` lets the asker in; a refusal reads nothing.
-2. Only three fields survive the read: author, timestamp and text (`slim`). Files, reactions,
-   attachments and metadata are dropped at once. With SEND_FILES=on a file's id, name, type, size and
-   private URL are kept too, and `bot.pipeline.files` fetches up to MAX_FILES of them, newest first,
-   into the request's memory: images, PDFs and text files, sent inside the Messages request.
-3. Turns: the bot's own messages become assistant turns; everyone else's are user turns that start
-   with the speaker's display name, looked up for this request only. Same-role neighbours are merged,
-   the first turn is a user turn and the last is the invoking message. Every text is redacted first
-   (`bot.pipeline.redaction`): secrets, and the personal data REDACT_PERSONAL_DATA names, become
-   typed placeholders such as [slack token 1].
-4. Budget: about CONTEXT_BUDGET_TOKENS (4 characters a token). A longer conversation keeps its newest
-   messages, and Claude is told how many older ones were left out. A file counts by a rough estimate
-   (`bot.pipeline.files`: 1,600 tokens an image, 3,000 a PDF page, 4 characters a token of text); one
-   that does not fit is left out, and Claude is told in one line how many files were and why.
-5. Nothing is kept. Content lives in the request's local variables and is gone when the answer is
-   posted: no database, no files, no cache between requests, no message or answer text in any log
-   line at any level (see `bot.logs`). Logs carry ids, counts, sizes and timings.
-6. Claude: the Messages API only, which is eligible for Anthropic's zero data retention (ZDR is an
-   agreement between your organization and Anthropic, not a request flag); on Bedrock or Vertex AI
-   (`bot.backends`) the cloud provider's terms apply instead. The Slack user is sent as an opaque
-   hash in `metadata.user_id`.
+Pure functions over plain data, no clients. The conversation (oldest first, ending on the invoking
+message) becomes alternating turns; every text is redacted first, oldest first, so that placeholders are
+numbered as the thread was written; the budget then keeps the newest messages that fit, and the files of
+kept messages while room remains. What was left out is said in one note, worded the same every time for
+the same situation, so that an unchanged thread makes the same prompt.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from anthropic.types import ContentBlockParam, MessageParam, TextBlockParam
 
 from bot.pipeline.ask import BotIdentity, FileRef, SlackMessage
+from bot.pipeline.files import Attached, Files
+from bot.pipeline.tokens import CHARS_PER_TOKEN, estimate_tokens
 
-if TYPE_CHECKING:
-    from bot.pipeline.files import Attached, Files
-
-CHARS_PER_TOKEN = 4
-TOKENS_PER_MESSAGE = 4  # the speaker prefix and separators
-DM_MAX_MESSAGES = 500
-# Message subtypes that carry what a person (or another app) said; joins, topics and edits do not.
-SPOKEN_SUBTYPES = frozenset({None, "bot_message", "file_share", "thread_broadcast", "me_message"})
 SHORTENED = " […shortened to fit the context budget]"
 OVER_BUDGET = "over the context budget"
+EARLIER_UNREAD = (
+    "The oldest messages of this conversation were left out to fit the context budget; say so if the "
+    "answer may depend on them."
+)
 _COUNTS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
-# Phrasings that plainly mean the channel being viewed. "the channel" or "the conversation" alone do not
-# ("how do I mute the channel?", "continue the conversation about mutexes"), nor does "here" outside
-# "what's going on here"-like phrasing.
-_ABOUT_CHANNEL = re.compile(
-    r"\b(?:this|current) channel\b"
-    r"|\bthe channel (?:I['’]?m|I am)(?: currently| now)? (?:in|on|viewing|looking at|reading)\b"
-    r"|\b(?:going on|happening|happened|discussed|been said|missed) (?:in )?here\b"
-    r"|\b(?:summar\w*|recap|catch (?:me )?up|tl;? ?dr)\b.*\bthis (?:conversation|discussion)\b",
-    re.IGNORECASE | re.DOTALL,
-)
 # JSON may carry a lone UTF-16 surrogate ("\ud83d"); it cannot be encoded to send to Claude.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -85,44 +48,6 @@ class Prompt:
     omitted: int  # older Slack messages left out for the budget
 
 
-def slim(raw: Mapping[str, Any], *, files: bool = False) -> SlackMessage | None:
-    """Keep author, timestamp and text of a message someone said (and its files' references, if
-    `files`); None for anything else."""
-    ts, text, subtype = raw.get("ts"), raw.get("text"), raw.get("subtype")
-    if not isinstance(ts, str) or not isinstance(text, str) or subtype not in SPOKEN_SUBTYPES:
-        return None
-    profile = raw.get("bot_profile")
-    bot_name = raw.get("username") or (profile.get("name") if isinstance(profile, Mapping) else None)
-    return SlackMessage(
-        ts=ts,
-        text=text,
-        user=_str_or_none(raw.get("user")),
-        bot_id=_str_or_none(raw.get("bot_id")),
-        bot_name=_str_or_none(bot_name),
-        files=file_refs(raw.get("files")) if files else (),
-    )
-
-
-def file_refs(raw: object) -> tuple[FileRef, ...]:
-    """References to a message's files (ids, names, types, sizes, URLs): never their content."""
-    if not isinstance(raw, list):
-        return ()
-    refs = []
-    for file in raw:
-        if isinstance(file, Mapping) and isinstance(file.get("id"), str):
-            size = file.get("size")
-            refs.append(
-                FileRef(
-                    id=file["id"],
-                    name=str(file.get("name") or ""),
-                    mimetype=str(file.get("mimetype") or ""),
-                    size=size if isinstance(size, int) and not isinstance(size, bool) else 0,
-                    url_private=str(file.get("url_private") or ""),
-                )
-            )
-    return tuple(refs)
-
-
 def people_to_name(messages: Iterable[SlackMessage], bot: BotIdentity) -> set[str]:
     """User ids whose display names the turns need: authors and people mentioned."""
     ids: set[str] = set()
@@ -132,13 +57,6 @@ def people_to_name(messages: Iterable[SlackMessage], bot: BotIdentity) -> set[st
         ids.update(_MENTION.findall(message.text))
     ids.discard(bot.user_id or "")
     return ids
-
-
-def asks_about_channel(question: str, channel_id: str) -> bool:
-    """Whether a question in an assistant thread is plainly about the channel its asker is viewing: it
-    links to it (`<#C…>` or `<#C…|name>`) or says "this channel", "the channel I'm in" and the like."""
-    linked = re.search(rf"<#{re.escape(channel_id)}[|>]", question) is not None
-    return linked or _ABOUT_CHANNEL.search(question) is not None
 
 
 def build_prompt(
@@ -151,6 +69,7 @@ def build_prompt(
     viewed: Sequence[SlackMessage] = (),
     redact: Callable[[str], str] = str,
     files: Files | None = None,
+    earlier_unread: bool = False,
 ) -> Prompt:
     """Turn a conversation (oldest first, ending on the invoking message) into Claude's input.
 
@@ -159,7 +78,8 @@ def build_prompt(
     every message's text before it is measured or sent: all of them, oldest first and the conversation
     before the viewed channel, so that placeholders are numbered as the thread was written and its
     unchanged part renders byte for byte the same on the next question. `files` are the blocks fetched
-    for the messages' files (`bot.pipeline.files`), or why each was left out.
+    for the messages' files (`bot.pipeline.files`), or why each was left out. `earlier_unread`: the
+    conversation goes back further than `messages`, which the reader stopped short of for the budget.
     """
     texts, files = _redacted(messages, bot, names, redact, files)
     if viewed:
@@ -180,11 +100,8 @@ def build_prompt(
     kept = _newest_within_budget(messages, texts, bot, names, budget_tokens, files, left_out)
     omitted = len(messages) - len(kept)
     turns = _merge(kept)
-    if omitted:
-        system += (
-            f"\n\nThe {omitted} oldest messages of this conversation were left out to fit the context "
-            "budget; say so if the answer may depend on them."
-        )
+    if omitted or earlier_unread:
+        system += "\n\n" + messages_left_out_note(omitted, earlier_unread)
     if left_out:
         system += "\n\n" + files_left_out_note(left_out)
     return Prompt(
@@ -207,6 +124,17 @@ def _text_block(text: str) -> TextBlockParam:
     return {"type": "text", "text": _encodable(text)}
 
 
+def messages_left_out_note(omitted: int, earlier_unread: bool) -> str:
+    """One line for Claude on the oldest messages left out: how many, when all were read; else the same
+    words whatever part of them was read (that part depends on where the reader's pages fell)."""
+    if earlier_unread:
+        return EARLIER_UNREAD
+    return (
+        f"The {omitted} oldest messages of this conversation were left out to fit the context budget; "
+        "say so if the answer may depend on them."
+    )
+
+
 def files_left_out_note(reasons: Sequence[str]) -> str:
     """One line for Claude: how many files were left out and why, by count, never by name."""
     counts: dict[str, int] = {}
@@ -222,15 +150,6 @@ def files_left_out_note(reasons: Sequence[str]) -> str:
 
 def _encodable(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text)
-
-
-def estimate_tokens(text: str) -> int:
-    return len(text) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE
-
-
-def opaque_user_id(team_id: str, user_id: str) -> str:
-    """Claude's metadata.user_id: stable per Slack user, reveals no name or id."""
-    return hashlib.sha256(f"slack:{team_id}:{user_id}".encode()).hexdigest()
 
 
 def _redacted(
@@ -349,7 +268,3 @@ def _speaker(message: SlackMessage, names: Mapping[str, str]) -> str:
     if message.user:
         return names.get(message.user, message.user)
     return "Someone"
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
