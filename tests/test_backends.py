@@ -12,7 +12,6 @@ import pytest
 from bot.backends import build_claude_client, claude_model_id, describe_backend, where
 from bot.config import Settings
 from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeUnavailable
-from bot.pipeline.reply import ERROR_SENTENCES
 from tests.conftest import CHANNEL, mention
 
 AWS_KEY = "AKIAFAKEFAKEFAKEFAKE"
@@ -168,7 +167,7 @@ async def test_anthropic_api_sends_no_inference_geo_unless_configured(bot):
 async def test_bedrock_failure_before_the_stream_is_the_usual_sentence(bot, inject, expected):
     inject(bot.claude)
 
-    assert await ask_and_get_reply(bot, "40.000001") == f":warning: {ERROR_SENTENCES[expected]}"
+    assert await ask_and_get_reply(bot, "40.000001") == f":warning: {expected.sentence}"
     assert bot.claude.requests[0].path.endswith("/invoke-with-response-stream")
     assert await ask_and_get_reply(bot, "40.000002") == "Hello from fake Claude."
 
@@ -188,7 +187,7 @@ async def test_bedrock_failure_mid_stream_keeps_the_partial_answer_with_a_note(b
     bot.claude.fail_midstream(after_chunks=2, error_type=error_type)
 
     text = await ask_and_get_reply(bot, "41.000001")
-    assert text == f"First word\n\n_(Cut off: {ERROR_SENTENCES[expected]})_"
+    assert text == f"First word\n\n_(Cut off: {expected.sentence})_"
 
 
 @backend(BEDROCK)
@@ -198,7 +197,7 @@ async def test_bedrock_connection_dropped_mid_stream_is_unavailable(bot):
     bot.claude.drop_connection(after_chunks=2)
 
     text = await ask_and_get_reply(bot, "42.000001")
-    assert text == f"First word\n\n_(Cut off: {ERROR_SENTENCES[ClaudeUnavailable]})_"
+    assert text == f"First word\n\n_(Cut off: {ClaudeUnavailable.sentence})_"
 
 
 @pytest.mark.parametrize(
@@ -213,7 +212,7 @@ async def test_bedrock_connection_dropped_mid_stream_is_unavailable(bot):
 @backend(VERTEX, retries=2)
 async def test_vertex_failure_before_the_stream_is_the_usual_sentence(bot, inject, expected):
     inject(bot.claude)
-    assert await ask_and_get_reply(bot, "50.000001") == f":warning: {ERROR_SENTENCES[expected]}"
+    assert await ask_and_get_reply(bot, "50.000001") == f":warning: {expected.sentence}"
     assert bot.claude.requests[0].path.endswith(":streamRawPredict")
 
 
@@ -224,14 +223,14 @@ async def test_vertex_error_mid_stream_keeps_the_partial_answer_with_a_note(bot)
     bot.claude.fail_midstream(after_chunks=2)
 
     text = await ask_and_get_reply(bot, "50.000002")
-    assert text == f"First word\n\n_(Cut off: {ERROR_SENTENCES[ClaudeBusy]})_"
+    assert text == f"First word\n\n_(Cut off: {ClaudeBusy.sentence})_"
 
 
 @backend(VERTEX)
 async def test_vertex_credentials_refused_by_google_are_a_setup_problem(bot):
     bot.claude.refuse_grants = True
 
-    assert await ask_and_get_reply(bot, "51.000001") == f":warning: {ERROR_SENTENCES[ClaudeMisconfigured]}"
+    assert await ask_and_get_reply(bot, "51.000001") == f":warning: {ClaudeMisconfigured.sentence}"
     assert bot.claude.requests == []  # nothing was sent without a token
 
 

@@ -9,7 +9,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline import context
 from bot.pipeline.progress import WAITING_STATUS
-from bot.pipeline.reply import ERROR_SENTENCES, Restarting
+from bot.pipeline.said import RESTARTING
 from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, said
 from tests.fakes.slack_api import FakeSlack
 
@@ -71,7 +71,7 @@ async def test_a_drain_tells_a_waiting_request_to_come_back_and_it_reads_nothing
     waiting = await a_waiting_request(bot)
 
     assert await bot.answerer.drain(grace_seconds=0) == 2
-    assert bot.replies(DM, waiting) == [f":warning: {ERROR_SENTENCES[Restarting]}"]
+    assert bot.replies(DM, waiting) == [f":warning: {RESTARTING.sentence}"]
     assert not read_of(bot, DM, waiting)
     assert not bot.slack.calls_to("url_private")
     assert len(bot.claude.requests) == 1

@@ -6,7 +6,7 @@ import pytest
 
 from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
 from bot.pipeline.context import ContextUnavailable
-from bot.pipeline.reply import ERROR_SENTENCES, FALLBACK_SENTENCE
+from bot.pipeline.said import FALLBACK_SENTENCE
 from tests.conftest import CHANNEL, mention
 
 # As deployed: the SDK retries twice before the bot gives up.
@@ -46,7 +46,7 @@ async def test_claude_failure_becomes_one_short_sentence_then_the_next_ask_is_an
     inject(bot.claude)
 
     text = await ask_and_get_reply(bot, "10.000001")
-    assert text == f":warning: {ERROR_SENTENCES[expected]}"
+    assert text == f":warning: {expected.sentence}"
     assert "Traceback" not in text and "Error code" not in text
 
     bot.claude.reply("Back to normal.")
@@ -67,7 +67,7 @@ async def test_failure_mid_stream_keeps_the_partial_answer_with_a_note(bot, inje
     inject(bot.claude)
 
     text = await ask_and_get_reply(bot, "15.000001")
-    assert text == f"First word\n\n_(Cut off: {ERROR_SENTENCES[expected]})_"
+    assert text == f"First word\n\n_(Cut off: {expected.sentence})_"
 
 
 @with_sdk_retries
@@ -84,7 +84,7 @@ async def test_claude_that_never_answers_times_out_with_a_short_sentence(bot):
     bot.claude.hang()
 
     text = await ask_and_get_reply(bot, "30.000001")
-    assert text == f":warning: {ERROR_SENTENCES[ClaudeUnavailable]}"
+    assert text == f":warning: {ClaudeUnavailable.sentence}"
 
 
 async def test_slack_refusing_the_thread_read_is_explained_in_the_thread(bot):
@@ -93,7 +93,7 @@ async def test_slack_refusing_the_thread_read_is_explained_in_the_thread(bot):
 
     await bot.finished()
     [reply] = bot.replies(CHANNEL, "40.000001")
-    assert reply == f":warning: {ERROR_SENTENCES[ContextUnavailable]}"
+    assert reply == f":warning: {ContextUnavailable.sentence}"
     assert not bot.claude.requests
 
 

@@ -43,6 +43,7 @@ from bot.guards import why_ignored
 from bot.pipeline import claude as claude_module
 from bot.pipeline import context as context_module
 from bot.pipeline import reply as reply_module
+from bot.pipeline import said as said_module
 from bot.pipeline.progress import WORKING_NOTE, WORKING_REACTION
 from bot.surfaces import assistant, shortcuts, slash_command
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, bot_said, said
@@ -72,12 +73,12 @@ def _is_exception(value: object) -> bool:
 
 def _exception_names() -> set[str]:
     names = {name for name, value in vars(builtins).items() if _is_exception(value)}
-    for module in (claude_module, context_module, reply_module):
+    for module in (claude_module, context_module, reply_module, said_module):
         names |= {name for name, value in vars(module).items() if _is_exception(value)}
     names |= {"SlackApiError", "SlackRequestError", "ClientError", "ClientConnectorError", "InvalidURL"}
     names |= {"APIStatusError", "APIConnectionError", "APITimeoutError", "JSONDecodeError"}
     # Plain words that our own sentences may use, even where a class shares the name.
-    return names - {"Exception", "Warning", "Restarting", "TookTooLong", "TooManyRequests"}
+    return names - {"Exception", "Warning"}
 
 
 FORBIDDEN = re.compile(
@@ -85,9 +86,9 @@ FORBIDDEN = re.compile(
 )
 # An unexpected exception in the pipeline, or a request the (validating) fake Claude refused as malformed.
 WRONG_SENTENCES = (
-    reply_module.FALLBACK_SENTENCE,
-    reply_module.ERROR_SENTENCES[claude_module.ClaudeRejected],
-    reply_module.ERROR_SENTENCES[claude_module.ClaudeMisconfigured],
+    said_module.FALLBACK_SENTENCE,
+    claude_module.ClaudeRejected.sentence,
+    claude_module.ClaudeMisconfigured.sentence,
 )
 
 
@@ -919,6 +920,6 @@ def test_the_text_check_catches_exception_names():
     assert not innocent("Error code: 400")
     assert not innocent("ContextUnavailable")
     assert not innocent("slack_sdk.errors.SlackApiError: The request to the Slack API failed.")
-    assert innocent(reply_module.ERROR_SENTENCES[context_module.ContextUnavailable])
-    assert innocent(reply_module.ERROR_SENTENCES[reply_module.TooManyRequests])
+    assert innocent(context_module.ContextUnavailable.sentence)
+    assert innocent(said_module.TOO_MANY_REQUESTS.sentence)
     assert innocent(assistant.GREETING)

@@ -9,7 +9,7 @@ import pytest
 
 from bot.pipeline.access import GuestAccount
 from bot.pipeline.progress import WAITING_STATUS
-from bot.pipeline.reply import ERROR_SENTENCES, TookTooLong, TooManyRequests
+from bot.pipeline.said import TOO_MANY_REQUESTS, TOOK_TOO_LONG
 from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, said
 
 GUEST = "U0GUEST"
@@ -54,7 +54,7 @@ async def test_a_person_over_the_rate_limit_is_told_privately_and_nothing_is_rea
 
     await bot.finished(count=3)  # two of Alice's and Bob's; the refused one showed no progress
     [notice] = await bot.slack.wait_for("chat.postEphemeral")
-    assert notice.params["text"] == ERROR_SENTENCES[TooManyRequests]
+    assert notice.params["text"] == TOO_MANY_REQUESTS.sentence
     assert (notice.params["user"], notice.params["channel"]) == (ALICE, CHANNEL)
     assert notice.params["thread_ts"] == "3.000000"
     assert len(bot.claude.requests) == 3
@@ -88,11 +88,11 @@ async def test_over_the_rate_limit_in_a_dm_or_a_command_the_notice_is_private(bo
     await bot.send_event(direct_message("second", ts="7.000002"))
     [notice] = await bot.slack.wait_for("chat.postEphemeral")
     assert (notice.params["channel"], notice.params["user"]) == (DM, ALICE)
-    assert notice.params["text"] == ERROR_SENTENCES[TooManyRequests]
+    assert notice.params["text"] == TOO_MANY_REQUESTS.sentence
 
     await bot.send_command("and a third")
     [response] = await bot.slack.wait_for("response_url")
-    assert response.params["text"] == ERROR_SENTENCES[TooManyRequests]
+    assert response.params["text"] == TOO_MANY_REQUESTS.sentence
     assert response.params.get("response_type") == "ephemeral"
     assert bot.slack.top_level_texts(DM) == ["Hello from fake Claude."]
     assert len(bot.claude.requests) == 1
@@ -110,7 +110,7 @@ async def test_an_answer_past_its_deadline_is_ended_with_a_short_note(bot):
     await bot.finished()
     [text] = bot.replies(CHANNEL, "4.000001")
     assert text.startswith("slow")
-    assert text.endswith(f"_(Cut off: {ERROR_SENTENCES[TookTooLong]})_")
+    assert text.endswith(f"_(Cut off: {TOOK_TOO_LONG.sentence})_")
     await bot.claude.wait_for_abandoned()
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bot.pipeline.reply import ERROR_SENTENCES, Restarting
+from bot.pipeline.said import RESTARTING
 from tests.bot_process import BotProcess
 from tests.conftest import CHANNEL, bot_env, mention
 
-RESTARTING_NOTE = f"_(Cut off: {ERROR_SENTENCES[Restarting]})_"
+RESTARTING_NOTE = f"_(Cut off: {RESTARTING.sentence})_"
 
 
 async def test_drain_lets_an_answer_finish_within_the_grace_period(bot):
@@ -39,7 +39,7 @@ async def test_after_drain_new_asks_are_told_to_come_back(bot):
     await bot.send_event(mention("<@U0BOT> anyone?", ts="3.000001"))
 
     await bot.slack.wait_for("chat.postMessage")
-    assert bot.replies(CHANNEL, "3.000001") == [f":warning: {ERROR_SENTENCES[Restarting]}"]
+    assert bot.replies(CHANNEL, "3.000001") == [f":warning: {RESTARTING.sentence}"]
     assert not bot.claude.requests
 
 
@@ -60,5 +60,5 @@ async def test_sigterm_with_an_answer_in_flight_exits_0(slack, claude, tmp_path,
 
     assert bot.process.returncode == 0, output
     [text] = slack.thread_texts(CHANNEL, "4.000001")
-    assert text == (finished_text or f":warning: {ERROR_SENTENCES[Restarting]}")
+    assert text == (finished_text or f":warning: {RESTARTING.sentence}")
     assert "answers interrupted" in output

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from bot.pipeline.context import ContextUnavailable
-from bot.pipeline.reply import ERROR_SENTENCES
 from tests.conftest import ALICE, CHANNEL, mention, said
 
 
@@ -43,7 +42,7 @@ async def test_slack_read_that_times_out_is_explained_in_the_thread(bot):
     await bot.send_event(mention("<@U0BOT> hi", ts="3.000001", thread_ts="3.000000"))
 
     await bot.finished()
-    assert bot.replies(CHANNEL, "3.000000") == [f":warning: {ERROR_SENTENCES[ContextUnavailable]}"]
+    assert bot.replies(CHANNEL, "3.000000") == [f":warning: {ContextUnavailable.sentence}"]
     assert not bot.claude.requests
 
 

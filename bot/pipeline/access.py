@@ -19,7 +19,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -29,6 +29,7 @@ from bot.config import AccessSettings
 from bot.expiring import ExpiringMap
 from bot.pipeline.ask import Ask
 from bot.pipeline.context import display_name
+from bot.pipeline.said import VisibleError
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,8 @@ VIEWED_CHANNEL_NOT_READ = (
 )
 
 
-class Refused(Exception):
+class Refused(VisibleError):
     """The asker may not use the bot here; `sentence` is what they are told, privately."""
-
-    sentence: ClassVar[str]
 
 
 class WorkspaceNotEnabled(Refused):

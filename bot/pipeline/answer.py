@@ -18,7 +18,7 @@ from bot.limits import UserRateLimit
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
-from bot.pipeline.claude import ClaudeError, ask_claude, opaque_user_id
+from bot.pipeline.claude import ask_claude, opaque_user_id
 from bot.pipeline.context import (
     ContextUnavailable,
     NameLookups,
@@ -31,18 +31,8 @@ from bot.pipeline.files import fetch_files
 from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
-from bot.pipeline.reply import (
-    ReplyFailed,
-    ReplyWriter,
-    Restarting,
-    StoppedByReader,
-    TookTooLong,
-    TooManyRequests,
-    error_sentence,
-    open_writer,
-    say_privately,
-    stop_note,
-)
+from bot.pipeline.reply import ReplyWriter, StoppedByReader, open_writer, say_privately, stop_note
+from bot.pipeline.said import RESTARTING, STOPPED, TOO_MANY_REQUESTS, TOOK_TOO_LONG, VisibleError
 from bot.pipeline.url_caches import clear_url_caches
 
 log = logging.getLogger(__name__)
@@ -132,7 +122,7 @@ class Answerer:
         preface = _quote(ask.message.text) + "\n\n" if isinstance(ask.reply_to, Privately) else ""
         writer = open_writer(self._slack, ask, preface)
         if not self._accepting:
-            await writer.interrupt(Restarting())
+            await writer.interrupt(RESTARTING)
             return
         try:  # who may ask is decided before anything is read or shown
             self._access.check_ids(ask)
@@ -143,7 +133,7 @@ class Answerer:
             return
         if not self._rate_limit.allow(ask.user_id):  # only requests let in count
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
-            await say_privately(self._slack, ask, error_sentence(TooManyRequests()))
+            await say_privately(self._slack, ask, TOO_MANY_REQUESTS.sentence)
             return
         timings = _Timings(started=time.perf_counter())
         shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
@@ -156,12 +146,12 @@ class Answerer:
         except asyncio.CancelledError as exc:
             shutdown = SHUTDOWN in exc.args
             log.info("request=%s surface=%s cancelled (%s)", ask.request_id, ask.surface, exc.args or "stop")
-            await writer.interrupt(Restarting() if shutdown else None)
+            await writer.interrupt(RESTARTING if shutdown else STOPPED)
             raise
         except TimeoutError:
             log.warning("request=%s surface=%s passed its deadline", ask.request_id, ask.surface)
-            await writer.interrupt(TookTooLong())
-        except (ContextUnavailable, ClaudeError, ReplyFailed) as exc:
+            await writer.interrupt(TOOK_TOO_LONG)
+        except VisibleError as exc:  # Slack or Claude failed: the asker is told in the error's own words
             log.warning("request=%s surface=%s failed: %s", ask.request_id, ask.surface, exc)
             await writer.interrupt(exc)
         except Exception as exc:  # never a traceback in Slack; only the class and frames in the log

@@ -7,7 +7,8 @@ become our few error types.
      ├── ClaudeRejected        the request itself was refused (400, 413, 422)
      └── ClaudeMisconfigured   the key or credentials, their permissions, or the model id (401, 403, 404)
 
-Each carries the HTTP status and request id for logs, never the SDK's message text. Bedrock and Vertex
+Each carries the HTTP status and request id for logs, never the SDK's message text, and its class the
+sentence the asker is told (`bot.pipeline.said`). Bedrock and Vertex
 errors arrive as the same SDK classes; Bedrock's own mid-stream exceptions are mapped by name below.
 """
 
@@ -30,9 +31,10 @@ from anthropic.types import MetadataParam, RawMessageStreamEvent
 from bot.backends import BODY_VERSIONS, ClaudeClient, claude_model_id
 from bot.config import BackendSettings
 from bot.pipeline.prompt import Prompt
+from bot.pipeline.said import VisibleError
 
 
-class ClaudeError(Exception):
+class ClaudeError(VisibleError):
     def __init__(self, status: int | None = None, request_id: str | None = None) -> None:
         super().__init__(f"{self.__class__.__name__} status={status} request_id={request_id}")
         self.status = status
@@ -40,19 +42,22 @@ class ClaudeError(Exception):
 
 
 class ClaudeBusy(ClaudeError):
-    pass
+    sentence = "Claude is busy right now. Please try again in a minute."
 
 
 class ClaudeUnavailable(ClaudeError):
-    pass
+    sentence = "I couldn't reach Claude just now. Please try again in a minute."
 
 
 class ClaudeRejected(ClaudeError):
-    pass
+    sentence = (
+        "Claude couldn't take this conversation, perhaps because it is too long. "
+        "Try a shorter question or a new thread."
+    )
 
 
 class ClaudeMisconfigured(ClaudeError):
-    pass
+    sentence = "I can't reach Claude because of how I'm set up. Please tell whoever runs this app."
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.ask import Ask, FileRef, RecentDirectMessages, SlackMessage, Thread
+from bot.pipeline.said import VisibleError
 from bot.pipeline.tokens import estimate_tokens
 
 PAGE_SIZE = 200  # Slack's recommended page size for conversations.* reads
@@ -48,8 +49,10 @@ _ABOUT_CHANNEL = re.compile(
 )
 
 
-class ContextUnavailable(Exception):
+class ContextUnavailable(VisibleError):
     """Slack refused or failed a read; carries the method and Slack's error code, never content."""
+
+    sentence = "I couldn't read this conversation from Slack. If it's a private channel, invite me first."
 
     def __init__(self, method: str, error: str) -> None:
         super().__init__(f"{method} failed: {error}")

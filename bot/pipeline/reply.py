@@ -24,12 +24,11 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.pipeline.ask import Ask, InConversation, Privately
-from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
-from bot.pipeline.context import ContextUnavailable
 from bot.pipeline.defuse import defuse_markdown, split_unfinished
 from bot.pipeline.mrkdwn import split_message, to_mrkdwn
 from bot.pipeline.progress import quietly
 from bot.pipeline.rollover import roll_over
+from bot.pipeline.said import STOPPED, Notice, VisibleError, sentence_of
 
 log = logging.getLogger(__name__)
 
@@ -39,50 +38,18 @@ STREAM_INTERVAL = 0.5  # seconds between appendStream calls
 UPDATE_INTERVAL = 1.0  # seconds between chat.update calls (Tier 3)
 RESPONSE_URL_USES = 5  # a response_url takes five posts within 30 minutes
 TEXT_LIMIT = 39_000  # Slack truncates `text` past 40,000 characters
-
-
-class TookTooLong(Exception):
-    """The answer passed REQUEST_DEADLINE_SECONDS."""
-
-
-class Restarting(Exception):
-    """The bot is shutting down: it takes no new work and interrupts what outlives the grace period."""
-
-
-class TooManyRequests(Exception):
-    """The asker is over USER_REQUESTS_PER_MINUTE."""
-
-
-ERROR_SENTENCES: dict[type[Exception], str] = {
-    TookTooLong: "This took too long, so I stopped. Please try again.",
-    Restarting: "I'm restarting, so I couldn't finish this. Please ask again in a minute.",
-    TooManyRequests: "You've asked me a lot in the last minute. Please wait a moment, then ask again.",
-    ClaudeBusy: "Claude is busy right now. Please try again in a minute.",
-    ClaudeUnavailable: "I couldn't reach Claude just now. Please try again in a minute.",
-    ClaudeRejected: "Claude couldn't take this conversation, perhaps because it is too long. "
-    "Try a shorter question or a new thread.",
-    ClaudeMisconfigured: "I can't reach Claude because of how I'm set up. Please tell whoever runs this app.",
-    ContextUnavailable: "I couldn't read this conversation from Slack. "
-    "If it's a private channel, invite me first.",
-}
-FALLBACK_SENTENCE = "Something went wrong while I was answering. Please try again."
 STOP_NOTES = {
     "max_tokens": "_(The answer was cut off at its length limit.)_",
     "refusal": "_(Claude declined to answer this.)_",
 }
-STOPPED_NOTE = "_(Stopped.)_"
 
 
-class ReplyFailed(Exception):
+class ReplyFailed(VisibleError):
     """Slack refused a post; carries Slack's error code only."""
 
 
 class StoppedByReader(Exception):
     """The reader pressed Stop on the streaming answer."""
-
-
-def error_sentence(error: Exception) -> str:
-    return next((s for kind, s in ERROR_SENTENCES.items() if isinstance(error, kind)), FALLBACK_SENTENCE)
 
 
 def stop_note(stop_reason: str | None) -> str | None:
@@ -137,13 +104,17 @@ class ReplyWriter(ABC):
     def started(self) -> bool:
         """Whether any of the answer is on its way to the reader."""
 
-    async def interrupt(self, error: Exception | None) -> None:
-        """End early: the partial answer stays with a note, or the error alone is said. Never raises."""
+    async def interrupt(self, why: Notice | Exception) -> None:
+        """End early: the partial answer stays with a note saying why, or why alone is said (nothing, if
+        the reader stopped it before its first word). Never raises."""
         try:
-            if self.started:
-                await self.finish(STOPPED_NOTE if error is None else f"_(Cut off: {error_sentence(error)})_")
-            elif error is not None:
-                await self._say(f":warning: {error_sentence(error)}")
+            if why == STOPPED:
+                if self.started:
+                    await self.finish(f"_({STOPPED.sentence})_")
+            elif self.started:
+                await self.finish(f"_(Cut off: {sentence_of(why)})_")
+            else:
+                await self._say(f":warning: {sentence_of(why)}")
         except (ReplyFailed, StoppedByReader) as exc:
             log.warning("interrupted reply not written: %s", exc)
 
