@@ -16,7 +16,6 @@ from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, s
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
@@ -33,6 +32,7 @@ from bot.http_intake import EVENTS_PATH, start_http
 from bot.logs import BOLT_LOGGER
 from bot.pipeline.answer import Answerer
 from bot.policy import policy_summary
+from bot.slack_calls import SlackCallFailed, slack_call
 from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_command
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,12 @@ async def warm_up(app: AsyncApp, identity: dict[str, Any]) -> None:
 
 async def _check_bot_token(slack: AsyncWebClient) -> dict[str, Any]:
     try:
-        identity = await slack.auth_test()
-    except SlackApiError as exc:
-        raise StartupError(f"SLACK_BOT_TOKEN: Slack rejected it ({exc.response.get('error')})") from None
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise StartupError(f"SLACK_API_URL: cannot reach Slack ({exc.__class__.__name__})") from None
+        with slack_call("auth.test"):
+            identity = await slack.auth_test()
+    except SlackCallFailed as exc:
+        if exc.refused:
+            raise StartupError(f"SLACK_BOT_TOKEN: Slack rejected it ({exc.error})") from None
+        raise StartupError(f"SLACK_API_URL: cannot reach Slack ({exc.error})") from None
     log.info("connected as bot user=%s team=%s", identity.get("user_id"), identity.get("team_id"))
     return dict(identity.data) if isinstance(identity.data, dict) else {}
 
@@ -168,9 +169,12 @@ class AckFirstSocketModeHandler(AsyncSocketModeHandler):
 async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:
     handler = AckFirstSocketModeHandler(app, app_token)
     try:
-        await handler.connect_async()  # type: ignore[no-untyped-call]
-    except SlackApiError as exc:
-        raise StartupError(f"SLACK_APP_TOKEN: Slack rejected it ({exc.response.get('error')})") from None
+        with slack_call("apps.connections.open"):
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+    except SlackCallFailed as exc:
+        if not exc.refused:
+            raise  # only a refusal names the setting to fix
+        raise StartupError(f"SLACK_APP_TOKEN: Slack rejected it ({exc.error})") from None
     log.info("listening over Socket Mode")
     try:
         await stop.wait()

@@ -17,19 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import AccessSettings
 from bot.expiring import ExpiringMap
 from bot.pipeline.ask import Ask
 from bot.pipeline.context import display_name
 from bot.pipeline.said import VisibleError
+from bot.slack_calls import SlackCallFailed, slack_call
 
 log = logging.getLogger(__name__)
 
@@ -225,13 +225,8 @@ class AccessCheck:
         return home
 
     async def _auth_test(self) -> Home | None:
-        try:
-            response = await self._slack.auth_test()
-        except SlackApiError as exc:
-            log.warning("access check failed: auth.test %s", exc.response.get("error"))
-            return None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("access check failed: auth.test %s", exc.__class__.__name__)
+        response = await _looked_up("access check", "auth.test", self._slack.auth_test())
+        if response is None:
             return None
         home = Home(_str(response.get("team_id")), _str(response.get("enterprise_id")))
         return home if home.workspaces else None
@@ -252,13 +247,8 @@ class AccessCheck:
         return await asyncio.shield(lookup)
 
     async def _users_info(self, user_id: str) -> tuple[PersonFacts | None, str | None]:
-        try:
-            response = await self._slack.users_info(user=user_id)
-        except SlackApiError as exc:
-            log.warning("access check failed: users.info %s", exc.response.get("error"))
-            return None, None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("access check failed: users.info %s", exc.__class__.__name__)
+        response = await _looked_up("access check", "users.info", self._slack.users_info(user=user_id))
+        if response is None:
             return None, None
         user = response.get("user")
         facts = _facts(user)
@@ -268,13 +258,9 @@ class AccessCheck:
 
     async def _conversation_info(self, channel_id: str) -> Mapping[str, Any] | None:
         """The channel's kind and sharing, now (ids and flags; its name and topic are not used)."""
-        try:
-            response = await self._slack.conversations_info(channel=channel_id)
-        except SlackApiError as exc:
-            log.warning("channel check failed: conversations.info %s", exc.response.get("error"))
-            return None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("channel check failed: conversations.info %s", exc.__class__.__name__)
+        info = self._slack.conversations_info(channel=channel_id)
+        response = await _looked_up("channel check", "conversations.info", info)
+        if response is None:
             return None
         channel = response.get("channel")
         return channel if isinstance(channel, Mapping) else None
@@ -283,15 +269,11 @@ class AccessCheck:
         """Whether the person is in the channel now, page by page until found; None if Slack did not say."""
         cursor = None
         for _ in range(MEMBERS_MAX_PAGES):
-            try:
-                response = await self._slack.conversations_members(
-                    channel=channel_id, limit=MEMBERS_PAGE_SIZE, cursor=cursor
-                )
-            except SlackApiError as exc:
-                log.warning("channel check failed: conversations.members %s", exc.response.get("error"))
-                return None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("channel check failed: conversations.members %s", exc.__class__.__name__)
+            members_page = self._slack.conversations_members(
+                channel=channel_id, limit=MEMBERS_PAGE_SIZE, cursor=cursor
+            )
+            response = await _looked_up("channel check", "conversations.members", members_page)
+            if response is None:
                 return None
             members = response.get("members")
             if not isinstance(members, list):
@@ -301,6 +283,18 @@ class AccessCheck:
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 return False
+        return None
+
+
+async def _looked_up(
+    check: str, method: str, call: Awaitable[AsyncSlackResponse]
+) -> AsyncSlackResponse | None:
+    """Slack's answer to a lookup, or None (logged) if Slack refused or failed it: the check fails closed."""
+    try:
+        with slack_call(method):
+            return await call
+    except SlackCallFailed as exc:
+        log.warning("%s failed: %s", check, exc)
         return None
 
 

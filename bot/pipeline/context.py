@@ -16,13 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.ask import Ask, FileRef, RecentDirectMessages, SlackMessage, Thread
 from bot.pipeline.said import VisibleError
 from bot.pipeline.tokens import estimate_tokens
+from bot.slack_calls import SlackCallFailed, slack_call
 
 PAGE_SIZE = 200  # Slack's recommended page size for conversations.* reads
 MAX_PAGES = 30  # conversations.* calls a read may make: 6,000 messages at PAGE_SIZE
@@ -108,11 +107,10 @@ def asks_about_channel(question: str, channel_id: str) -> bool:
 async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage]:
     """A channel's most recent top-level messages, oldest first (one page: the budget keeps fewer)."""
     try:
-        response = await slack.conversations_history(channel=channel, limit=PAGE_SIZE)
-    except SlackApiError as exc:
-        raise ContextUnavailable("conversations_history", str(exc.response.get("error", "unknown"))) from None
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ContextUnavailable("conversations_history", exc.__class__.__name__) from None
+        with slack_call("conversations_history"):
+            response = await slack.conversations_history(channel=channel, limit=PAGE_SIZE)
+    except SlackCallFailed as exc:
+        raise ContextUnavailable(exc.method, exc.error) from None
     read = [
         message for raw in response.get("messages") or [] if isinstance(raw, dict) and (message := slim(raw))
     ]
@@ -174,12 +172,11 @@ class NameLookups:
             if time.monotonic() < self._paused_until:
                 return None
             try:
-                response = await slack.users_info(user=user_id)
-            except SlackApiError as exc:
-                if exc.response.status_code == 429 or exc.response.get("error") == "ratelimited":
+                with slack_call("users.info"):
+                    response = await slack.users_info(user=user_id)
+            except SlackCallFailed as exc:
+                if exc.rate_limited:
                     self._paused_until = time.monotonic() + NAME_LOOKUPS_PAUSE_SECONDS
-                return None
-            except (TimeoutError, aiohttp.ClientError):
                 return None
         return display_name(response.get("user"))
 
@@ -230,11 +227,10 @@ class _Pages:
     async def read(self, **params: Any) -> _Page:
         self.left -= 1
         try:
-            response = await self._call(limit=PAGE_SIZE, inclusive=True, **self._fixed, **params)
-        except SlackApiError as exc:
-            raise ContextUnavailable(self._method, str(exc.response.get("error", "unknown"))) from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ContextUnavailable(self._method, exc.__class__.__name__) from None
+            with slack_call(self._method):
+                response = await self._call(limit=PAGE_SIZE, inclusive=True, **self._fixed, **params)
+        except SlackCallFailed as exc:
+            raise ContextUnavailable(exc.method, exc.error) from None
         raw = [m for m in response.get("messages") or [] if isinstance(m, dict)]
         return _Page(
             messages=[message for m in raw if (message := slim(m, files=self._files))],

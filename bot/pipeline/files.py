@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import OutboundSettings
 from bot.pipeline.ask import Ask, FileRef, SlackMessage
 from bot.pipeline.tokens import estimate_tokens
+from bot.slack_calls import SlackCallFailed, slack_call
 
 log = logging.getLogger(__name__)
 
@@ -228,31 +229,39 @@ async def _fetch(
     kind = kind_of(ref.mimetype)
     if kind is None or not slack.token:
         return UNSUPPORTED if kind is None else FAILED
-    limit = _limit(kind, outbound)
     try:
-        async with session.get(
-            ref.url_private,
-            headers={"Authorization": f"Bearer {slack.token}"},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            ssl=slack.ssl if slack.ssl is not None else True,
-            proxy=slack.proxy or None,
-        ) as response:
-            if response.status != 200:
-                return FAILED
-            served = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if served == "text/html" and not ref.mimetype.lower().startswith("text/html"):
-                return FAILED  # Slack's sign-in page: the token lacks files:read, or the file is gone
-            if (response.content_length or 0) > limit:
-                return TOO_LARGE
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(READ_CHUNK):
-                data += chunk
-                if len(data) > limit:
-                    response.close()  # stop here: the rest is never read
-                    return TOO_LARGE
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+        with slack_call("file download"):
+            downloaded = await _download(session, slack, ref, _limit(kind, outbound), timeout)
+    except (SlackCallFailed, ValueError):  # ValueError: a URL aiohttp cannot take
         return FAILED
-    return _attach(kind, bytes(data), ref)
+    return downloaded if isinstance(downloaded, str) else _attach(kind, downloaded, ref)
+
+
+async def _download(
+    session: aiohttp.ClientSession, slack: AsyncWebClient, ref: FileRef, limit: int, timeout: float
+) -> bytes | str:
+    """The file's bytes, read no further than `limit`, or the reason it is left out."""
+    async with session.get(
+        ref.url_private,
+        headers={"Authorization": f"Bearer {slack.token}"},
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        ssl=slack.ssl if slack.ssl is not None else True,
+        proxy=slack.proxy or None,
+    ) as response:
+        if response.status != 200:
+            return FAILED
+        served = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if served == "text/html" and not ref.mimetype.lower().startswith("text/html"):
+            return FAILED  # Slack's sign-in page: the token lacks files:read, or the file is gone
+        if (response.content_length or 0) > limit:
+            return TOO_LARGE
+        data = bytearray()
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            data += chunk
+            if len(data) > limit:
+                response.close()  # stop here: the rest is never read
+                return TOO_LARGE
+    return bytes(data)
 
 
 def _attach(kind: str, data: bytes, ref: FileRef) -> Attached | str:

@@ -11,12 +11,11 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.pipeline.ask import Progress, Reaction, ThreadStatus, WorkingNote
+from bot.slack_calls import SlackCallFailed, slack_call
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +76,9 @@ async def name_thread(slack: AsyncWebClient, progress: Progress, question: str) 
 async def quietly(call: Awaitable[Any]) -> None:
     """Await a courtesy call to Slack; a refusal or failure is logged, never raised."""
     try:
-        await call
-    except SlackApiError as exc:
-        log.info("courtesy call refused: %s", exc.response.get("error"))
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log.info("courtesy call failed: %s", exc.__class__.__name__)
+        with slack_call("courtesy call"):
+            await call
+    except SlackCallFailed as exc:
+        log.info("courtesy call %s: %s", "refused" if exc.refused else "failed", exc.error)
     except Exception as exc:  # e.g. an odd response_url; a courtesy must never end the answer
         log.warning("courtesy call failed: %s", exc.__class__.__name__)

@@ -17,8 +17,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -29,6 +27,7 @@ from bot.pipeline.mrkdwn import split_message, to_mrkdwn
 from bot.pipeline.progress import quietly
 from bot.pipeline.rollover import roll_over
 from bot.pipeline.said import STOPPED, Notice, VisibleError, sentence_of
+from bot.slack_calls import SlackCallFailed, slack_call
 
 log = logging.getLogger(__name__)
 
@@ -227,31 +226,33 @@ class NativeStream(_Throttled):
         if not markdown:
             return
         try:
-            if self._ts is None:
-                response = await self._slack.chat_startStream(
-                    channel=self._channel,
-                    thread_ts=self._thread_ts,
-                    markdown_text=markdown,
-                    recipient_user_id=self._user,
-                    recipient_team_id=self._team,
-                )
-                self._ts = str(response["ts"])
-                self.messages += 1
-            else:
-                await self._slack.chat_appendStream(
-                    channel=self._channel, ts=self._ts, markdown_text=markdown
-                )
-            self._markdown += markdown
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", "unknown"))
-            if error == "stopped_by_user":
+            with slack_call("streaming"):
+                await self._send_to_stream(markdown)
+        except SlackCallFailed as exc:
+            if not exc.refused:
+                raise ReplyFailed(str(exc)) from None
+            if exc.error == "stopped_by_user":
                 raise StoppedByReader() from None
-            log.info("native streaming %s refused (%s): falling back to chat.update", self._ts, error)
+            log.info("native streaming %s refused (%s): falling back to chat.update", self._ts, exc.error)
             self._fall_back()
             assert self._fallback is not None
             await self._fallback._write(markdown, final=False)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ReplyFailed(f"streaming {exc.__class__.__name__}") from None
+
+    async def _send_to_stream(self, markdown: str) -> None:
+        """Start the stream with the first piece, append the rest."""
+        if self._ts is None:
+            response = await self._slack.chat_startStream(
+                channel=self._channel,
+                thread_ts=self._thread_ts,
+                markdown_text=markdown,
+                recipient_user_id=self._user,
+                recipient_team_id=self._team,
+            )
+            self._ts = str(response["ts"])
+            self.messages += 1
+        else:
+            await self._slack.chat_appendStream(channel=self._channel, ts=self._ts, markdown_text=markdown)
+        self._markdown += markdown
 
     def _fall_back(self) -> None:
         self._fallback = UpdatedMessages(self._slack, self._channel, self._thread_ts)
@@ -263,9 +264,12 @@ class NativeStream(_Throttled):
             return
         ts, self._ts, self._markdown = self._ts, None, ""
         try:
-            await self._slack.chat_stopStream(channel=self._channel, ts=ts)
-        except SlackApiError as exc:  # an expired or stopped stream keeps what it showed
-            log.info("chat.stopStream %s: %s", ts, exc.response.get("error"))
+            with slack_call("chat.stopStream"):
+                await self._slack.chat_stopStream(channel=self._channel, ts=ts)
+        except SlackCallFailed as exc:  # an expired or stopped stream keeps what it showed
+            if not exc.refused:
+                raise
+            log.info("chat.stopStream %s: %s", ts, exc.error)
 
     @property
     def started(self) -> bool:
@@ -332,18 +336,18 @@ async def _post(slack: AsyncWebClient, channel: str, thread_ts: str | None, text
 async def _call(method: Callable[..., Awaitable[AsyncSlackResponse]], **params: Any) -> dict[str, Any]:
     name = getattr(method, "__name__", "slack")
     try:
-        response = await method(**params)
-    except SlackApiError as exc:
-        raise ReplyFailed(f"{name} {exc.response.get('error', 'unknown')}") from None
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ReplyFailed(f"{name} {exc.__class__.__name__}") from None
+        with slack_call(name):
+            response = await method(**params)
+    except SlackCallFailed as exc:
+        raise ReplyFailed(str(exc)) from None
     return dict(response.data) if isinstance(response.data, dict) else {}
 
 
 async def _respond(response_url: str, text: str) -> None:
     try:
-        response = await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ReplyFailed(f"response_url {exc.__class__.__name__}") from None
+        with slack_call("response_url"):
+            response = await AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral")
+    except SlackCallFailed as exc:
+        raise ReplyFailed(str(exc)) from None
     if response.status_code != 200:
         raise ReplyFailed(f"response_url status {response.status_code}")
