@@ -30,7 +30,7 @@ from bot.backends import ClaudeClient, build_claude_client, where
 from bot.config import ConfigError, Settings
 from bot.http_intake import EVENTS_PATH, start_http
 from bot.logs import BOLT_LOGGER
-from bot.pipeline.answer import Answerer
+from bot.pipeline.answer import Pipeline
 from bot.policy import policy_summary
 from bot.slack_calls import SlackCallFailed, slack_call
 from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_command
@@ -58,7 +58,7 @@ def build_slack_client(settings: Settings) -> AsyncWebClient:
 
 
 def build_app(
-    settings: Settings, slack: AsyncWebClient, claude: ClaudeClient, answer: Answerer | None = None
+    settings: Settings, slack: AsyncWebClient, claude: ClaudeClient, pipeline: Pipeline | None = None
 ) -> AsyncApp:
     app = AsyncApp(
         client=slack,
@@ -69,12 +69,12 @@ def build_app(
     )
     replays = None if settings.socket_mode else guards.RecentInteractionIds()
     guards.register(app, guards.RecentEventIds(), replays)
-    answer = answer or Answerer(settings, slack, claude)
-    mention.register(app, answer)
-    assistant.register(app, answer, answer.stop)  # before direct_message: it takes the DM's threads
-    direct_message.register(app, answer)
-    slash_command.register(app, answer, settings.slash_command, policy_summary(settings))
-    shortcuts.register(app, answer)
+    pipeline = pipeline or Pipeline(settings, slack, claude)
+    mention.register(app, pipeline)
+    assistant.register(app, pipeline, pipeline.stop)  # before direct_message: it takes the DM's threads
+    direct_message.register(app, pipeline)
+    slash_command.register(app, pipeline, settings.slash_command, policy_summary(settings))
+    shortcuts.register(app, pipeline)
     # Acknowledge any other event, so Slack does not redeliver what we do not handle.
     app.event(re.compile(".*"))(_acknowledge_only)
     return app
@@ -95,8 +95,8 @@ async def serve(settings: Settings) -> None:
     try:
         identity = await _check_bot_token(slack)
         log.info("Claude through %s", where(settings))
-        answerer = Answerer(settings, slack, claude)
-        app = build_app(settings, slack, claude, answerer)
+        pipeline = Pipeline(settings, slack, claude)
+        app = build_app(settings, slack, claude, pipeline)
         await warm_up(app, identity)
         # What start-up made (modules, clients, Bolt's app) lives as long as the process: leave it out
         # of every later collection, so that collections under a burst scan only requests' objects.
@@ -111,7 +111,7 @@ async def serve(settings: Settings) -> None:
         else:
             await _serve_http(app, settings.slack_signing_secret or "", settings.port, stop)
         log.info("stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds)
-        interrupted = await answerer.drain(settings.shutdown_grace_seconds)
+        interrupted = await pipeline.drain(settings.shutdown_grace_seconds)
         log.info("stopped; %d answers interrupted", interrupted)
     finally:
         await claude.close()

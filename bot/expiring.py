@@ -1,4 +1,5 @@
-"""ExpiringMap: the only memory kept between requests: ids, each for a time limit, bounded in number."""
+"""ExpiringMap: ids and flags kept between requests in this process, each for a time limit, bounded in
+number. What the bot keeps between requests, in full, is listed in one place: `bot.pipeline`'s docstring."""
 
 from __future__ import annotations
 

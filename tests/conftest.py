@@ -12,7 +12,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.app import AckFirstSocketModeHandler, build_app, build_claude_client, build_slack_client, warm_up
 from bot.config import Settings
-from bot.pipeline.answer import Answerer
+from bot.pipeline.answer import Pipeline
 from tests.fakes.claude_api import FakeClaude
 from tests.fakes.slack_api import FakeSlack
 
@@ -68,7 +68,7 @@ class RunningBot:
     settings: Settings
     slack: FakeSlack
     claude: FakeClaude
-    answerer: Answerer
+    pipeline: Pipeline
 
     async def send_event(self, event: dict[str, Any], **envelope: Any) -> dict[str, Any]:
         """Deliver an event over Socket Mode; returns the envelope once the bot has acknowledged it."""
@@ -106,15 +106,15 @@ async def bot(
     settings = Settings.from_env(bot_env(slack, claude, **bot_overrides))
     slack_client = build_slack_client(settings)
     claude_client = build_claude_client(settings)
-    answerer = Answerer(settings, slack_client, claude_client)
-    app = build_app(settings, slack_client, claude_client, answerer)
+    pipeline = Pipeline(settings, slack_client, claude_client)
+    app = build_app(settings, slack_client, claude_client, pipeline)
     assert settings.slack_app_token is not None
     await warm_up(app, (await slack_client.auth_test()).data)  # as `serve` does
     handler = AckFirstSocketModeHandler(app, settings.slack_app_token)
     await handler.connect_async()
     await slack.wait_for_socket()
     try:
-        yield RunningBot(app, settings, slack, claude, answerer)
+        yield RunningBot(app, settings, slack, claude, pipeline)
     finally:
         await handler.close_async()
         await claude_client.close()

@@ -57,7 +57,7 @@ async def test_a_request_waiting_for_its_turn_reads_nothing_until_one_ends(bot):
     assert not bot.slack.calls_to("url_private")
     assert len(bot.claude.requests) == 1
 
-    assert bot.answerer.stop(CHANNEL, "1.000000")  # the first ends (its reader pressed Stop)
+    assert bot.pipeline.stop(CHANNEL, "1.000000")  # the first ends (its reader pressed Stop)
     await bot.slack.wait_for("assistant.threads.setStatus", count=3)  # the second's status, cleared
     assert read_of(bot, DM, waiting)
     assert len(bot.slack.calls_to("url_private")) == 1
@@ -70,7 +70,7 @@ async def test_a_request_waiting_for_its_turn_reads_nothing_until_one_ends(bot):
 async def test_a_drain_tells_a_waiting_request_to_come_back_and_it_reads_nothing(bot):
     waiting = await a_waiting_request(bot)
 
-    assert await bot.answerer.drain(grace_seconds=0) == 2
+    assert await bot.pipeline.drain(grace_seconds=0) == 2
     assert bot.replies(DM, waiting) == [f":warning: {RESTARTING.sentence}"]
     assert not read_of(bot, DM, waiting)
     assert not bot.slack.calls_to("url_private")

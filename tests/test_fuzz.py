@@ -908,7 +908,7 @@ async def test_the_checks_see_a_listener_that_fails(harness, monkeypatch):
     async def explode(_ask: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(harness.bot.answerer, "_answer", explode)
+    monkeypatch.setattr(harness.bot.pipeline, "_answer", explode)
     event = {"type": "app_mention", "user": ALICE, "text": "<@U0BOT> hi", "ts": NEW_TS, "channel": CHANNEL}
     with pytest.raises(AssertionError, match="Failed to run listener function"):
         await harness.check(harness.event_body(event))

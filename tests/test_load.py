@@ -122,5 +122,5 @@ async def test_acks_never_wait_on_slack_or_claude(bot):
     await bot.slack.send_envelope(frame)
     await bot.slack.wait_for_ack(frame["envelope_id"], timeout=0.5)  # well before any call could answer
 
-    await bot.answerer.wait_idle()
+    await bot.pipeline.wait_idle()
     assert bot.replies(CHANNEL, "5.000001") == ["Hello from fake Claude."]

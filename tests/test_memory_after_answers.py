@@ -101,7 +101,7 @@ async def test_no_live_object_holds_a_finished_requests_text(bot):
     await bot.send_command(canary("command"), response_url=bot.slack.response_url(canary("response-url")))
     await bot.finished(count=2)
     [private_answer] = await bot.slack.wait_for("response_url")
-    await bot.answerer.wait_idle()
+    await bot.pipeline.wait_idle()
     assert private_answer.params["_name"].startswith("CANARYresponse-url")  # it was used
     assert [call.params["file"] for call in bot.slack.calls_to("url_private")] == [shared["id"]]  # fetched
     # slack_sdk's Socket Mode loop keeps the last raw frame it received until the next one arrives (a

@@ -197,7 +197,7 @@ async def test_a_modal_submitted_by_someone_other_than_the_person_it_was_opened_
     await deliver(bot, bot.slack.view_submission_envelope("ask_about_thread", values=question("Alice's?")))
 
     await private_posts(bot, 2)
-    await bot.answerer.wait_idle()
+    await bot.pipeline.wait_idle()
     [request] = bot.claude.requests
     assert request.body["messages"][-1]["content"].endswith("Alice: Alice's?")
     assert len(bot.slack.calls_to("response_url")) == 2  # Alice's working note and answer, nothing else

@@ -17,7 +17,7 @@ async def test_drain_lets_an_answer_finish_within_the_grace_period(bot):
     await bot.send_event(mention("<@U0BOT> quick", ts="1.000001"))
     await bot.claude.wait_for_requests(1)
 
-    assert await bot.answerer.drain(grace_seconds=5) == 0
+    assert await bot.pipeline.drain(grace_seconds=5) == 0
     assert bot.replies(CHANNEL, "1.000001") == ["Hello from fake Claude."]
 
 
@@ -28,14 +28,14 @@ async def test_drain_interrupts_what_outlives_the_grace_period_and_says_so(bot):
     await bot.send_event(mention("<@U0BOT> slow", ts="2.000001"))
     await bot.slack.wait_for("chat.startStream")
 
-    assert await bot.answerer.drain(grace_seconds=0.2) == 1
+    assert await bot.pipeline.drain(grace_seconds=0.2) == 1
     [text] = bot.replies(CHANNEL, "2.000001")
     assert text.startswith("an an") and text.endswith(RESTARTING_NOTE)
     assert bot.slack.reactions(CHANNEL, "2.000001") == set()  # progress cleared too
 
 
 async def test_after_drain_new_asks_are_told_to_come_back(bot):
-    await bot.answerer.drain(grace_seconds=1)
+    await bot.pipeline.drain(grace_seconds=1)
     await bot.send_event(mention("<@U0BOT> anyone?", ts="3.000001"))
 
     await bot.slack.wait_for("chat.postMessage")

@@ -1,5 +1,5 @@
 """The one path every Ask takes, and the retention policy it keeps: what this bot does with Slack content,
-in full. `bot.pipeline.answer` runs the steps in this order.
+in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
 
 1. Read only when invoked. Slack content is read only for an Ask a person made (a mention, a DM, a
    slash command, a message in an agent thread, a message shortcut), while it is being answered, and

@@ -1,5 +1,8 @@
-"""The one path every Ask takes: check who asks and how often, show progress, wait for a turn, read the
-conversation, apply the policy, stream Claude's answer into Slack, forget."""
+"""The order every Ask is answered in (`Pipeline`): check who asks and how often, show progress, wait for a
+turn, read the conversation, build the prompt, stream Claude's answer into Slack, forget.
+
+The surfaces hand each Ask to `await pipeline(ask)`; the steps are the modules beside this one, and the
+policy they keep is `bot.pipeline`'s docstring."""
 
 from __future__ import annotations
 
@@ -52,8 +55,8 @@ class _Timings:
     read: float = 0.0  # when the prompt was ready
 
 
-class Answerer:
-    """`await answerer(ask)` answers one Ask; it never raises and keeps nothing afterwards.
+class Pipeline:
+    """`await pipeline(ask)` answers one Ask; it never raises and keeps nothing afterwards.
 
     It also bounds the work: at most MAX_CONCURRENT_ANSWERS requests at once from the first read to the
     last word (the rest wait, with their progress showing, holding only their Ask: nothing of Slack is
@@ -179,7 +182,7 @@ class Answerer:
     ) -> None:
         prompt = await self._prompt_for(ask, asker_name)
         timings.read = time.perf_counter()
-        answer = await ask_claude(
+        outcome = await ask_claude(
             self._claude,
             prompt,
             backend=self._settings.backend,
@@ -188,7 +191,7 @@ class Answerer:
             user_hash=opaque_user_id(ask.team_id, ask.user_id),
             on_text=writer.append,
         )
-        await writer.finish(stop_note(answer.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
+        await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
         now = time.perf_counter()
         log.info(
             "request=%s surface=%s answered messages=%d omitted=%d turns=%d input_tokens=%d output_tokens=%d "
@@ -198,11 +201,11 @@ class Answerer:
             prompt.kept,
             prompt.omitted,
             len(prompt.messages),
-            answer.input_tokens,
-            answer.output_tokens,
+            outcome.input_tokens,
+            outcome.output_tokens,
             writer.chars,
             writer.posted(),
-            answer.stop_reason,
+            outcome.stop_reason,
             (timings.turn - timings.started) * 1000,
             (timings.read - timings.turn) * 1000,
             (now - timings.started) * 1000,

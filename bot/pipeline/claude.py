@@ -61,7 +61,9 @@ class ClaudeMisconfigured(ClaudeError):
 
 
 @dataclass(frozen=True, slots=True)
-class ClaudeAnswer:
+class ClaudeOutcome:
+    """How Claude's answer ended (its text went to `on_text` as it came) and what it cost."""
+
     stop_reason: str | None
     input_tokens: int
     output_tokens: int
@@ -96,7 +98,7 @@ async def ask_claude(
     max_tokens: int,
     user_hash: str,
     on_text: Callable[[str], Awaitable[None]],
-) -> ClaudeAnswer:
+) -> ClaudeOutcome:
     """Stream Claude's answer, awaiting `on_text` for each piece as it is generated.
 
     The SDK sends the request (auth, retries, errors before the stream). The Anthropic API and Vertex AI
@@ -165,7 +167,7 @@ async def _as_dicts(
 
 async def _read_events(
     events: AsyncIterator[dict[str, Any]], on_text: Callable[[str], Awaitable[None]], request_id: str | None
-) -> ClaudeAnswer:
+) -> ClaudeOutcome:
     """The Messages API's stream events: text deltas go to `on_text`; the end gives the outcome."""
     input_tokens = output_tokens = 0
     stop_reason: str | None = None
@@ -181,7 +183,7 @@ async def _read_events(
             stop_reason = (event.get("delta") or {}).get("stop_reason")
             output_tokens = (event.get("usage") or {}).get("output_tokens", 0)
         elif kind == "message_stop":
-            return ClaudeAnswer(stop_reason, input_tokens, output_tokens)
+            return ClaudeOutcome(stop_reason, input_tokens, output_tokens)
         elif kind == "error":  # an error after HTTP 200, such as overloaded mid-stream
             raise _classify(event, 200, request_id)
     raise ClaudeUnavailable(200, request_id)  # the stream ended without message_stop

@@ -1,4 +1,4 @@
-"""The libraries' URL caches, emptied as each request ends (called from `Answerer.__call__`).
+"""The libraries' URL caches, emptied as each request ends (called from `Pipeline.__call__`).
 
 aiohttp turns every URL it is given into a `yarl.URL`, and yarl keeps module-level LRU caches of what it
 parsed and built (`encode_url`, `pre_encoded_url`, `build_pre_encoded_url`, `from_parts`, and the host
