@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from benchmarks.stats import Summary
 from bot.app import build_slack_client
 from bot.config import Settings
-from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, SlackMessage, Thread
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction, SlackMessage, Thread
 from bot.pipeline.context import (
     MAX_NAME_LOOKUPS,
     NAME_LOOKUPS_AT_ONCE,
@@ -176,8 +176,7 @@ async def _measure_sizes(
         ask = Ask(
             request_id=f"context-{size}",
             surface="mention",
-            team_id=slack.team_id,
-            user_id=last["user"],
+            origin=Origin(last["user"], slack.team_id),
             message=SlackMessage(ts=last["ts"], text=last["text"], user=last["user"]),
             history=Thread(CHANNEL, root),
             reply_to=InConversation(CHANNEL, root),

@@ -11,7 +11,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import OutboundSettings
-from bot.pipeline.ask import Ask, BotIdentity, FileRef, InConversation, SlackMessage
+from bot.pipeline.ask import Ask, BotIdentity, FileRef, InConversation, Origin, SlackMessage
 from bot.pipeline.files import Attached, Files, fetch_files
 from bot.pipeline.prompt import build_prompt
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, direct_message, mention, said
@@ -350,8 +350,7 @@ def _ask(message: SlackMessage) -> Ask:
     return Ask(
         request_id="Ev0TEST",
         surface="mention",
-        team_id="T0TEAM",
-        user_id=ALICE,
+        origin=Origin(ALICE, "T0TEAM"),
         message=message,
         history=None,
         reply_to=InConversation(CHANNEL, None),

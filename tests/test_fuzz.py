@@ -499,15 +499,20 @@ def message_actions(slack_url: str) -> st.SearchStrategy[dict[str, Any]]:
 def view_submissions(slack_url: str) -> st.SearchStrategy[dict[str, Any]]:
     metadata = st.one_of(
         mutants(
-            st.tuples(
-                st.just(TEAM),
-                st.just(ALICE),
-                st.sampled_from([CHANNEL, "C0EMPTY"]),
-                st.just(ROOT),
-                response_urls(slack_url),
-            ).map(list)
+            st.fixed_dictionaries(
+                {
+                    "team_id": st.just(TEAM),
+                    "user_id": st.just(ALICE),
+                    "channel_id": st.sampled_from([CHANNEL, "C0EMPTY"]),
+                    "thread_ts": st.just(ROOT),
+                    "response_url": response_urls(slack_url),
+                }
+            )
         ).map(json.dumps),
-        st.sampled_from(['"abcde"', '{"a":1,"b":2,"c":3,"d":4,"e":5}', "null", "5", "[]", "", "{", "[1,2"]),
+        st.sampled_from(
+            ['"abcde"', '{"a":1,"b":2,"c":3,"d":4,"e":5}', "null", "5", "[]", "", "{", "[1,2"]
+            + [json.dumps([TEAM, ALICE, CHANNEL, ROOT, slack_url])]  # a list, as modals before named keys had
+        ),
         st.text(max_size=20),
     )
     question = st.fixed_dictionaries({"type": st.just("plain_text_input"), "value": maybe_wrong(TEXT)})
@@ -825,6 +830,7 @@ def _modal(private_metadata: Any, state: Any) -> dict[str, Any]:
 
 
 QUESTION_STATE = {"values": {"question": {"text": {"type": "plain_text_input", "value": "why?"}}}}
+THREAD_METADATA = {"team_id": TEAM, "user_id": ALICE, "channel_id": CHANNEL, "thread_ts": ROOT}
 
 
 @pytest.mark.parametrize(
@@ -834,9 +840,12 @@ QUESTION_STATE = {"values": {"question": {"text": {"type": "plain_text_input", "
         pytest.param({"event": {"type": "app_mention", "subtype": {"a": 1}}}, id="event-subtype-an-object"),
         pytest.param(_modal("[]", 1.5), id="modal-state-a-number"),
         pytest.param(_modal("[]", {"values": "x"}), id="modal-values-a-string"),
-        pytest.param(_modal(json.dumps([1, 2, 3, 4, 5]), QUESTION_STATE), id="modal-metadata-numbers"),
         pytest.param(
-            _modal(json.dumps([TEAM, ALICE, CHANNEL, ROOT, 5]), QUESTION_STATE),
+            _modal(json.dumps(dict.fromkeys(shortcuts.THREAD_KEYS, 1)), QUESTION_STATE),
+            id="modal-metadata-numbers",
+        ),
+        pytest.param(
+            _modal(json.dumps(dict(THREAD_METADATA, response_url=5)), QUESTION_STATE),
             id="modal-response-url-a-number",
         ),
         pytest.param(

@@ -108,7 +108,13 @@ async def test_ask_about_thread_opens_a_modal_that_carries_ids_only(bot):
     assert field["block_id"] == "question"
     assert field["element"]["type"] == "plain_text_input"
     assert field["element"]["action_id"] == "text"
-    assert json.loads(view["private_metadata"]) == ["T0TEAM", ALICE, CHANNEL, ROOT, url]
+    assert json.loads(view["private_metadata"]) == {
+        "team_id": "T0TEAM",
+        "user_id": ALICE,
+        "channel_id": CHANNEL,
+        "thread_ts": ROOT,
+        "response_url": url,
+    }
     assert "pin the cache" not in json.dumps(view)
     assert not bot.slack.calls_to("conversations.replies")
     assert not bot.claude.requests

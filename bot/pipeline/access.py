@@ -128,13 +128,13 @@ class AccessCheck:
     def check_ids(self, ask: Ask) -> None:
         """The lists that need no lookup, from the request alone: no Slack call."""
         access = self._settings
-        if ask.channel_id.startswith("D"):
+        if ask.origin.channel_id is not None and ask.origin.channel_id.startswith("D"):
             if not access.direct_messages:
                 raise DirectMessagesOff()
-        elif self._channel_listed_out(ask.channel_id):
+        elif self._channel_listed_out(ask.origin.channel_id):
             raise ChannelNotEnabled()
-        if ask.user_id in access.denied_users or (
-            access.allowed_users is not None and ask.user_id not in access.allowed_users
+        if ask.origin.user_id in access.denied_users or (
+            access.allowed_users is not None and ask.origin.user_id not in access.allowed_users
         ):
             raise UserNotEnabled()
 
@@ -148,7 +148,7 @@ class AccessCheck:
         if home is None:
             raise Unverified()
         self._check_workspaces(home.workspaces)
-        facts, name = await self._person(ask.user_id)
+        facts, name = await self._person(ask.origin.user_id)
         if facts is None:
             raise Unverified()
         if facts.deleted:
@@ -187,19 +187,19 @@ class AccessCheck:
             return "a direct message"
         if _hosted_elsewhere(info, home):
             return "hosted by another organization"
-        facts, _ = await self._person(ask.user_id)
+        facts, _ = await self._person(ask.origin.user_id)
         if facts is None:
             return "asker unknown"
         private = channel_id.startswith("G") or bool(info.get("is_private") or info.get("is_mpim"))
         if private or facts.guest or _is_external(facts, home):
-            member = await self._is_member(channel_id, ask.user_id)
+            member = await self._is_member(channel_id, ask.origin.user_id)
             if member is None:
                 return "conversations.members failed"
             if not member:
                 return "asker not a member"
         return None
 
-    def _channel_listed_out(self, channel_id: str) -> bool:
+    def _channel_listed_out(self, channel_id: str | None) -> bool:
         access = self._settings
         return channel_id in access.denied_channels or (
             access.allowed_channels is not None and channel_id not in access.allowed_channels

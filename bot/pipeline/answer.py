@@ -134,7 +134,7 @@ class Pipeline:
             log.info("request=%s surface=%s refused: %s", ask.request_id, ask.surface, type(refusal).__name__)
             await say_privately(self._slack, ask, refusal.sentence)
             return
-        if not self._rate_limit.allow(ask.user_id):  # only requests let in count
+        if not self._rate_limit.allow(ask.origin.user_id):  # only requests let in count
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
             await say_privately(self._slack, ask, TOO_MANY_REQUESTS.sentence)
             return
@@ -188,7 +188,7 @@ class Pipeline:
             backend=self._settings.backend,
             model=self._settings.claude_model,
             max_tokens=self._settings.claude_max_tokens,
-            user_hash=opaque_user_id(ask.team_id, ask.user_id),
+            user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
             on_text=writer.append,
         )
         await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
@@ -231,7 +231,7 @@ class Pipeline:
             look_up_names(
                 slack,
                 people_to_name([*conversation, *viewed], ask.bot),
-                known={ask.user_id: asker_name} if asker_name else None,
+                known={ask.origin.user_id: asker_name} if asker_name else None,
                 lookups=self._names,
             ),
             name_thread(slack, ask.progress, ask.message.text) if first_question else asyncio.sleep(0),

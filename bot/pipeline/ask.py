@@ -102,17 +102,24 @@ Progress = Reaction | ThreadStatus | WorkingNote | None
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Who asked, and where, as every surface reads it from its payload; None where the payload is silent."""
+
+    user_id: str
+    team_id: str | None  # the workspace the payload came through: the one that installed the bot
+    user_team_id: str | None = None  # the asker's own workspace (differs in Slack Connect channels)
+    enterprise_id: str | None = None  # the Enterprise Grid org the request came through
+    channel_id: str | None = None  # where it was asked (D… for a DM), for the access lists
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     request_id: str  # event_id or trigger_id, for logs
     surface: str
-    team_id: str
-    user_id: str
+    origin: Origin
     message: SlackMessage  # the message that invoked the bot
     history: History  # what else to read, or None for the message alone
     reply_to: ReplyTarget
     bot: BotIdentity
-    user_team_id: str = ""  # the asker's own workspace (differs in Slack Connect channels)
-    enterprise_id: str = ""  # the Enterprise Grid org the request came through, if any
-    channel_id: str = ""  # where it was asked (D… for a DM), for the access lists
     progress: Progress = None  # how to show at once that the bot is working
     viewing_channel: str | None = None  # in assistant threads: the channel the user is looking at

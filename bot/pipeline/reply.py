@@ -62,14 +62,17 @@ async def say_privately(slack: AsyncWebClient, ask: Ask, text: str) -> None:
             await quietly(AsyncWebhookClient(response_url).send(text=text, response_type="ephemeral"))
         case InConversation(channel, thread_ts):
             await quietly(
-                slack.chat_postEphemeral(channel=channel, user=ask.user_id, text=text, thread_ts=thread_ts)
+                slack.chat_postEphemeral(
+                    channel=channel, user=ask.origin.user_id, text=text, thread_ts=thread_ts
+                )
             )
 
 
 def open_writer(slack: AsyncWebClient, ask: Ask, preface: str = "") -> ReplyWriter:
     match ask.reply_to:
         case InConversation(channel, thread_ts) if thread_ts is not None:
-            return NativeStream(slack, channel, thread_ts, ask.user_id, ask.user_team_id or ask.team_id)
+            team = ask.origin.user_team_id or ask.origin.team_id or ""  # the asker's own workspace, if known
+            return NativeStream(slack, channel, thread_ts, ask.origin.user_id, team)
         case InConversation(channel, None):
             return UpdatedMessages(slack, channel, None)
         case Privately(response_url):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
-from bot.pipeline.ask import Ask, BotIdentity, History, Progress, ReplyTarget, SlackMessage
+from bot.pipeline.ask import Ask, BotIdentity, History, Origin, Progress, ReplyTarget, SlackMessage
+from bot.pipeline.context import file_refs
 
 Answer = Callable[[Ask], Awaitable[None]]
 ToAsk = Callable[[Mapping[str, Any], BotIdentity], Ask | None]
@@ -24,48 +26,80 @@ def answer_event(app: AsyncApp, event_type: str, to_ask: ToAsk, answer: Answer) 
     app.event(event_type)(on_event)
 
 
-def event_ask(
-    body: Mapping[str, Any],
-    event: Mapping[str, Any],
-    channel: str,
-    message: SlackMessage,
-    *,
-    surface: str,
-    bot: BotIdentity,
-    history: History,
-    reply_to: ReplyTarget,
-    progress: Progress,
-    viewing_channel: str | None = None,
-) -> Ask:
-    """An Ask from an Events API payload: who asked, from which workspace and org, read alike for
-    every event surface; the surface says what to read, where to answer and how to show progress."""
-    return Ask(
-        request_id=str(body.get("event_id") or message.ts),
-        surface=surface,
-        team_id=str(body.get("team_id") or event.get("team") or ""),
-        user_id=message.user or "",
-        message=message,
-        history=history,
-        reply_to=reply_to,
-        bot=bot,
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    """A person's message from an Events API payload, read alike for every event surface: who asked
+    where, and what they wrote; `event` keeps what only one surface reads (thread_ts, channel_type)."""
+
+    event: Mapping[str, Any]
+    request_id: str
+    origin: Origin
+    channel: str
+    message: SlackMessage
+
+    def ask(
+        self,
+        surface: str,
+        bot: BotIdentity,
+        *,
+        history: History,
+        reply_to: ReplyTarget,
+        progress: Progress,
+        viewing_channel: str | None = None,
+    ) -> Ask:
+        """The Ask, once the surface has said what to read, where to answer and how to show progress."""
+        return Ask(
+            request_id=self.request_id,
+            surface=surface,
+            origin=self.origin,
+            message=self.message,
+            history=history,
+            reply_to=reply_to,
+            bot=bot,
+            progress=progress,
+            viewing_channel=viewing_channel,
+        )
+
+
+def message_event(body: Mapping[str, Any], *, with_files: bool = False) -> MessageEvent | None:
+    """The event's message, when its user, channel, ts and text are present strings and text is not blank."""
+    event = body.get("event")
+    if not isinstance(event, Mapping):
+        return None
+    user, channel, ts, text = event.get("user"), event.get("channel"), event.get("ts"), event.get("text")
+    if not (_filled(user) and _filled(channel) and _filled(ts) and _filled(text) and text.strip()):
+        return None
+    origin = Origin(
+        user_id=user,
+        team_id=present(body.get("team_id") or event.get("team")),
         user_team_id=user_team(body, event),
         enterprise_id=enterprise_of(body),
         channel_id=channel,
-        progress=progress,
-        viewing_channel=viewing_channel,
     )
+    files = file_refs(event.get("files")) if with_files else ()
+    message = SlackMessage(ts=ts, text=text, user=user, files=files)
+    return MessageEvent(event, str(body.get("event_id") or ts), origin, channel, message)
 
 
-def user_team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str:
+def _filled(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value)
+
+
+def present(value: object) -> str | None:
+    """A payload's id as text, or None when it is missing or empty."""
+    return str(value) if value else None
+
+
+def user_team(body: Mapping[str, Any], event: Mapping[str, Any]) -> str | None:
     """The asker's own workspace: in Slack Connect channels it is not the one that installed the bot."""
     for team in (event.get("user_team"), event.get("team"), body.get("team_id")):
         if isinstance(team, str) and team.startswith("T"):
             return team
-    return ""
+    return None
 
 
-def enterprise_of(body: Mapping[str, Any]) -> str:
-    """The Enterprise Grid org a payload came through, or "" outside Enterprise Grid."""
+def enterprise_of(body: Mapping[str, Any]) -> str | None:
+    """The Enterprise Grid org a payload came through, or None outside Enterprise Grid."""
     enterprise, team = body.get("enterprise"), body.get("team")
     authorizations = body.get("authorizations")
     first = authorizations[0] if isinstance(authorizations, list) and authorizations else None
@@ -77,16 +111,4 @@ def enterprise_of(body: Mapping[str, Any]) -> str:
     ):
         if isinstance(candidate, str) and candidate.startswith("E"):
             return candidate
-    return ""
-
-
-def event_fields(body: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str, str, str] | None:
-    """The event and its user, channel, ts and text, when all are present strings and text is not blank."""
-    event = body.get("event")
-    if not isinstance(event, Mapping):
-        return None
-    fields = event.get("user"), event.get("channel"), event.get("ts"), event.get("text")
-    if not all(isinstance(field, str) and field for field in fields) or not str(fields[3]).strip():
-        return None
-    user, channel, ts, text = (str(field) for field in fields)
-    return event, user, channel, ts, text
+    return None

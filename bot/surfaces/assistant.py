@@ -19,9 +19,9 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.expiring import ExpiringMap
-from bot.pipeline.ask import Ask, BotIdentity, InConversation, SlackMessage, Thread, ThreadStatus
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, Thread, ThreadStatus
 from bot.pipeline.progress import quietly
-from bot.surfaces import Answer, event_ask, event_fields
+from bot.surfaces import Answer, message_event
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,15 @@ SUGGESTED_PROMPTS = [
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity, viewing_channel: str | None = None) -> Ask | None:
     """A person's message in a thread of their DM with the bot."""
-    fields = event_fields(body)
-    if fields is None:
+    said = message_event(body)
+    if said is None or said.event.get("channel_type") != "im":
         return None
-    event, user, channel, ts, text = fields
-    thread_ts = event.get("thread_ts")
-    if event.get("channel_type") != "im" or not isinstance(thread_ts, str):
+    channel, thread_ts = said.channel, said.event.get("thread_ts")
+    if not isinstance(thread_ts, str):
         return None
-    return event_ask(
-        body,
-        event,
-        channel,
-        SlackMessage(ts=ts, text=text, user=user),
-        surface="assistant",
-        bot=bot,
+    return said.ask(
+        "assistant",
+        bot,
         history=Thread(channel, thread_ts),
         reply_to=InConversation(channel, thread_ts),
         progress=ThreadStatus(channel, thread_ts),

@@ -9,27 +9,20 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, RecentDirectMessages, SlackMessage
-from bot.surfaces import Answer, answer_event, event_ask, event_fields
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, RecentDirectMessages
+from bot.surfaces import Answer, answer_event, message_event
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
-    fields = event_fields(body)
-    if fields is None:
+    said = message_event(body)
+    if said is None or said.event.get("channel_type") != "im" or said.event.get("thread_ts"):
         return None
-    event, user, channel, ts, text = fields
-    if event.get("channel_type") != "im" or event.get("thread_ts"):
-        return None
-    return event_ask(
-        body,
-        event,
-        channel,
-        SlackMessage(ts=ts, text=text, user=user),
-        surface="direct_message",
-        bot=bot,
-        history=RecentDirectMessages(channel),
-        reply_to=InConversation(channel, None),
-        progress=Reaction(channel, ts),
+    return said.ask(
+        "direct_message",
+        bot,
+        history=RecentDirectMessages(said.channel),
+        reply_to=InConversation(said.channel, None),
+        progress=Reaction(said.channel, said.message.ts),
     )
 
 

@@ -7,27 +7,22 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, SlackMessage, Thread
-from bot.pipeline.context import file_refs
-from bot.surfaces import Answer, answer_event, event_ask, event_fields
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, Reaction, Thread
+from bot.surfaces import Answer, answer_event, message_event
 
 
 def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
-    fields = event_fields(body)
-    if fields is None:
+    said = message_event(body, with_files=True)
+    if said is None:
         return None
-    event, user, channel, ts, text = fields
-    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
-    return event_ask(
-        body,
-        event,
-        channel,
-        SlackMessage(ts=ts, text=text, user=user, files=file_refs(event.get("files"))),
-        surface="mention",
-        bot=bot,
+    channel, ts, thread_ts = said.channel, said.message.ts, said.event.get("thread_ts")
+    thread = thread_ts if isinstance(thread_ts, str) and thread_ts else None
+    return said.ask(
+        "mention",
+        bot,
         # A top-level mention is its own whole conversation: nothing else to read.
-        history=Thread(channel, thread_ts) if thread_ts else None,
-        reply_to=InConversation(channel, thread_ts or ts),
+        history=Thread(channel, thread) if thread else None,
+        reply_to=InConversation(channel, thread or ts),
         progress=Reaction(channel, ts),
     )
 

@@ -3,6 +3,7 @@ each answered privately to the person who used it, with the message's thread as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.pipeline.ask import Ask, BotIdentity, Privately, SlackMessage, Thread, WorkingNote
+from bot.pipeline.ask import Ask, BotIdentity, Origin, Privately, SlackMessage, Thread, WorkingNote
 from bot.pipeline.progress import quietly
 from bot.surfaces import Answer
 
@@ -25,36 +26,67 @@ QUESTION_BLOCK, QUESTION_INPUT = "question", "text"
 AFTER_EVERYTHING = "9999999999.999999"
 
 
-def thread_of(shortcut: Mapping[str, Any]) -> tuple[str, str, str, str, str] | None:
-    """(team, user, channel, thread_ts, response_url) of a message shortcut, if all are there."""
-    message = shortcut.get("message") or {}
-    fields = (
-        _id(shortcut.get("team")),
-        _id(shortcut.get("user")),
-        _id(shortcut.get("channel")),
-        message.get("thread_ts") or message.get("ts") if isinstance(message, Mapping) else None,
-        shortcut.get("response_url"),
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShortcutThread:
+    """Who used a message shortcut, on which thread, and where to answer them: ids and the response URL
+    only, which is all the question modal carries (as its private_metadata), never the thread's content."""
+
+    team_id: str
+    user_id: str
+    channel_id: str
+    thread_ts: str
+    response_url: str
+
+    def to_ask(self, question: str, bot: BotIdentity, enterprise_id: str | None) -> Ask:
+        return Ask(
+            request_id=f"shortcut:{self.channel_id}:{self.thread_ts}",
+            surface="shortcut",
+            origin=Origin(
+                self.user_id, self.team_id, enterprise_id=enterprise_id, channel_id=self.channel_id
+            ),
+            message=SlackMessage(ts=AFTER_EVERYTHING, text=question, user=self.user_id),
+            history=Thread(self.channel_id, self.thread_ts),
+            reply_to=Privately(self.response_url),
+            bot=bot,
+            progress=WorkingNote(self.response_url),
+        )
+
+
+THREAD_KEYS = frozenset(field.name for field in dataclasses.fields(ShortcutThread))
+
+
+def thread_of(shortcut: Mapping[str, Any]) -> ShortcutThread | None:
+    """The thread a message shortcut was used on, if all its ids and the response URL are there."""
+    message = shortcut.get("message")
+    return _thread(
+        team_id=_id(shortcut.get("team")),
+        user_id=_id(shortcut.get("user")),
+        channel_id=_id(shortcut.get("channel")),
+        thread_ts=message.get("thread_ts") or message.get("ts") if isinstance(message, Mapping) else None,
+        response_url=shortcut.get("response_url"),
     )
-    if not all(isinstance(field, str) and field for field in fields):
-        return None
-    team, user, channel, thread_ts, response_url = (str(field) for field in fields)
-    return team, user, channel, thread_ts, response_url
 
 
-def _id(entity: object) -> object:
-    return entity.get("id") if isinstance(entity, Mapping) else None
-
-
-def opened_for(view: Mapping[str, Any]) -> tuple[str, str, str, str, str] | None:
-    """(team, user, channel, thread_ts, response_url) the modal was opened with, from its metadata."""
+def opened_for(view: Mapping[str, Any]) -> ShortcutThread | None:
+    """The thread the modal was opened for, from the JSON object in its metadata."""
     try:
         fields = json.loads(view.get("private_metadata") or "")
     except (ValueError, TypeError):
         return None
-    if not (isinstance(fields, list) and len(fields) == 5 and all(isinstance(f, str) and f for f in fields)):
+    if not (isinstance(fields, dict) and fields.keys() == THREAD_KEYS):
         return None
-    team, user, channel, thread_ts, response_url = fields
-    return team, user, channel, thread_ts, response_url
+    return _thread(**fields)
+
+
+def _thread(**fields: object) -> ShortcutThread | None:
+    """A ShortcutThread, when every field is a string that is not empty."""
+    if not all(isinstance(value, str) and value for value in fields.values()):
+        return None
+    return ShortcutThread(**{name: str(value) for name, value in fields.items()})
+
+
+def _id(entity: object) -> object:
+    return entity.get("id") if isinstance(entity, Mapping) else None
 
 
 def _question(view: Mapping[str, Any]) -> str:
@@ -65,38 +97,11 @@ def _question(view: Mapping[str, Any]) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def to_ask(
-    team: str,
-    user: str,
-    channel: str,
-    thread_ts: str,
-    response_url: str,
-    question: str,
-    bot: BotIdentity,
-    enterprise: str = "",
-) -> Ask:
-    return Ask(
-        request_id=f"shortcut:{channel}:{thread_ts}",
-        surface="shortcut",
-        team_id=team,
-        user_id=user,
-        message=SlackMessage(ts=AFTER_EVERYTHING, text=question, user=user),
-        history=Thread(channel, thread_ts),
-        reply_to=Privately(response_url),
-        bot=bot,
-        progress=WorkingNote(response_url),
-        enterprise_id=enterprise,
-        channel_id=channel,
-    )
-
-
-def question_modal(team: str, user: str, channel: str, thread_ts: str, response_url: str) -> dict[str, Any]:
-    # Ids and the response URL only: the modal carries no content of the thread.
-    metadata = json.dumps([team, user, channel, thread_ts, response_url])
+def question_modal(thread: ShortcutThread) -> dict[str, Any]:
     return {
         "type": "modal",
         "callback_id": ASK_ABOUT_THREAD,
-        "private_metadata": metadata,
+        "private_metadata": json.dumps(dataclasses.asdict(thread)),
         "title": {"type": "plain_text", "text": "Ask Claude"},
         "submit": {"type": "plain_text", "text": "Ask"},
         "close": {"type": "plain_text", "text": "Cancel"},
@@ -122,7 +127,7 @@ def register(app: AsyncApp, answer: Answer) -> None:
         thread = thread_of(shortcut)
         if thread is not None:
             bot = BotIdentity(context.bot_user_id, context.bot_id)
-            await answer(to_ask(*thread, SUMMARY_REQUEST, bot, context.enterprise_id or ""))
+            await answer(thread.to_ask(SUMMARY_REQUEST, bot, context.enterprise_id or None))
 
     @app.shortcut(ASK_ABOUT_THREAD)
     async def on_ask(ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient) -> None:
@@ -131,16 +136,16 @@ def register(app: AsyncApp, answer: Answer) -> None:
         trigger_id = shortcut.get("trigger_id")
         if thread is not None and isinstance(trigger_id, str):
             # A trigger expires after 3 seconds; Slack's refusal must not escape the listener.
-            await quietly(client.views_open(trigger_id=trigger_id, view=question_modal(*thread)))
+            await quietly(client.views_open(trigger_id=trigger_id, view=question_modal(thread)))
 
     @app.view(ASK_ABOUT_THREAD)
     async def on_question(
         ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        fields = opened_for(view)
-        if fields is None or fields[1] != _id(body.get("user")):
+        thread = opened_for(view)
+        if thread is None or thread.user_id != _id(body.get("user")):
             await ack()  # not a modal we opened, or submitted by someone it was not opened for: ignored
-            if fields is not None:
+            if thread is not None:
                 log.info("modal submission ignored: submitted by another user than it was opened for")
             return
         question = _question(view)
@@ -148,16 +153,5 @@ def register(app: AsyncApp, answer: Answer) -> None:
             await ack(response_action="errors", errors={QUESTION_BLOCK: "Please type a question."})
             return
         await ack()
-        team, user, channel, thread_ts, response_url = fields
-        await answer(
-            to_ask(
-                team,
-                user,
-                channel,
-                thread_ts,
-                response_url,
-                question,
-                BotIdentity(context.bot_user_id, context.bot_id),
-                context.enterprise_id or "",
-            )
-        )
+        bot = BotIdentity(context.bot_user_id, context.bot_id)
+        await answer(thread.to_ask(question, bot, context.enterprise_id or None))

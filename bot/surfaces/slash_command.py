@@ -7,8 +7,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
-from bot.pipeline.ask import Ask, BotIdentity, Privately, SlackMessage
-from bot.surfaces import Answer, enterprise_of
+from bot.pipeline.ask import Ask, BotIdentity, Origin, Privately, SlackMessage
+from bot.surfaces import Answer, enterprise_of, present
 
 HELP_WORDS = frozenset({"", "help", "?", "-h", "--help"})
 POLICY_WORDS = frozenset({"policy", "privacy"})
@@ -32,17 +32,15 @@ def to_ask(command: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
     if question.lower() in HELP_WORDS | POLICY_WORDS:
         return None
     trigger_id = command.get("trigger_id")
+    team, channel = present(command.get("team_id")), present(command.get("channel_id"))
     return Ask(
         request_id=trigger_id if isinstance(trigger_id, str) else "slash_command",
         surface="slash_command",
-        team_id=str(command.get("team_id") or ""),
-        user_id=user,
+        origin=Origin(user, team, enterprise_id=enterprise_of(command), channel_id=channel),
         message=SlackMessage(ts="0", text=question, user=user),
         history=None,  # slash commands have no thread; the question is the whole conversation
         reply_to=Privately(response_url),
         bot=bot,
-        enterprise_id=enterprise_of(command),
-        channel_id=str(command.get("channel_id") or ""),
     )
 
 
