@@ -62,3 +62,20 @@ async def test_socket_mode_reconnects_and_a_redelivered_event_is_answered_once(b
     assert len(bot.claude.requests) == 2
     assert bot.replies(CHANNEL, "4.000001") == ["Hello from fake Claude."]
     assert bot.replies(CHANNEL, "4.000002") == ["Hello from fake Claude."]
+
+
+@pytest.mark.parametrize("bot_overrides", [{"SLACK_TIMEOUT_SECONDS": "1"}], indirect=True)
+async def test_a_stream_that_cannot_be_stopped_keeps_its_words_and_the_bot_goes_on(bot, caplog):
+    """chat.stopStream timing out (also on its one retry) is logged by class; the answer's words stay,
+    progress is cleared and the next question is answered."""
+    bot.slack.add_thread(CHANNEL, [said(ALICE, "root", "5.000000"), said(ALICE, "<@U0BOT> hi", "5.000001")])
+    bot.slack.fail("chat.stopStream", status=200, error="never", delay=1.5, times=2)
+
+    await bot.send_event(mention("<@U0BOT> hi", ts="5.000001", thread_ts="5.000000"))
+    await bot.finished()
+    await bot.send_event(mention("<@U0BOT> again", ts="5.000002", thread_ts="5.000000"))
+    await bot.finished(count=2)
+
+    assert bot.replies(CHANNEL, "5.000000")[0] == "Hello from fake Claude."
+    assert len(bot.claude.requests) == 2
+    assert "Traceback" not in caplog.text
