@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import aiohttp
+import redis.exceptions
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_bolt.async_app import AsyncApp
@@ -33,6 +34,7 @@ from bot.logs import BOLT_LOGGER
 from bot.pipeline.answer import Pipeline
 from bot.policy import policy_summary
 from bot.slack_calls import SlackCallFailed, slack_call
+from bot.state import MemoryState, RedisState, State, StateKeys
 from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_command
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,13 @@ def build_slack_client(settings: Settings) -> AsyncWebClient:
 
 
 def build_app(
-    settings: Settings, slack: AsyncWebClient, claude: ClaudeClient, pipeline: Pipeline | None = None
+    settings: Settings,
+    slack: AsyncWebClient,
+    claude: ClaudeClient,
+    pipeline: Pipeline | None = None,
+    state: State | None = None,
 ) -> AsyncApp:
+    """`state`: what is kept between requests (ids only), shared by every process when it is Redis."""
     app = AsyncApp(
         client=slack,
         signing_secret=settings.slack_signing_secret or "",
@@ -67,8 +74,10 @@ def build_app(
         request_verification_enabled=False,
         logger=logging.getLogger(BOLT_LOGGER),
     )
-    replays = None if settings.socket_mode else guards.RecentInteractionIds()
-    guards.register(app, guards.RecentEventIds(), replays)
+    state = state or MemoryState()
+    keys = StateKeys(settings.slack_bot_token)  # the same in every replica of this app
+    replays = None if settings.socket_mode else guards.recent_interaction_ids(state, keys)
+    guards.register(app, guards.recent_event_ids(state, keys), replays)
     pipeline = pipeline or Pipeline(settings, slack, claude)
     mention.register(app, pipeline)
     assistant.register(app, pipeline, pipeline.stop)  # before direct_message: it takes the DM's threads
@@ -92,11 +101,14 @@ async def serve(settings: Settings) -> None:
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
     slack = build_slack_client(settings)
+    state: State = MemoryState()
     try:
         identity = await _check_bot_token(slack)
+        if settings.redis_url is not None:
+            state = await _reach_redis(settings.redis_url)
         log.info("Claude through %s", where(settings))
         pipeline = Pipeline(settings, slack, claude)
-        app = build_app(settings, slack, claude, pipeline)
+        app = build_app(settings, slack, claude, pipeline, state)
         await warm_up(app, identity)
         # What start-up made (modules, clients, Bolt's app) lives as long as the process: leave it out
         # of every later collection, so that collections under a burst scan only requests' objects.
@@ -115,8 +127,20 @@ async def serve(settings: Settings) -> None:
         log.info("stopped; %d answers interrupted", interrupted)
     finally:
         await claude.close()
+        await state.close()
         if slack.session is not None:
             await slack.session.close()
+
+
+async def _reach_redis(url: str) -> RedisState:
+    state = RedisState(url)
+    try:
+        await state.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        await state.close()
+        raise StartupError(f"REDIS_URL: cannot reach Redis ({exc.__class__.__name__})") from None
+    log.info("state shared through Redis")
+    return state
 
 
 async def warm_up(app: AsyncApp, identity: dict[str, Any]) -> None:

@@ -92,6 +92,7 @@ class Settings:
     request_deadline_seconds: float
     shutdown_grace_seconds: float
     slack_timeout_seconds: float
+    redis_url: str | None = None  # ids-only state shared by every process; unset: this process's memory
     access: AccessSettings = AccessSettings()
     outbound: OutboundSettings = OutboundSettings()
     backend: BackendSettings = BackendSettings()
@@ -139,6 +140,7 @@ class Settings:
             ),
             shutdown_grace_seconds=read.or_default("SHUTDOWN_GRACE_SECONDS", _number_between(0, 600), 20.0),
             slack_timeout_seconds=read.or_default("SLACK_TIMEOUT_SECONDS", _number_between(1, 300), 15.0),
+            redis_url=read.optional("REDIS_URL", _redis_url),
             access=_access(read),
             outbound=_outbound(read),
             backend=backend,
@@ -258,6 +260,13 @@ def _number_between(low: float, high: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _redis_url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.netloc or parsed.path):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0")
+    return raw
 
 
 def _http_url(raw: str) -> str:

@@ -3,7 +3,6 @@ replays; and the last word on what Slack is sent back: every request is acknowle
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.response import BoltResponse
 
-from bot.expiring import ExpiringMap
+from bot.state import State, StateKeys
 
 log = logging.getLogger(__name__)
 
@@ -20,26 +19,20 @@ ANSWERED_SUBTYPES = frozenset({None, "file_share"})
 
 
 class RecentIds:
-    """Ids seen lately, so that a second delivery of one is not answered again. Each id is kept as its
-    SHA-256 digest (a trigger id can open a modal; an event id is harmless, but one rule is simpler),
-    for `ttl_seconds`, at most `max_ids` of them."""
+    """Ids seen lately, so that a second delivery of one is not answered again, in every process that
+    shares `state`. Each id is kept only as a keyed hash, for `ttl_seconds`, under `kind`."""
 
-    def __init__(self, ttl_seconds: float, max_ids: int = 100_000) -> None:
-        self._seen: ExpiringMap[bytes, bool] = ExpiringMap(ttl_seconds, max_ids)
+    def __init__(self, state: State, keys: StateKeys, kind: str, ttl_seconds: float) -> None:
+        self._state, self._keys, self._kind, self._ttl = state, keys, kind, ttl_seconds
 
-    def first_time(self, unique_id: str, now: float | None = None) -> bool:
-        key = hashlib.sha256(unique_id.encode("utf-8", "surrogatepass")).digest()
-        if self._seen.get(key, now):
-            return False
-        self._seen.put(key, True, now)
-        return True
+    async def first_time(self, unique_id: str) -> bool:
+        """One atomic claim: of two processes that see an id at once, one gets True."""
+        return await self._state.claim(f"dedupe:{self._kind}:{self._keys.of(unique_id)}", self._ttl)
 
 
-class RecentEventIds(RecentIds):
+def recent_event_ids(state: State, keys: StateKeys) -> RecentIds:
     """Event ids, for an hour: Slack redelivers an unacknowledged event for a few minutes."""
-
-    def __init__(self, ttl_seconds: float = 3600.0, max_ids: int = 100_000) -> None:
-        super().__init__(ttl_seconds, max_ids)
+    return RecentIds(state, keys, "event", 3600.0)
 
 
 # A signature is accepted up to 5 minutes either side of its timestamp, so one signed request can be
@@ -47,12 +40,10 @@ class RecentEventIds(RecentIds):
 SIGNATURE_WINDOW_SECONDS = 300.0
 
 
-class RecentInteractionIds(RecentIds):
+def recent_interaction_ids(state: State, keys: StateKeys) -> RecentIds:
     """Trigger ids of slash commands, shortcuts, view submissions and block actions, each unique to one
     use, remembered past any replay a signature allows."""
-
-    def __init__(self, ttl_seconds: float = 3 * SIGNATURE_WINDOW_SECONDS, max_ids: int = 100_000) -> None:
-        super().__init__(ttl_seconds, max_ids)
+    return RecentIds(state, keys, "interaction", 3 * SIGNATURE_WINDOW_SECONDS)
 
 
 def always_acknowledged(response: BoltResponse) -> BoltResponse:
@@ -80,7 +71,7 @@ def why_ignored(event: object, bot_user_id: str | None) -> str | None:
     return None
 
 
-def register(app: AsyncApp, recent: RecentEventIds, interactions: RecentInteractionIds | None = None) -> None:
+def register(app: AsyncApp, recent: RecentIds, interactions: RecentIds | None = None) -> None:
     """`interactions`: answer each signed interaction once (HTTP mode, where a captured request can be
     replayed; over Socket Mode only Slack's own connection delivers)."""
 
@@ -96,7 +87,7 @@ def register(app: AsyncApp, recent: RecentEventIds, interactions: RecentInteract
         event = body.get("event")
         reason = why_ignored(event, context.bot_user_id)
         event_id = body.get("event_id")
-        if reason is None and isinstance(event_id, str) and not recent.first_time(event_id):
+        if reason is None and isinstance(event_id, str) and not await recent.first_time(event_id):
             reason = "redelivery"
         if reason is not None:
             event_type = event.get("type") if isinstance(event, Mapping) else None
@@ -115,7 +106,7 @@ def register(app: AsyncApp, recent: RecentEventIds, interactions: RecentInteract
     ) -> BoltResponse:
         # Slack never retries a command or an interaction, so a trigger id seen twice is a replay.
         trigger_id = body.get("trigger_id")
-        if isinstance(trigger_id, str) and trigger_id and not interactions.first_time(trigger_id):
+        if isinstance(trigger_id, str) and trigger_id and not await interactions.first_time(trigger_id):
             log.debug("%s ignored: replay", "command" if "command" in body else "interaction")
             return await ack()
         return await next()

@@ -20,6 +20,7 @@ OURS = "bot"
 THIRD_PARTY = (
     *("slack_bolt", "slack_sdk", "anthropic", "httpx", "httpx2", "httpcore", "aiohttp", "asyncio"),
     *("botocore", "boto3", "google", "urllib3"),  # under the Bedrock and Vertex clients
+    "redis",  # redis-py: the shared state (REDIS_URL)
 )
 # Bolt hands this logger to every client it builds (Socket Mode included); kept at WARNING.
 BOLT_LOGGER = "slack_bolt.app"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +14,10 @@ from slack_bolt.async_app import AsyncApp
 from bot.app import AckFirstSocketModeHandler, build_app, build_claude_client, build_slack_client, warm_up
 from bot.config import Settings
 from bot.pipeline.answer import Pipeline
+from bot.state import State
 from tests.fakes.claude_api import FakeClaude
 from tests.fakes.slack_api import FakeSlack
+from tests.redis_server import RedisServer
 
 BOT_USER = "U0BOT"
 ALICE, BOB = "U0ALICE", "U0BOB"
@@ -98,27 +101,49 @@ def bot_overrides(request: pytest.FixtureRequest) -> dict[str, str]:
     return dict(getattr(request, "param", {}))
 
 
-@pytest.fixture
-async def bot(
-    slack: FakeSlack, claude: FakeClaude, bot_overrides: dict[str, str]
+@asynccontextmanager
+async def running_bot(
+    slack: FakeSlack, claude: FakeClaude, overrides: dict[str, str], state: State | None = None
 ) -> AsyncIterator[RunningBot]:
-    """The bot connected to fake Slack over Socket Mode, answering with fake Claude."""
-    settings = Settings.from_env(bot_env(slack, claude, **bot_overrides))
+    """The bot connected to fake Slack over Socket Mode, answering with fake Claude; `state` shared
+    with other bots when it is a RedisState."""
+    settings = Settings.from_env(bot_env(slack, claude, **overrides))
     slack_client = build_slack_client(settings)
     claude_client = build_claude_client(settings)
     pipeline = Pipeline(settings, slack_client, claude_client)
-    app = build_app(settings, slack_client, claude_client, pipeline)
+    app = build_app(settings, slack_client, claude_client, pipeline, state)
     assert settings.slack_app_token is not None
     await warm_up(app, (await slack_client.auth_test()).data)  # as `serve` does
     handler = AckFirstSocketModeHandler(app, settings.slack_app_token)
+    connected = slack.socket_connections
     await handler.connect_async()
-    await slack.wait_for_socket()
+    await slack.wait_for_socket(count=connected + 1)
     try:
         yield RunningBot(app, settings, slack, claude, pipeline)
     finally:
         await handler.close_async()
         await claude_client.close()
         await slack_client.session.close()
+
+
+@pytest.fixture
+async def bot(
+    slack: FakeSlack, claude: FakeClaude, bot_overrides: dict[str, str]
+) -> AsyncIterator[RunningBot]:
+    """The bot connected to fake Slack over Socket Mode, answering with fake Claude."""
+    async with running_bot(slack, claude, bot_overrides) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on loopback for the whole run, with no persistence."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def mention(

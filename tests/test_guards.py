@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from bot.guards import RecentEventIds
+from bot.guards import RecentIds
+from bot.state import MemoryState, StateKeys
 from tests.conftest import BOT_USER, CHANNEL, DM, direct_message, mention
 
 PAYLOADS = Path(__file__).parent / "payloads"  # copies of shared/reference/payloads
@@ -75,16 +77,17 @@ async def test_redelivered_event_is_answered_once(bot, retry):
     assert bot.replies(CHANNEL, "10.000001") == ["Hello from fake Claude."]
 
 
-def test_event_ids_are_forgotten_after_their_time_limit():
-    recent = RecentEventIds(ttl_seconds=60)
-    assert recent.first_time("Ev1", now=0)
-    assert not recent.first_time("Ev1", now=59)
-    assert recent.first_time("Ev1", now=61)
+async def test_event_ids_are_forgotten_after_their_time_limit():
+    recent = RecentIds(MemoryState(), StateKeys("secret"), "event", ttl_seconds=0.05)
+    assert await recent.first_time("Ev1")
+    assert not await recent.first_time("Ev1")
+    await asyncio.sleep(0.1)
+    assert await recent.first_time("Ev1")
 
 
-def test_event_ids_are_bounded_in_number():
-    recent = RecentEventIds(ttl_seconds=60, max_ids=2)
+async def test_event_ids_are_bounded_in_number():
+    recent = RecentIds(MemoryState(max_keys=2), StateKeys("secret"), "event", ttl_seconds=60)
     for event_id in ("Ev1", "Ev2", "Ev3"):
-        assert recent.first_time(event_id, now=0)
-    assert recent.first_time("Ev1", now=1)  # the oldest made room
-    assert not recent.first_time("Ev3", now=1)
+        assert await recent.first_time(event_id)
+    assert await recent.first_time("Ev1")  # the oldest made room
+    assert not await recent.first_time("Ev3")

@@ -16,8 +16,9 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.app import build_app, build_claude_client, build_slack_client
 from bot.config import Settings
-from bot.guards import SIGNATURE_WINDOW_SECONDS, RecentInteractionIds
+from bot.guards import SIGNATURE_WINDOW_SECONDS, recent_interaction_ids
 from bot.http_intake import EVENTS_PATH, start_http
+from bot.state import MemoryState, StateKeys
 from tests.conftest import CHANNEL, bot_env, mention
 
 SECRET = "test-signing-secret"
@@ -288,10 +289,13 @@ async def test_a_replayed_shortcut_is_answered_once(http_bot, slack, claude):
     assert len(claude.requests) == 2
 
 
-def test_interaction_ids_outlive_every_replay_a_signature_allows_and_are_kept_hashed():
-    recent = RecentInteractionIds()
+async def test_interaction_ids_outlive_every_replay_a_signature_allows_and_are_kept_hashed():
+    state = MemoryState()
+    recent = recent_interaction_ids(state, StateKeys("secret"))
     trigger_id = "13345224609.738474920.8088930838d88f008e0"
-    assert recent.first_time(trigger_id, now=0.0)
+    assert await recent.first_time(trigger_id)
+    assert not await recent.first_time(trigger_id)
     # Signed at T, a request is accepted from T-300 to T+300 of our clock: up to 600 s after we first see it.
-    assert not recent.first_time(trigger_id, now=2 * SIGNATURE_WINDOW_SECONDS + 1)
-    assert trigger_id not in repr(vars(recent._seen))  # SHA-256 digests only
+    [(key, (expires, _))] = state._items.items()
+    assert expires - time.monotonic() > 2 * SIGNATURE_WINDOW_SECONDS
+    assert trigger_id not in key  # a keyed hash only
