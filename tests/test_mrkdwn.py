@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.pipeline.mrkdwn import split_message, to_mrkdwn
+from bot.pipeline.mrkdwn import to_mrkdwn
+from bot.pipeline.rollover import open_fence, split_message
 
 CORPUS = Path(__file__).parent / "corpus" / "markdown"
 CORPUS_NAMES = sorted(path.stem for path in CORPUS.glob("*.md"))
@@ -18,7 +19,8 @@ SLACK_LINK = re.compile(r"<[A-Za-z][A-Za-z0-9+.-]*:[^<>|\s]*(?:\|[^<>\n]*)?>")
 # A plain broadcast Slack could turn into a notification; ours carry a word joiner after the "@".
 BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
 JOINER = "\u2060"
-FENCE_RUN = re.compile(r"`{3,}")
+FENCE_LINE = re.compile(r"(?m)^(?:> ?)* {0,3}(?:`{3,}[^`\n]*|~{3,}.*)$")  # as the splitter reads them
+QUOTE_MARKERS = re.compile(r"(?m)^(?:> ?)+")  # a quoted line cut in two is quoted in both pieces
 
 
 def expected(name: str) -> str:
@@ -155,7 +157,16 @@ def test_table_honours_column_alignment() -> None:
 
 def test_table_cell_markup_is_stripped_and_escaped() -> None:
     md = "| a |\n|---|\n| **b** `<c>` [d](https://e.x) & f |"
-    assert to_mrkdwn(md) == "```\na\n-----------\nb &lt;c&gt; d &amp; f\n```"
+    assert to_mrkdwn(md) == "```\na\n---------------\nb &lt;c&gt; d [1] &amp; f\n```\n[1] <https://e.x|d>"
+
+
+def test_table_links_are_numbered_in_their_cells_and_listed_under_the_table() -> None:
+    md = "| what | where |\n|---|---|\n| [docs](https://x.dev) | <https://y.dev> |\n"
+    md += "| [a](/rel) | [https://good.example](https://evil.example) |"
+    assert to_mrkdwn(md) == (
+        "```\nwhat     | where\n---------+-------------------------\ndocs [1] | https://y.dev\n"
+        "a        | https://good.example [2]\n```\n[1] <https://x.dev|docs>\n[2] <https://evil.example>"
+    )
 
 
 def test_table_pads_wide_characters_by_display_width() -> None:
@@ -196,6 +207,30 @@ def test_source_entities_are_decoded_then_escaped_once() -> None:
 def test_raw_html_is_shown_as_text() -> None:
     assert to_mrkdwn("<div>\n<b>hi</b>\n</div>") == "&lt;div&gt;\n&lt;b&gt;hi&lt;/b&gt;\n&lt;/div&gt;"
     assert to_mrkdwn("x <span>y</span>") == "x &lt;span&gt;y&lt;/span&gt;"
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        pytest.param("**un**predictable, re**fresh**", "unpredictable, refresh", id="emphasis inside a word"),
+        pytest.param("中文**粗体**中文 and **x**:", "中文粗体中文 and *x*:", id="emphasis against CJK"),
+        pytest.param("2*3*4 and x*y*z", "2*3*4 and x*y*z", id="arithmetic"),
+        pytest.param("**bold**ly", "boldly", id="bold against a word"),
+        pytest.param(r"\*a\* and \~b\~", f"{JOINER}*a* and {JOINER}~b~", id="escaped markup"),
+        pytest.param(r"\*nix, a\*b\*c, \_private", "*nix, a*b*c, _private", id="markup Slack cannot read"),
+        pytest.param(r"\`\`\` not a fence", f"``{JOINER}` not a fence", id="escaped backtick run"),
+        pytest.param("# Use \\*args", f"*Use {JOINER}*args*", id="escaped star in a heading"),
+        pytest.param("__init__, __main__.py; __bold__", "__init__, __main__.py; *bold*", id="dunders"),
+        pytest.param("- [ ] a\n- [x] b", "☐ a\n☑ b", id="task list"),
+        pytest.param("1. ```\n   x\n   ```", "1.\n```\nx\n```", id="code block first in a list item"),
+        pytest.param("- > quote", "•\n> quote", id="quote first in a list item"),
+        pytest.param("``a`b``", "`aˋb`", id="backtick in inline code"),
+        pytest.param("見てhttps://x.dev/a。次", "見て<https://x.dev/a>。次", id="URL before CJK"),
+        pytest.param("https://x.dev/foo*bar*baz", "<https://x.dev/foo*bar*baz>", id="URL with stars"),
+    ],
+)
+def test_slack_shows_what_claude_meant(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
 
 
 # --------------------------------------------------------------------------- links
@@ -276,7 +311,8 @@ def test_plain_broadcasts_claude_writes_do_not_notify() -> None:
     assert not BROADCAST.search(out), out
     j = JOINER
     assert out == (
-        f"ping @{j}channel, @{j}here or @{j}everyone (@{j}Here too): *@{j}here* ~@{j}channel~ `@{j}channel`"
+        f"ping @{j}channel, @{j}here or @{j}everyone (@{j}Here too): *@{j}here* "
+        f"{j}~@{j}channel~ `@{j}channel`"  # the tildes are text in Markdown: a joiner keeps them so in Slack
         f"\n\n```\n@{j}everyone\n```"
     )
 
@@ -390,15 +426,15 @@ def test_corpus_output_is_safe() -> None:
 
 
 def normalized(text: str) -> str:
-    """The text modulo whitespace and fences: what splitting must preserve."""
-    return re.sub(r"\s+", "", FENCE_RUN.sub("", text))
+    """The text modulo whitespace and fence lines: what splitting must preserve."""
+    return re.sub(r"\s+", "", QUOTE_MARKERS.sub("", FENCE_LINE.sub("", text)))
 
 
 def assert_valid_split(text: str, pieces: list[str], limit: int) -> None:
     assert all(0 < len(piece) <= limit for piece in pieces), [len(p) for p in pieces]
     assert "".join(normalized(piece) for piece in pieces) == normalized(text)
-    if len(FENCE_RUN.findall(text)) % 2 == 0:
-        assert all(len(FENCE_RUN.findall(piece)) % 2 == 0 for piece in pieces), pieces
+    if open_fence(text) is None:  # every piece opens and closes its code
+        assert all(open_fence(piece) is None for piece in pieces), pieces
 
 
 def test_split_empty_input_gives_no_pieces() -> None:
@@ -422,17 +458,6 @@ def test_split_falls_back_to_lines_then_spaces_then_hard_cut() -> None:
     assert split_message("x" * 50, limit=20) == ["x" * 20, "x" * 20, "x" * 10]
 
 
-def test_split_reopens_code_block_across_pieces() -> None:
-    code = "\n".join(f"line {i}" for i in range(12))
-    text = f"intro\n\n```\n{code}\n```\n\noutro"
-    assert split_message(text, limit=40) == [
-        "intro\n\n```\nline 0\nline 1\nline 2\n```",
-        "```\nline 3\nline 4\nline 5\nline 6\n```",
-        "```\nline 7\nline 8\nline 9\nline 10\n```",
-        "```\nline 11\n```\n\noutro",
-    ]
-
-
 def test_split_keeps_code_indentation_at_cut_points() -> None:
     text = "```\n" + "\n".join(f"    step_{i}()" for i in range(6)) + "\n```"
     pieces = split_message(text, limit=50)
@@ -441,7 +466,7 @@ def test_split_keeps_code_indentation_at_cut_points() -> None:
 
 
 def test_split_reuses_closing_fence_instead_of_emitting_empty_block() -> None:
-    text = "```\n" + "a" * 30 + "\n```" + "b" * 30  # the cut falls just before the closing fence
+    text = "```\n" + "a" * 30 + "\n```\n" + "b" * 30  # the cut falls just before the closing fence
     assert split_message(text, limit=50) == ["```\n" + "a" * 30 + "\n```", "b" * 30]
 
 
@@ -453,6 +478,72 @@ def test_split_never_breaks_an_entity() -> None:
 def test_split_never_breaks_a_link() -> None:
     text = "word word word <https://x.dev/p|a b c d e f> end"
     assert split_message(text, limit=36) == ["word word word", "<https://x.dev/p|a b c d e f> end"]
+
+
+def numbered(word: str, count: int) -> str:
+    return "\n".join(f"{word} {i}" for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "pieces"),
+    [
+        pytest.param(
+            f"intro\n\n```\n{numbered('line', 12)}\n```\n\noutro",
+            40,
+            [
+                "intro\n\n```\nline 0\nline 1\nline 2\n```",
+                "```\nline 3\nline 4\nline 5\nline 6\n```",
+                "```\nline 7\nline 8\nline 9\nline 10\n```",
+                "```\nline 11\n```\n\noutro",
+            ],
+            id="a code block",
+        ),
+        pytest.param(
+            f"Docs: <https://x.dev/a```b> and then\n\n```\n{numbered('line', 8)}\n```\n\nafter",
+            40,
+            [
+                "Docs: <https://x.dev/a```b> and then",
+                "```\nline 0\nline 1\nline 2\nline 3\n```",
+                "```\nline 4\nline 5\nline 6\nline 7\n```",
+                "after",
+            ],
+            id="after backticks inside a link",
+        ),
+        pytest.param(
+            f"````markdown\n{numbered('line', 4)}\n```bash\nls\n```\n{numbered('more', 6)}\n````\nafter",
+            50,
+            [
+                "````markdown\nline 0\nline 1\nline 2\nline 3\n````",
+                "````\n```bash\nls\n```\nmore 0\nmore 1\nmore 2\n````",
+                "````\nmore 3\nmore 4\nmore 5\n````\nafter",
+            ],
+            id="a fence line inside a longer-fenced block is content",
+        ),
+        pytest.param(
+            "> Run:\n> ```\n" + "\n".join(f"> step {i}" for i in range(8)) + "\n> ```\n\nafter",
+            40,
+            [
+                "> Run:\n> ```\n> step 0\n> step 1\n> ```",
+                "> ```\n> step 2\n> step 3\n> step 4\n> ```",
+                "> ```\n> step 5\n> step 6\n> step 7\n> ```",
+                "after",
+            ],
+            id="in a quote",
+        ),
+    ],
+)
+def test_split_closes_and_reopens_a_code_block_cut_in_two(text: str, limit: int, pieces: list[str]) -> None:
+    assert split_message(text, limit) == pieces
+
+
+def test_split_keeps_both_halves_of_a_quoted_line_in_the_quote() -> None:
+    text = "> a quoted line that is long enough to be cut\n> in two"
+    assert split_message(text, limit=30) == ["> a quoted line that is long", "> enough to be cut\n> in two"]
+
+
+def test_split_never_starts_a_piece_with_backticks_that_were_inside_a_line() -> None:
+    text = "Write " + "x" * 20 + " ```js fences like this"  # cut before ```, the rest would be a fence
+    assert split_message(text, limit=30) == ["Write", "x" * 20 + " ```js", "fences like this"]
 
 
 def test_split_rejects_a_limit_too_small_for_fences() -> None:
@@ -473,7 +564,7 @@ def test_split_long_corpus_answer_into_valid_messages() -> None:
 def random_mrkdwn(rng: random.Random) -> str:
     words = [
         "word", "another", "x" * 70, "&amp;", "&lt;", "&gt;", "<https://x.dev/a|a label>", "<https://y.dev>",
-        "*bold*", "_it_", "`code`", "\n", "\n\n", "\n\n\n", " ", "  ", "    indented", "\n```\n", "```",
+        "*bold*", "_it_", "`code`", "\n", "\n\n", "\n\n\n", " ", "  ", "    indented", "\n```\n", "``\u2060`",
         "\n> quote", "• item", "日本語", "🎉",
     ]  # fmt: skip
     return "".join(rng.choice(words) + rng.choice(["", " "]) for _ in range(rng.randint(0, 120)))
@@ -482,7 +573,7 @@ def random_mrkdwn(rng: random.Random) -> str:
 def test_split_never_loses_text() -> None:
     rng = random.Random(99)
     for _ in range(1500):
-        text, limit = random_mrkdwn(rng), rng.randint(16, 300)
+        text, limit = random_mrkdwn(rng), rng.randint(34, 300)  # room for a 25-character link in a code block
         pieces = split_message(text, limit)
         assert_valid_split(text, pieces, limit)
         if limit >= 60:  # room for every atom in `random_mrkdwn`: none may be cut

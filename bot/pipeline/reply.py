@@ -23,9 +23,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.pipeline.ask import Ask, InConversation, Privately
 from bot.pipeline.defuse import defuse_markdown, split_unfinished
-from bot.pipeline.mrkdwn import split_message, to_mrkdwn
+from bot.pipeline.mrkdwn import to_mrkdwn
 from bot.pipeline.progress import quietly
-from bot.pipeline.rollover import roll_over
+from bot.pipeline.rollover import fitting_head, roll_over, split_message
 from bot.pipeline.said import STOPPED, Notice, VisibleError, sentence_of
 from bot.slack_calls import SlackCallFailed, slack_call
 
@@ -174,8 +174,8 @@ class UpdatedMessages(_Throttled):
 
     async def _write(self, markdown: str, *, final: bool) -> None:  # noqa: ARG002 (each write is whole)
         text = self._markdown + markdown
-        while len(to_mrkdwn(text)) > MESSAGE_LIMIT:
-            head, text = _fitting_head(text)
+        while not _fits_a_message(text):
+            head, text = fitting_head(text, MESSAGE_LIMIT, _fits_a_message)
             await self._show(head)
             self._ts, self._shown = None, ""
         self._markdown = text
@@ -313,14 +313,8 @@ class PrivateAnswer(ReplyWriter):
         await _respond(self._response_url, mrkdwn)
 
 
-def _fitting_head(markdown: str) -> tuple[str, str]:
-    """The longest head (cut near a boundary) whose mrkdwn fits one message, and the rest."""
-    room = MESSAGE_LIMIT
-    while True:
-        head, tail = roll_over("", markdown, room)
-        if len(to_mrkdwn(head)) <= MESSAGE_LIMIT or room < 200:
-            return head, tail
-        room = room * 3 // 4
+def _fits_a_message(markdown: str) -> bool:
+    return len(to_mrkdwn(markdown)) <= MESSAGE_LIMIT
 
 
 async def _post(slack: AsyncWebClient, channel: str, thread_ts: str | None, text: str) -> str:

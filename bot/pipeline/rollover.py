@@ -1,48 +1,148 @@
-"""Rolling a long answer over into the next message: cut near a boundary, never break a code block."""
+"""Cutting a long answer into messages without breaking a code block: the one splitter every writer uses.
+
+It cuts Claude's Markdown (a streamed message, or a posted one before it is rendered) and rendered mrkdwn
+(a private answer) alike. In both, a code block runs from a fence line to the fence line that closes it, by
+CommonMark's rule: the same character, at least as long, nothing after it (so a ``` line inside a ````
+block is content). Our mrkdwn fences are always ``` alone on a line, or after "> " in a quote, and a run of
+three backticks anywhere else in it is broken by a word joiner (see `mrkdwn`). A cut falls at a paragraph,
+a line or a space when one is near, never inside an entity, a <link> or a run of backticks; a block open at
+the cut is closed at the end of the piece and reopened at the start of the next, so no text is lost,
+repeated or left outside its block.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
-FENCE_ROOM = 8  # what closing a fence adds to a message: "\n" plus the fence
+__all__ = ["MIN_ROOM", "fitting_head", "open_fence", "roll_over", "split_message"]
+
+# A fence line: in a quote after its ">"s, up to three spaces, then ``` or ~~~ and perhaps an info string
+# (with no backtick after a backtick fence).
+_FENCE_LINE = re.compile(r"(?P<quote>(?:> ?)*) {0,3}(?P<marker>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
+_QUOTE = re.compile(r"(?:> ?)*")
+# Atoms a cut must never fall inside: fence lines, entities, <links>, and runs of backticks.
+_ATOM = re.compile(
+    r"(?m)^(?:> ?)* {0,3}(?:`{3,}[^`\n]*|~{3,}.*)$|&(?:#\d+|#x[0-9a-fA-F]+|\w+);|<[^<>\n]*>|`{3,}"
+)
+MIN_ROOM = 16  # the smallest piece worth cutting: a closing fence and some text
 
 
-def open_fence(markdown: str) -> str | None:
-    """The fence of a code block still open at the end of `markdown`, if one is."""
-    fence: str | None = None
-    for line in markdown.split("\n"):
-        match = _FENCE.match(line)
-        if match is None:
-            continue
-        marker = match.group(1)
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The fence of an open code block, as its line began: "```", "````", "~~~" or "> ```"."""
+
+    quote: str  # the quote markers before it
+    marker: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.quote}{self.marker}"
+
+    def closed_by(self, line: str) -> bool:
+        match = _FENCE_LINE.fullmatch(line)
+        return (
+            match is not None
+            and match["quote"].count(">") == self.quote.count(">")
+            and match["marker"][0] == self.marker[0]
+            and len(match["marker"]) >= len(self.marker)
+            and not match["info"].strip()
+        )
+
+
+def open_fence(text: str) -> Fence | None:
+    """The fence of a code block still open at the end of `text`, if one is."""
+    fence: Fence | None = None
+    for line in text.split("\n"):
         if fence is None:
-            fence = marker
-        elif marker[0] == fence[0] and len(marker) >= len(fence) and line.strip() == marker:
-            fence = None
+            match = _FENCE_LINE.fullmatch(line)
+            if match is not None:
+                fence = Fence(match["quote"], match["marker"])
+        elif fence.closed_by(line) or _quote_of(line).count(">") < fence.quote.count(">"):
+            fence = None  # closed, or its quote ended
     return fence
 
 
-def cut(text: str, room: int) -> tuple[str, str]:
-    """A head of at most `room` characters and the rest, cut at a paragraph, line or word when one is near."""
-    if len(text) <= room:
-        return text, ""
-    window = text[:room]
-    for separator in ("\n\n", "\n", " "):
-        at = window.rfind(separator)
-        if at >= room // 2:
-            return text[:at], text[at + len(separator) :]
-    return window, text[room:]
+def _quote_of(line: str) -> str:
+    """The quote markers a line opens with ("> ", "> > "), if any."""
+    match = _QUOTE.match(line)
+    return match.group() if match else ""
 
 
 def roll_over(sent: str, pending: str, room: int) -> tuple[str, str]:
-    """Split `pending` after `sent` so the head fits `room`; a code block open at the cut is closed
-    at the end of the head and reopened at the start of the tail."""
+    """Split `pending`, which follows `sent` in one message, so that the head fits `room` (the head may be
+    empty when `room` is tiny); a code block open at the cut is closed at the end of the head and reopened
+    at the start of the tail."""
     if len(pending) <= room:
         return pending, ""
-    head, tail = cut(pending, max(room - FENCE_ROOM, 1))
-    fence = open_fence(sent + head)
-    if fence is not None:
-        head = f"{head}\n{fence}"
-        tail = f"{fence}\n{tail}"
-    return head, tail
+    cut, resume = _cut_point(pending, max(room, 1))
+    fence = open_fence(sent + pending[:cut])
+    if fence is not None:  # cut again, leaving room to close the block
+        cut, resume = _cut_point(pending, max(room - len(fence.line) - 1, 1))
+        fence = open_fence(sent + pending[:cut])
+    head, tail = pending[:cut].rstrip(), pending[resume:].lstrip("\n")
+    if pending[cut:].partition("\n")[0].strip() and (fence is None or fence.quote):
+        # a quoted line cut in two (not code content that looks like one): both halves are quoted
+        tail = _quote_of((sent + pending[:cut]).rpartition("\n")[2]) + tail
+    if fence is None:
+        return head, tail
+    first_line, _, after = tail.partition("\n")
+    if fence.closed_by(first_line):  # the block was about to close anyway: ours replaces its fence
+        return f"{head}\n{fence.line}", after.lstrip("\n")
+    return f"{head}\n{fence.line}", f"{fence.line}\n{tail}"
+
+
+def split_message(text: str, limit: int = 3900) -> list[str]:
+    """Split text into pieces of at most `limit` characters (see `roll_over`)."""
+    if limit < MIN_ROOM:
+        raise ValueError(f"limit too small to fit code fences: {limit}")
+    pieces: list[str] = []
+    rest = text.strip()
+    while rest:
+        head, rest = roll_over("", rest, limit)
+        pieces.append(head)
+    return [piece for piece in pieces if piece.strip()]
+
+
+def fitting_head(text: str, room: int, fits: Callable[[str], bool]) -> tuple[str, str]:
+    """The longest head, from `room` characters down, that `fits` (say, whose rendering fits a message),
+    and the rest."""
+    while True:
+        head, tail = roll_over("", text, room)
+        if fits(head) or room < 200:
+            return head, tail
+        room = room * 3 // 4
+
+
+def _cut_point(text: str, budget: int) -> tuple[int, int]:
+    """Where to end this piece (`cut`) and start the next (`resume`), with cut <= budget; never within the
+    fence line that opens `text` nor before anything of its block's content, never within the quote
+    markers that open it (each would come back in the next piece: no progress)."""
+    first_line = text.partition("\n")[0]
+    lowest = len(first_line) + 2 if _FENCE_LINE.fullmatch(first_line) else len(_quote_of(first_line)) + 1
+    atoms = []
+    for match in _ATOM.finditer(text):
+        if match.start() >= budget:
+            break
+        atoms.append(match.span())
+
+    def safe(i: int) -> bool:
+        return not any(start < i < end for start, end in atoms)
+
+    def opens_a_fence(resume: int) -> bool:  # what followed on the line would start the next piece as a fence
+        return (
+            text[resume - 1] != "\n" and _FENCE_LINE.fullmatch(text[resume:].partition("\n")[0]) is not None
+        )
+
+    for sep, floor in (("\n\n", budget // 2), ("\n", budget // 2), (" ", 1)):
+        floor = max(floor, lowest)
+        i = text.rfind(sep, floor, budget + len(sep))  # the separator itself is dropped
+        while i >= floor and (not safe(i) or opens_a_fence(i + len(sep))):
+            i = text.rfind(sep, floor, i)
+        if i >= floor and text[:i].strip():
+            return i, i + len(sep)
+    i = budget
+    while i >= lowest and (not safe(i) or opens_a_fence(i)):
+        i -= 1
+    return (i, i) if i >= lowest else (budget, budget)
