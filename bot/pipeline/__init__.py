@@ -43,8 +43,9 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
     level (`bot.logs`); logs carry ids, counts, sizes and timings. Between requests the bot keeps ids,
     flags, counts and times only, each with a time limit, and this is all of it: Slack event ids (an
     hour) and, in HTTP mode, interaction trigger ids (15 minutes), both as keyed hashes (`bot.guards`,
-    in `bot.state`: this process's memory, or Redis shared by every process when REDIS_URL is set); the channel id an agent thread's user is viewing (while Slack's context says so, at
-    most a day; `bot.surfaces.assistant`); the (channel, thread) of answers being written, until they
+    in `bot.state`: this process's memory, or Redis shared by every process when REDIS_URL is set);
+    the channel id an agent thread's user is viewing (while Slack's context says so, at most a day;
+    `bot.surfaces.assistant`); the (channel, thread) of answers being written, until they
     end (`bot.pipeline.answer`, so that Stop can cancel them); each person's request times (a minute;
     `bot.limits`); each recent asker's team, org, guest and deactivated flags (five minutes) and the
     bot's own team and org ids from auth.test (while the process runs; `bot.pipeline.access`); and when
