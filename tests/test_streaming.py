@@ -9,7 +9,7 @@ import re
 import pytest
 
 from bot.pipeline.defuse import JOINER, defuse_markdown, split_unfinished
-from bot.pipeline.mrkdwn import to_mrkdwn
+from bot.pipeline.mrkdwn import escape_meant_as_text, split_unfinished_word, to_mrkdwn
 from bot.pipeline.reply import STREAM_LIMIT
 from tests.conftest import CHANNEL, mention
 
@@ -157,3 +157,29 @@ def test_streamed_markdown_shows_real_targets_and_keeps_honest_labels():
         'Or [https://evil.example/a b](<https://evil.example/a b> "title") and '
         "![https://evil.example/i.png](https://evil.example/i.png)"
     )
+
+
+MEANT_AS_TEXT = (
+    "Define __init__ and __repr__; 2*3*4 is 24 and x*y*z too, but `__init__ 2*3` is code,"
+    "\n\n```\n2*3 __init__\n```\n\nand **bold** or __bold__ stay."
+)
+SHOWN_AS_TEXT = (
+    r"Define \_\_init\_\_ and \_\_repr\_\_; 2\*3\*4 is 24 and x\*y\*z too, but `__init__ 2*3` is code,"
+    "\n\n```\n2*3 __init__\n```\n\nand **bold** or __bold__ stay."
+)
+
+
+async def test_streamed_markdown_escapes_what_slack_would_format_that_claude_meant_as_text(bot):
+    bot.claude.chunk_chars = 1  # a name or a product cut between pieces is escaped as if it came whole
+    bot.claude.reply(MEANT_AS_TEXT)
+    await bot.send_event(mention("<@U0BOT> go", ts="8.000001"))
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "8.000001") == [SHOWN_AS_TEXT]
+
+
+def test_wherever_a_stream_is_cut_special_names_and_products_are_escaped_as_if_it_came_whole():
+    for cut in range(len(MEANT_AS_TEXT) + 1):
+        ready, held = split_unfinished_word(MEANT_AS_TEXT[:cut])
+        streamed = escape_meant_as_text("", ready) + escape_meant_as_text(ready, held + MEANT_AS_TEXT[cut:])
+        assert streamed == SHOWN_AS_TEXT, (cut, streamed)

@@ -1,10 +1,12 @@
-"""Claude's Markdown -> Slack mrkdwn, for answers that are posted rather than streamed.
+"""Claude's Markdown for Slack: rendered as mrkdwn for answers that are posted, escaped where needed for
+answers that are streamed as Markdown for Slack's own renderer.
 
 Slack's mrkdwn has no escapes and styles text only at word boundaries, so what is rendered here is read
 the way Slack reads it (`_settle`): emphasis Slack would show as stray stars is dropped, markup Claude
 escaped gets a word joiner so that Slack leaves it as text, and a run of three backticks is never a
 fence unless it is ours. Nothing in the result pings anyone or hides where a link goes (see `defuse`).
-Long results are cut into messages by `rollover`.
+Streamed Markdown only gets a backslash where Slack's renderer would format what Claude meant as text
+(`escape_meant_as_text`). Long answers are cut into messages by `rollover`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
 from bot.pipeline.defuse import JOINER, defuse_broadcasts, disguises
+from bot.pipeline.rollover import fenced_lines
 
-__all__ = ["to_mrkdwn"]
+__all__ = ["escape_meant_as_text", "split_unfinished_word", "to_mrkdwn"]
 
 _FENCE = "```"
 _BULLETS = ("•", "◦", "▪")
@@ -439,3 +442,63 @@ def _could_open(text: str, i: int) -> bool:
 
 def _at_boundary(char: str | None) -> bool:
     return char is None or char.isspace() or (char not in _MARKUP_CHARS and not _joins_word(char))
+
+
+# --------------------------------------------------------------------------- streamed Markdown
+
+# Streamed answers go to Slack as Markdown for its own renderer, which reads these as emphasis although
+# Claude meant them as text: a Python special name (__init__) and a star between letters or digits (2*3*4).
+_MEANT_AS_TEXT = re.compile(
+    r"(?<![\w\\])__(?P<name>[A-Za-z][A-Za-z0-9_]*?)__(?!\w)|(?<=[A-Za-z0-9])\*(?=[A-Za-z0-9])"
+)
+_WORD_AT_END = re.compile(r"[A-Za-z0-9_*]{1,100}\Z")
+_BACKTICKS = re.compile(r"`+")
+
+
+def escape_meant_as_text(before: str, piece: str) -> str:
+    """`piece` of a streamed answer, which follows `before`, with a backslash before what Slack's Markdown
+    renderer would turn into emphasis although Claude meant it as text; code is left as it is."""
+    text, start = before + piece, len(before)
+    code = _code_spans(text)
+    out, pos = [], start
+    for match in _MEANT_AS_TEXT.finditer(text, start):
+        name = match["name"]
+        if (name is not None and name not in _DUNDERS) or any(a <= match.start() < b for a, b in code):
+            continue
+        out += [text[pos : match.start()], rf"\_\_{name}\_\_" if name else r"\*"]
+        pos = match.end()
+    return "".join(out) + text[pos:]
+
+
+def split_unfinished_word(markdown: str) -> tuple[str, str]:
+    """`markdown` cut before a word at its end that what follows may still make a special name or a
+    product (__ini, 2*): (ready, held)."""
+    word = _WORD_AT_END.search(markdown)
+    if word is None or not set(word.group()) & set("_*"):
+        return markdown, ""
+    return markdown[: word.start()], word.group()
+
+
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    """Where `text` is code: fenced blocks, indented lines, and inline code; a code span still open runs
+    to the end of its paragraph, as what follows may close it."""
+    spans: list[tuple[int, int]] = []
+    pos, run, opened = 0, 0, 0  # run: the length of the backticks of an open code span
+    for line, in_block in zip(text.split("\n"), fenced_lines(text)[0], strict=True):
+        end = pos + len(line)
+        if in_block or line.startswith(("    ", "\t")) or not line.strip():
+            if line.strip():
+                spans.append((pos, end))
+            run = 0  # a block or a blank line ends a paragraph, and any span left open in it
+        else:
+            for backticks in _BACKTICKS.finditer(line):
+                if run == 0:
+                    run, opened = len(backticks.group()), pos + backticks.start()
+                elif len(backticks.group()) == run:
+                    spans.append((opened, pos + backticks.end()))
+                    run = 0
+            if run:
+                spans.append((opened, end))
+                opened = end + 1
+        pos = end + 1
+    return spans

@@ -23,7 +23,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.pipeline.ask import Ask, InConversation, Privately
 from bot.pipeline.defuse import defuse_markdown, split_unfinished
-from bot.pipeline.mrkdwn import to_mrkdwn
+from bot.pipeline.mrkdwn import escape_meant_as_text, split_unfinished_word, to_mrkdwn
 from bot.pipeline.progress import quietly
 from bot.pipeline.rollover import fitting_head, roll_over, split_message
 from bot.pipeline.said import STOPPED, Notice, VisibleError, sentence_of
@@ -208,13 +208,17 @@ class NativeStream(_Throttled):
         self._user, self._team = user, team  # channels need both to stream
         self._ts: str | None = None  # the streaming message
         self._markdown = ""  # its text so far
+        self._written = ""  # the answer so far, as Claude wrote it
         self._fallback: UpdatedMessages | None = None
 
     async def _write(self, markdown: str, *, final: bool) -> None:
-        if not final:  # a ping or a link may be cut at the end: defuse it with what follows
+        if not final:  # a ping, a link or a word may be cut at the end: make it safe with what follows
             markdown, held = split_unfinished(markdown)
-            self._pending = held + self._pending
-        markdown = defuse_markdown(markdown)
+            markdown, word = split_unfinished_word(markdown)
+            self._pending = word + held + self._pending
+        escaped = escape_meant_as_text(self._written, markdown)
+        self._written += markdown
+        markdown = defuse_markdown(escaped)
         while markdown and self._fallback is None:
             head, markdown = roll_over(self._markdown, markdown, STREAM_LIMIT - len(self._markdown))
             await self._stream(head)

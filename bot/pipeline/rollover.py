@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MIN_ROOM", "fitting_head", "open_fence", "roll_over", "split_message"]
+__all__ = ["MIN_ROOM", "Fence", "fenced_lines", "fitting_head", "open_fence", "roll_over", "split_message"]
 
 # A fence line: in a quote after its ">"s, up to three spaces, then ``` or ~~~ and perhaps an info string
 # (with no backtick after a backtick fence).
@@ -53,15 +53,25 @@ class Fence:
 
 def open_fence(text: str) -> Fence | None:
     """The fence of a code block still open at the end of `text`, if one is."""
+    return fenced_lines(text)[1]
+
+
+def fenced_lines(text: str) -> tuple[list[bool], Fence | None]:
+    """Whether each line of `text` is in a code block (its fence lines too), and the fence of the block
+    still open at the end."""
+    in_code: list[bool] = []
     fence: Fence | None = None
     for line in text.split("\n"):
-        if fence is None:
-            match = _FENCE_LINE.fullmatch(line)
-            if match is not None:
-                fence = Fence(match["quote"], match["marker"])
-        elif fence.closed_by(line) or _quote_of(line).count(">") < fence.quote.count(">"):
-            fence = None  # closed, or its quote ended
-    return fence
+        if fence is not None and fence.closed_by(line):
+            fence = None
+            in_code.append(True)
+            continue
+        if fence is not None and _quote_of(line).count(">") < fence.quote.count(">"):
+            fence = None  # its quote ended, and so did the block
+        if fence is None and (match := _FENCE_LINE.fullmatch(line)) is not None:
+            fence = Fence(match["quote"], match["marker"])
+        in_code.append(fence is not None)
+    return in_code, fence
 
 
 def _quote_of(line: str) -> str:
