@@ -189,17 +189,16 @@ async def test_a_partner_is_external_whatever_team_the_payload_names(bot, surfac
     nothing_was_read(bot)
 
 
-@access(ALLOW_EXTERNAL_USERS="on", DENIED_WORKSPACES="T0PARTNER")
-async def test_a_denied_workspace_refuses_its_own_people_in_shared_channels(bot):
-    bot.slack.add_user(OTHER_ORG_USER, display_name="Pat", team_id="T0PARTNER")
-    await ask_in_thread(bot, user=OTHER_ORG_USER)
-
-    assert await refusal_to(bot, OTHER_ORG_USER) == WorkspaceNotEnabled.sentence
-    nothing_was_read(bot)
-
-
-@access(ALLOW_EXTERNAL_USERS="on", ALLOWED_WORKSPACES="T0TEAM")
-async def test_a_workspace_allowlist_applies_to_the_askers_own_workspace(bot):
+@pytest.mark.parametrize(
+    "bot_overrides",
+    [
+        {"ALLOW_EXTERNAL_USERS": "on", "DENIED_WORKSPACES": "T0PARTNER"},
+        {"ALLOW_EXTERNAL_USERS": "on", "ALLOWED_WORKSPACES": "T0TEAM"},
+    ],
+    ids=["denylist", "allowlist"],
+    indirect=True,
+)
+async def test_the_workspace_lists_apply_to_the_askers_own_workspace_in_shared_channels(bot):
     bot.slack.add_user(OTHER_ORG_USER, display_name="Pat", team_id="T0PARTNER")
     await ask_in_thread(bot, user=OTHER_ORG_USER)
 
