@@ -87,12 +87,14 @@ class Settings:
     dm_context_hours: float
     slash_command: str
     log_level: str
-    max_concurrent_answers: int
+    max_concurrent_answers: int | None  # a fixed ceiling; None: follow Claude's rate limits
     user_requests_per_minute: int
     request_deadline_seconds: float
     shutdown_grace_seconds: float
     slack_timeout_seconds: float
     redis_url: str | None = None  # ids-only state shared by every process; unset: this process's memory
+    workers: int = 1  # processes `python -m bot` runs on this host
+    answer_lease_seconds: float = 15.0  # how long a silent replica's answers stay its own
     access: AccessSettings = AccessSettings()
     outbound: OutboundSettings = OutboundSettings()
     backend: BackendSettings = BackendSettings()
@@ -112,6 +114,12 @@ class Settings:
                 "set the app token for Socket Mode or the signing secret for HTTP mode"
             )
         backend = _backend(read)
+        redis_url = read.optional("REDIS_URL", _redis_url)
+        workers = read.or_default("WORKERS", _int_between(1, 64), 1)
+        if workers > 1 and redis_url is None:
+            raise ConfigError(
+                f"WORKERS: {workers} processes need REDIS_URL to share what they remember; set it or use 1"
+            )
         return cls(
             slack_bot_token=read.required("SLACK_BOT_TOKEN", _prefixed("xoxb-")),
             slack_app_token=app_token,
@@ -133,14 +141,16 @@ class Settings:
             dm_context_hours=read.or_default("DM_CONTEXT_HOURS", _number_between(0.1, 24 * 90), 24.0),
             slash_command=read.or_default("SLASH_COMMAND", _slash_command, "/claude"),
             log_level=read.or_default("LOG_LEVEL", _one_of(LOG_LEVELS), "INFO"),
-            max_concurrent_answers=read.or_default("MAX_CONCURRENT_ANSWERS", _int_between(1, 1000), 20),
+            max_concurrent_answers=read.optional("MAX_CONCURRENT_ANSWERS", _int_between(1, 1000)),
             user_requests_per_minute=read.or_default("USER_REQUESTS_PER_MINUTE", _int_between(1, 1000), 10),
             request_deadline_seconds=read.or_default(
                 "REQUEST_DEADLINE_SECONDS", _number_between(1, 3600), 300.0
             ),
             shutdown_grace_seconds=read.or_default("SHUTDOWN_GRACE_SECONDS", _number_between(0, 600), 20.0),
             slack_timeout_seconds=read.or_default("SLACK_TIMEOUT_SECONDS", _number_between(1, 300), 15.0),
-            redis_url=read.optional("REDIS_URL", _redis_url),
+            redis_url=redis_url,
+            workers=workers,
+            answer_lease_seconds=read.or_default("ANSWER_LEASE_SECONDS", _number_between(3, 300), 15.0),
             access=_access(read),
             outbound=_outbound(read),
             backend=backend,

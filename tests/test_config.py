@@ -21,6 +21,13 @@ def test_defaults():
     assert settings.slash_command == "/claude"
     assert settings.log_level == "INFO"
     assert settings.claude_max_retries == 2
+    assert settings.workers == 1 and settings.redis_url is None
+    assert settings.max_concurrent_answers is None  # follows Claude's rate limits
+
+
+def test_several_workers_with_redis():
+    settings = Settings.from_env({**BASE, "WORKERS": "4", "REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert settings.workers == 4
 
 
 def test_enterprise_controls_default_to_the_safe_side():
@@ -102,6 +109,10 @@ def test_http_mode_when_only_a_signing_secret_is_set():
         ({"SEND_FILES": "files_api"}, "SEND_FILES"),
         ({"MAX_FILE_BYTES": "0"}, "MAX_FILE_BYTES"),
         ({"CLAUDE_BACKEND": "openai"}, "CLAUDE_BACKEND"),
+        ({"WORKERS": "2"}, "WORKERS"),  # several processes share state only through Redis
+        ({"WORKERS": "0", "REDIS_URL": "redis://localhost"}, "WORKERS"),
+        ({"ANSWER_LEASE_SECONDS": "1"}, "ANSWER_LEASE_SECONDS"),
+        ({"MAX_CONCURRENT_ANSWERS": "0"}, "MAX_CONCURRENT_ANSWERS"),
         ({"CLAUDE_INFERENCE_GEO": "U S"}, "CLAUDE_INFERENCE_GEO"),
         (
             {"CLAUDE_BACKEND": "bedrock", "CLAUDE_INFERENCE_GEO": "us", "AWS_REGION": "us-east-1"},

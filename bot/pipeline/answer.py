@@ -70,7 +70,7 @@ class Pipeline:
         self._settings = settings
         self._slack = slack
         self._claude = claude
-        self._turns = asyncio.Semaphore(settings.max_concurrent_answers)
+        self._turns = asyncio.Semaphore(settings.max_concurrent_answers or 20)
         self._names = NameLookups()
         self._rate_limit = UserRateLimit(settings.user_requests_per_minute)
         self._access = AccessCheck(settings.access, slack)
