@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from bot.backends import describe_backend
 from bot.config import AccessSettings, OutboundSettings, Settings
 
@@ -16,6 +19,7 @@ PERSONAL_DATA_NAMES = {
 
 def policy_summary(settings: Settings) -> str:
     """Slack mrkdwn, for anyone who asks: the same text for every user."""
+    kept = _kept(settings)
     return "\n".join(
         [
             "*What this Claude app does with your messages*",
@@ -25,12 +29,72 @@ def policy_summary(settings: Settings) -> str:
             f"• *Where it goes:* {describe_backend(settings)}",
             "• *What this app keeps:* nothing of what you write. No database, no transcripts, no message "
             "text in its logs (only ids, counts and timings). Between requests only ids, flags and counts "
-            "with time limits: recent event ids (an hour), who may ask (five minutes), requests per person "
-            "(a minute). Slack keeps the conversation and the answers under your workspace's retention "
-            "settings.",
+            f"with time limits, {kept[0]} Slack keeps the conversation and the answers under your "
+            "workspace's retention settings.",
+            *kept[1:],
             f"• *Who may use it:* {_who(settings.access)}",
         ]
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKey:
+    """One kind of key the bot writes to Redis: `prefix` then a keyed hash (`bot.state.StateKeys`)."""
+
+    prefix: str
+    holds: str
+    ttl: Callable[[Settings], str]
+    workspace_ids: bool = False  # its value may hold team or org ids (an organization's, not a person's)
+
+
+# Every key the bot writes to Redis, what it holds and for how long: the one list, which /claude policy
+# shows, the README and bot.pipeline's docstring repeat, and tests/test_retention_proof.py holds Redis to.
+REDIS_KEYS = (
+    RedisKey("dedupe:event:", "events answered", lambda _: "1 h"),
+    RedisKey("dedupe:interaction:", "commands and shortcuts answered", lambda _: "15 min"),
+    RedisKey("rate:", "a person's request count", lambda _: "1 min"),
+    RedisKey(
+        "person:", "a person's workspace and org ids, guest and deactivated flags", lambda _: "5 min", True
+    ),
+    RedisKey("viewed:", "the channel id viewed beside an assistant thread", lambda _: "1 day"),
+    RedisKey("stop:", "a Stop", lambda _: "1 min"),
+    RedisKey(
+        "answer:",
+        "where an answer in progress is posted (workspace, channel and message ids)",
+        lambda s: f"at most {_duration(s.request_deadline_seconds + s.answer_lease_seconds)}",
+        True,
+    ),
+    RedisKey("lease:", "which process writes it", lambda s: f"{_duration(s.answer_lease_seconds)}, renewed"),
+    RedisKey(
+        "takeover:",
+        "which process answers it again if that one died",
+        lambda s: _duration(s.answer_lease_seconds),
+    ),
+)
+REDIS_KEY_PREFIXES = tuple(key.prefix for key in REDIS_KEYS)
+
+
+def _kept(settings: Settings) -> list[str]:
+    if settings.redis_url is None:
+        return [
+            "in this process's memory: recent event ids (an hour), who may ask (five minutes), requests per "
+            "person (a minute), the channel you view beside an assistant thread (a day), answers being "
+            "written (until they end)."
+        ]
+    keys = " · ".join(f"`{key.prefix}<hash>` {key.holds}, {key.ttl(settings)}" for key in REDIS_KEYS)
+    return [
+        "in Redis (below).",
+        "• *Kept in Redis:* shared by this app's processes; every key expires and none needs saving to "
+        "disk. Key names carry people's and conversations' ids only as keyed hashes (`<hash>`); values "
+        f"are ids, counts and flags, never a person's id or any text. {keys}.",
+    ]
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min" + (f" {rest} s" if rest else "")
 
 
 def _what_is_read(settings: Settings) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.config import Settings
-from bot.policy import policy_summary
+from bot.policy import REDIS_KEYS, policy_summary
 
 BASE = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1", "ANTHROPIC_API_KEY": "k"}
 
@@ -84,3 +84,34 @@ def test_the_policy_says_the_viewed_channel_is_checked_and_what_is_kept_between_
     assert "only if you ask about it and may read it yourself" in text
     assert "deactivated accounts never" in text
     assert "ids, flags and counts with time limits" in text
+
+
+def test_with_redis_the_policy_names_every_key_kept_there_and_for_how_long():
+    text = policy_summary(
+        Settings.from_env(
+            {
+                **BASE,
+                "REDIS_URL": "redis://redis:6379/0",
+                "ANSWER_LEASE_SECONDS": "30",
+                "REQUEST_DEADLINE_SECONDS": "120",
+            }
+        )
+    )
+    assert "ids, flags and counts with time limits, in Redis" in text
+    assert "this process's memory" not in text
+    for key in REDIS_KEYS:
+        assert f"`{key.prefix}<hash>` {key.holds}, " in text
+    assert "`dedupe:event:<hash>` events answered, 1 h" in text
+    assert "`person:<hash>` a person's workspace and org ids, guest and deactivated flags, 5 min" in text
+    assert "at most 2 min 30 s" in text  # an answer's claim: the deadline plus one lease
+    assert "`lease:<hash>` which process writes it, 30 s, renewed" in text
+    assert "only as keyed hashes" in text and "never a person's id or any text" in text
+    assert "none needs saving to disk" in text
+    assert "redis://" not in text  # where Redis is, is not the asker's business
+    assert len(text) < 2_500  # it is read in Slack
+
+
+def test_without_redis_the_policy_says_it_is_kept_in_this_process():
+    text = policy_summary(Settings.from_env(BASE))
+    assert "ids, flags and counts with time limits, in this process's memory: recent event ids" in text
+    assert "Redis" not in text and "<hash>" not in text
