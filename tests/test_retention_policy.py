@@ -1,11 +1,17 @@
-"""The retention policy's pure rules: what survives a read, turns, budget, the opaque user."""
+"""The retention policy's pure rules: what survives a read, turns, budget, the opaque user; and the policy's
+own text (bot.pipeline's docstring) names everything kept between requests, as it is named in Redis."""
 
 from __future__ import annotations
 
+import pkgutil
+import re
+
+import bot.pipeline
 from bot.pipeline.ask import BotIdentity, SlackMessage
 from bot.pipeline.claude import opaque_user_id
 from bot.pipeline.context import slim
 from bot.pipeline.prompt import build_prompt, people_to_name
+from bot.policy import REDIS_KEYS
 
 BOT = BotIdentity(user_id="U0BOT", bot_id="B0BOT")
 NAMES = {"U1": "Ada", "U2": "Grace"}
@@ -131,3 +137,14 @@ def test_a_lone_surrogate_becomes_a_replacement_character_that_can_be_encoded():
     assert (
         prompt([person("U1", "a pair \U0001f600 stays")]).messages[0]["content"].endswith("\U0001f600 stays")
     )
+
+
+def test_the_policy_names_every_key_kept_in_redis_and_each_module_it_cites_exists():
+    """`bot.pipeline`'s docstring lists everything kept between requests: each Redis key name the policy
+    command shows is there, and every `bot.…` it points to is real, so the text cannot drift from the code."""
+    policy = bot.pipeline.__doc__ or ""
+    for key in REDIS_KEYS:
+        assert f"`{key.prefix}<hash>`" in policy
+    assert '--save "" --appendonly no' in policy
+    for name in sorted(set(re.findall(r"`(bot(?:\.\w+)+)`", policy))):
+        pkgutil.resolve_name(name)  # raises if the module or the name in it is gone
