@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pkgutil
 import re
+from pathlib import Path
 
 import bot.pipeline
 from bot.pipeline.ask import BotIdentity, SlackMessage
@@ -148,3 +149,9 @@ def test_the_policy_names_every_key_kept_in_redis_and_each_module_it_cites_exist
     assert '--save "" --appendonly no' in policy
     for name in sorted(set(re.findall(r"`(bot(?:\.\w+)+)`", policy))):
         pkgutil.resolve_name(name)  # raises if the module or the name in it is gone
+
+
+def test_the_readme_lists_every_key_kept_between_requests():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `([a-z:]+)<hash>` \|", readme, flags=re.MULTILINE)
+    assert rows == [key.prefix for key in REDIS_KEYS]
