@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks.context import ContextResult, run_context
 from benchmarks.harness import REPO
-from benchmarks.load import LevelResult, LoadConfig, run_load
+from benchmarks.load import BOT, BOT_X2, PLAIN, LevelResult, LoadConfig, run_load
 from benchmarks.redaction import redaction_lines
 from benchmarks.report import context_lines, critical_path, level_figures, load_lines, targets
 
@@ -28,15 +28,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ttft", type=float, default=0.5, help="Claude's time to first token, s")
     parser.add_argument("--tokens-per-second", type=float, default=80.0, help="Claude's streaming rate")
     parser.add_argument("--chunk-tokens", type=int, default=4, help="tokens per streamed delta")
-    parser.add_argument("--slack-latency", type=float, default=0.03, help="added to every Slack call, s")
+    parser.add_argument(
+        "--slack-latency", type=float, default=0.0, help="added to every Slack call, s (0: answering at once)"
+    )
     parser.add_argument("--answer-chars", type=int, default=1200, help="length of each answer")
     parser.add_argument(
         "--claude-slots",
         type=int,
-        default=1000,
-        help="the bot's MAX_CONCURRENT_ANSWERS (its own default, 20, makes a burst of 200 queue)",
+        help="the bot's MAX_CONCURRENT_ANSWERS (default: unset, the bot's own default)",
     )
-    parser.add_argument("--levels", default="1,50,60,200", help="conversations arriving at once, per level")
+    parser.add_argument("--levels", default="1,60,200", help="conversations arriving at once, per level")
+    parser.add_argument(
+        "--variants",
+        default="plain,bot,bot-x2",
+        help="what to measure: plain (the baseline), bot, bot-x2 (two processes on one Redis)",
+    )
     parser.add_argument("--rounds", type=int, help="bursts per level (default: by level, fewer with --quick)")
     parser.add_argument("--page-size", type=int, default=200, help="messages per conversations.* page")
     parser.add_argument("--no-probes", action="store_true", help="send no no-op events while answers stream")
@@ -52,11 +58,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--levels: between 1 and 1000 conversations each")
     if args.ttft < 0 or args.slack_latency < 0 or args.tokens_per_second <= 0 or args.chunk_tokens < 1:
         parser.error("--ttft and --slack-latency must be >= 0, --tokens-per-second > 0, --chunk-tokens >= 1")
-    if not 1 <= args.claude_slots <= 1000:
+    if args.claude_slots is not None and not 1 <= args.claude_slots <= 1000:
         parser.error("--claude-slots: between 1 and 1000 (what the bot accepts)")
     if args.rounds is not None and not 1 <= args.rounds <= 100:
         parser.error("--rounds: between 1 and 100")
+    known = {"plain": PLAIN, "bot": BOT, "bot-x2": BOT_X2}
+    names = [part.strip() for part in args.variants.split(",") if part.strip()]
+    if not names or any(name not in known for name in names):
+        parser.error("--variants: some of plain, bot, bot-x2, separated by commas")
     args.levels = tuple(levels)
+    args.variants = tuple(known[name] for name in names)
     return args
 
 
@@ -100,13 +111,14 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
         levels=args.levels,
         rounds={level: args.rounds or default_rounds(level, args.quick) for level in args.levels},
         probe_interval=None if args.no_probes else 0.25,  # 4/s: adds ~2% to CPU per answer at N=50
+        variants=args.variants,
     )
 
 
 async def run(args: argparse.Namespace) -> tuple[list[LevelResult], list[ContextResult]]:
     config = load_config(args)
     # A hard limit on the whole run, on top of each round's own: it always stops by itself.
-    budget = 120.0 if args.quick else 1200.0
+    budget = 300.0 if args.quick else 1800.0
     async with asyncio.timeout(budget):
         levels = [] if args.skip_load else await run_load(config)
         repeats = context_repeats(args.quick)

@@ -20,8 +20,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from tests.fakes.claude_api import ClaudeRequest, FakeClaude
 from tests.fakes.slack_api import Call, FakeSlack
+from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -71,12 +74,22 @@ class _StampedRequests(list[ClaudeRequest]):
 
 
 class TimedSlack(FakeSlack):
-    """FakeSlack whose recorded calls and acks are also reported, timestamped, as they arrive."""
+    """FakeSlack whose recorded calls and acks are also reported, timestamped, as they arrive; with
+    several bot processes connected, envelopes go to their connections in turn, so a burst is shared
+    evenly (Slack spreads events at random over an app's connections)."""
 
     def __init__(self, on_call: OnCall, on_ack: OnAck, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calls = _StampedCalls(on_call)
         self.acks = _StampedAcks(on_ack)
+        self._turn = 0
+
+    def _live_socket(self) -> web.WebSocketResponse | None:
+        live = [ws for ws in self.sockets if not ws.closed]
+        if not live:
+            return None
+        self._turn += 1
+        return live[self._turn % len(live)]
 
 
 class TimedClaude(FakeClaude):
@@ -121,11 +134,25 @@ def bot_env(slack: FakeSlack, claude: FakeClaude, **overrides: str) -> dict[str,
     }
 
 
-class BotProcess:
-    """`python -m bot` in an empty temporary directory (its cwd, HOME and TMPDIR), with /proc readings."""
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, `--save "" --appendonly no`, for the run of a level."""
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as folder:
+        server = RedisServer(Path(folder))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
-    def __init__(self, env: dict[str, str]) -> None:
+
+class BotProcess:
+    """`python -m <module>` (the bot, or the baseline) in an empty temporary directory (its cwd, HOME and
+    TMPDIR), with /proc readings."""
+
+    def __init__(self, env: dict[str, str], module: str = "bot") -> None:
         self._env = env
+        self._module = module
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -145,7 +172,7 @@ class BotProcess:
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bot",
+            self._module,
             cwd=self._dir.name,  # no .env here: the environment above is the whole configuration
             env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -175,6 +202,14 @@ class BotProcess:
         # Fields after the ")" that ends the command name start at field 3 (state); utime is 14, stime 15.
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def cpu_ns(self) -> int:
+        """CPU time its threads have run, in nanoseconds (schedstat): fine enough for one burst."""
+        total = 0
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that has just ended
+                total += int((task / "schedstat").read_text().split()[0])
+        return total
 
     def peak_rss_mb(self) -> float:
         """VmHWM: the most resident memory the process has had."""

@@ -1,7 +1,8 @@
 """Load scenario: N mentions arrive at once over Socket Mode; time acks, first words and completion.
 
-Each level starts fresh fakes and a fresh `python -m bot`, warms it up with one short answer (the
-first request makes Bolt call auth.test), then runs `rounds` bursts of N conversations. Every
+Each level of each variant (the baseline plain bot, the bot, the bot as two processes sharing a Redis)
+starts fresh fakes and fresh processes, warms each process up with one short answer (the first request
+makes Bolt call auth.test), then runs `rounds` bursts of N conversations. Every
 conversation has a channel and users of its own, so each Slack call and Claude request is attributed
 to its conversation by channel, user id or metadata.user_id. While a burst's answers stream, no-op
 events (reaction_added, which the bot only acknowledges) probe how quickly the busy bot still acks.
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from benchmarks.harness import (
     bot_env,
     collector_paused,
     machine_busy_seconds,
+    redis_server,
 )
 from bot.pipeline.claude import opaque_user_id
 from tests.fakes.claude_api import ClaudeRequest
@@ -36,6 +40,24 @@ MAX_PROBES_PER_ROUND = 400
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """What is measured: `python -m <module>` as `workers` processes (more than one share a Redis)."""
+
+    name: str
+    module: str
+    workers: int = 1
+
+    @property
+    def baseline(self) -> bool:
+        return self.module != "bot"
+
+
+PLAIN = Variant("plain", "benchmarks.plain_bot")
+BOT = Variant("bot", "bot")
+BOT_X2 = Variant("bot x2", "bot", workers=2)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadConfig:
     ttft: float  # seconds from Claude's request to its first token
     tokens_per_second: float
@@ -44,11 +66,12 @@ class LoadConfig:
     answer_chars: int
     thread_messages: int
     thread_users: int
-    claude_slots: int  # the bot's MAX_CONCURRENT_ANSWERS
+    claude_slots: int | None  # the bot's MAX_CONCURRENT_ANSWERS; None: the bot's default
     page_size: int  # messages per conversations.* page the fake returns
     levels: tuple[int, ...]
     rounds: dict[int, int]  # bursts per level
     probe_interval: float | None  # seconds between no-op probe events while answers stream; None: off
+    variants: tuple[Variant, ...] = (PLAIN, BOT, BOT_X2)
 
     @property
     def chunk_chars(self) -> int:
@@ -105,7 +128,9 @@ class Recorder:
         self.probes: dict[str, Probe] = {}
         self.unattributed: collections.Counter[str] = collections.Counter()
         self._pending = 0
+        self._asking = 0  # conversations of this burst whose Claude request has not arrived yet
         self.all_done = asyncio.Event()
+        self.on_all_asked: Callable[[], None] | None = None  # called when the burst's last request arrives
 
     def expect(self, conversations: list[Conversation]) -> None:
         for conv in conversations:
@@ -113,7 +138,7 @@ class Recorder:
             self._by_hash[conv.user_hash] = conv
             for user in conv.people:
                 self._by_user[user] = conv
-        self._pending = len(conversations)
+        self._pending = self._asking = len(conversations)
         self.all_done.clear()
 
     def sent(self, conv: Conversation, envelope_id: str, at: float) -> None:
@@ -153,16 +178,22 @@ class Recorder:
         conv = self._by_hash.get(str(metadata.get("user_id")))
         if conv is not None and conv.claude_at is None:
             conv.claude_at = at
+            self._asking -= 1
+            if self._asking == 0 and self.on_all_asked is not None:
+                self.on_all_asked()
 
 
 @dataclass
 class LevelResult:
+    variant: Variant
     level: int
     rounds: int
     conversations: list[Conversation]
     probes: list[Probe]
     makespans: list[float]  # per round: first envelope sent -> last answer complete
-    bot_cpu_seconds: float  # over the measured rounds
+    bot_cpu_seconds: float  # over the measured rounds, all its processes
+    before_claude_cpu_seconds: float  # of that, from each burst's first envelope to its last Claude request
+    cpu_shares: list[float]  # each process's share of bot_cpu_seconds
     wall_seconds: float  # of the measured rounds
     driver_cpu_seconds: float  # the benchmark process (fakes and driver) over the same time
     others_cpu_seconds: float  # every other process on the machine over the same time
@@ -191,11 +222,14 @@ def answer_text(chars: int) -> str:
 
 
 class LoadBench:
-    """One level: fresh fakes and a fresh bot process, a warm-up, then `rounds` bursts of `level`."""
+    """One level of one variant: fresh fakes and processes, a warm-up, then `rounds` bursts of `level`."""
 
-    def __init__(self, config: LoadConfig, level: int) -> None:
+    def __init__(self, config: LoadConfig, level: int, variant: Variant = BOT) -> None:
         self.config = config
         self.level = level
+        self.variant = variant
+        self.bots: list[BotProcess] = []
+        self._asked_cpu: list[int] = []  # the bots' CPU (ns) when each burst's last Claude request arrived
         self.recorder = Recorder()
         self._answer = answer_text(config.answer_chars)
         self._next = 0
@@ -288,11 +322,18 @@ class LoadBench:
             await asyncio.sleep(self.config.probe_interval)
 
     async def _warm_up(self, slack: TimedSlack, claude: TimedClaude) -> None:
-        """One short answer: Bolt's auth.test, first connections and imports happen here, unmeasured."""
-        claude.reply("Warmed up.")
-        [conv] = await self._burst(slack, 1, "Warmed up.", probe=False)
-        if conv.failure:
-            raise RuntimeError(f"warm-up failed: {conv.failure}")
+        """One short answer per process (envelopes go to the connections in turn): Bolt's auth.test,
+        first connections and imports happen here, unmeasured."""
+        claude.responder = lambda _body: "Warmed up."
+        try:
+            for conv in await self._burst(slack, len(self.bots), "Warmed up.", probe=False):
+                if conv.failure:
+                    raise RuntimeError(f"warm-up failed: {conv.failure}")
+        finally:
+            claude.responder = lambda _body: self._answer
+
+    def _cpu_ns(self) -> int:
+        return sum(bot.cpu_ns() for bot in self.bots)
 
     async def run(self) -> LevelResult:
         c, rec = self.config, self.recorder
@@ -300,45 +341,53 @@ class LoadBench:
         async with (
             TimedSlack(rec.on_call, rec.on_ack, **fakes) as slack,
             TimedClaude(rec.on_claude) as claude,
+            contextlib.AsyncExitStack() as stack,
         ):
             claude.first_token_delay = c.ttft
             claude.chunk_chars = c.chunk_chars
             claude.chunk_delay = c.chunk_delay
             claude.responder = lambda _body: self._answer
-            env = bot_env(
-                slack,
-                claude,
-                MAX_CONCURRENT_ANSWERS=str(c.claude_slots),
-                USER_REQUESTS_PER_MINUTE="1000",  # each conversation has its own asker anyway
-                SHUTDOWN_GRACE_SECONDS="2",
-            )
-            bot = BotProcess(env)
-            await bot.start()
-            try:
-                return await self._measure(slack, claude, bot)
-            finally:
-                await bot.stop()  # also when cancelled: the bot never outlives the benchmark
+            settings = {
+                "USER_REQUESTS_PER_MINUTE": "1000",  # each conversation has its own asker anyway
+                "SHUTDOWN_GRACE_SECONDS": "2",
+            }
+            if c.claude_slots is not None:
+                settings["MAX_CONCURRENT_ANSWERS"] = str(c.claude_slots)
+            if self.variant.workers > 1:  # separate processes on one Redis, as WORKERS=2 starts them
+                settings["REDIS_URL"] = stack.enter_context(redis_server()).url
+            env = bot_env(slack, claude, **settings)
+            self.bots = [BotProcess(env, self.variant.module) for _ in range(self.variant.workers)]
+            for bot in self.bots:
+                stack.push_async_callback(bot.stop)  # also when cancelled: no bot outlives the benchmark
+                await bot.start()
+            return await self._measure(slack, claude)
 
-    async def _measure(self, slack: TimedSlack, claude: TimedClaude, bot: BotProcess) -> LevelResult:
-        c, rec = self.config, self.recorder
+    async def _measure(self, slack: TimedSlack, claude: TimedClaude) -> LevelResult:
+        c, rec, bots = self.config, self.recorder, self.bots
         conversations: list[Conversation] = []
         makespans: list[float] = []
         error: str | None = None
-        cpu0, wall0, driver0 = bot.cpu_seconds(), time.perf_counter(), time.process_time()
-        busy0, warnings0 = machine_busy_seconds(), 0
+        cpu0 = [bot.cpu_seconds() for bot in bots]
+        wall0, driver0 = time.perf_counter(), time.process_time()
+        busy0, warnings0, before_claude_ns = machine_busy_seconds(), 0, 0
         try:
-            await slack.wait_for_socket(timeout=30)
+            await slack.wait_for_socket(timeout=30, count=len(bots))
             slack.latency = 0.0  # the warm-up is not measured; keep it short
             await self._warm_up(slack, claude)
             slack.latency = c.slack_latency
             rec.probes.clear()
             rec.unattributed.clear()
-            warnings0 = bot.warnings  # Bolt warns once at start that it uses `client`, not `token`
-            cpu0, wall0, driver0 = bot.cpu_seconds(), time.perf_counter(), time.process_time()
+            rec.on_all_asked = lambda: self._asked_cpu.append(self._cpu_ns())
+            warnings0 = sum(bot.warnings for bot in bots)  # Bolt warns once at start: `client`, not `token`
+            cpu0 = [bot.cpu_seconds() for bot in bots]
+            wall0, driver0 = time.perf_counter(), time.process_time()
             busy0 = machine_busy_seconds()
             probe = c.probe_interval is not None and self.level > 1  # one answer: its own ack says it
             for _ in range(c.rounds[self.level]):
+                self._asked_cpu.clear()
+                burst_ns = self._cpu_ns()
                 batch = await self._burst(slack, self.level, self._answer, probe)
+                before_claude_ns += self._asked_cpu[0] - burst_ns if self._asked_cpu else 0
                 conversations.extend(batch)
                 ends = [conv.done for conv in batch if conv.done is not None]
                 starts = [conv.sent for conv in batch if conv.sent is not None]
@@ -349,25 +398,30 @@ class LoadBench:
                     break
         except (AssertionError, RuntimeError, TimeoutError, OSError) as exc:
             error = f"{exc.__class__.__name__}: {exc}"
-        running = bot.running
-        if not running:  # its output is content-free by design (bot.logs), so it may be shown
-            last = " | ".join(list(bot.output)[-3:])
-            error = f"{error or 'the bot process exited'}; its last lines: {last}"
-        bot_cpu = (bot.cpu_seconds() - cpu0) if running else math.nan
+        running = all(bot.running for bot in bots)
+        for bot in bots:
+            if not bot.running:  # its output is content-free by design (bot.logs), so it may be shown
+                last = " | ".join(list(bot.output)[-3:])
+                error = f"{error or 'a bot process exited'}; its last lines: {last}"
+        cpus = [bot.cpu_seconds() - start for bot, start in zip(bots, cpu0, strict=True)] if running else []
+        bot_cpu = sum(cpus) if running else math.nan
         driver_cpu = time.process_time() - driver0
         return LevelResult(
+            variant=self.variant,
             level=self.level,
             rounds=c.rounds[self.level],
             conversations=conversations,
             probes=list(rec.probes.values()),
             makespans=makespans,
             bot_cpu_seconds=bot_cpu,
+            before_claude_cpu_seconds=before_claude_ns / 1e9,
+            cpu_shares=[cpu / bot_cpu for cpu in cpus] if bot_cpu else [],
             wall_seconds=time.perf_counter() - wall0,
             driver_cpu_seconds=driver_cpu,
             others_cpu_seconds=machine_busy_seconds() - busy0 - bot_cpu - driver_cpu,
-            peak_rss_mb=bot.peak_rss_mb() if running else math.nan,
-            bot_warnings=bot.warnings - warnings0,
-            bot_output_tail=list(bot.output)[-10:],
+            peak_rss_mb=max(bot.peak_rss_mb() for bot in bots) if running else math.nan,
+            bot_warnings=sum(bot.warnings for bot in bots) - warnings0,
+            bot_output_tail=[line for bot in bots for line in list(bot.output)[-10:]],
             unattributed=dict(rec.unattributed),
             error=error,
         )
@@ -396,4 +450,10 @@ def round_trip_waves(calls: list[tuple[float, str]], latency: float) -> tuple[Wa
 
 
 async def run_load(config: LoadConfig) -> list[LevelResult]:
-    return [await LoadBench(config, level).run() for level in config.levels]
+    """Every level of every variant, the baseline's first at each level, so that the two are measured
+    as close together in time as they can be (a busy machine disturbs both alike)."""
+    return [
+        await LoadBench(config, level, variant).run()
+        for level in config.levels
+        for variant in config.variants
+    ]
