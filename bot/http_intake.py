@@ -49,7 +49,8 @@ async def start_http(
         lingering_time=0,  # don't read on after answering a refused request: close its connection
     )
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    # reuse_port: with WORKERS > 1 every worker binds the same PORT and the kernel spreads connections.
+    await web.TCPSite(runner, host, port, reuse_port=True).start()
     return runner
 
 
