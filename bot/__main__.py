@@ -1,4 +1,5 @@
-"""`python -m bot`: load .env (the environment wins), read Settings, set up logging, run."""
+"""`python -m bot`: load .env (the environment wins), read Settings, set up logging, run: one bot in this
+process, or with WORKERS > 1 a supervisor of that many (bot.workers)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from bot.app import StartupError, serve
 from bot.config import ConfigError, Settings
 from bot.logs import configure_logging
+from bot.workers import WORKER_ENV, run_workers
 
 
 def main() -> int:
@@ -22,6 +23,15 @@ def main() -> int:
         sys.stderr.write(f"configuration error: {exc}\n")
         return 2
     configure_logging(settings.log_level)
+    if settings.workers > 1 and WORKER_ENV not in os.environ:
+        return run_workers(settings, os.environ)
+    return run_one(settings)
+
+
+def run_one(settings: Settings) -> int:
+    # Imported here: the supervisor needs none of the Slack and Claude clients.
+    from bot.app import StartupError, serve
+
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:
