@@ -24,6 +24,7 @@ class BotProcess:
         }
         self.output: list[str] = []
         self._listening = asyncio.Event()
+        self._new_output = asyncio.Condition()
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -44,9 +45,26 @@ class BotProcess:
             self.output.append(text)
             if "listening over" in text:
                 self._listening.set()
+            async with self._new_output:
+                self._new_output.notify_all()
 
     async def wait_listening(self) -> None:
         await asyncio.wait_for(self._listening.wait(), timeout=30)
+
+    async def wait_for_output(self, text: str, count: int = 1, timeout: float = 30) -> list[str]:
+        """The lines holding `text`, once there are `count` of them."""
+
+        def found() -> list[str]:
+            return [line for line in self.output if text in line]
+
+        try:
+            async with asyncio.timeout(timeout), self._new_output:
+                await self._new_output.wait_for(lambda: len(found()) >= count)
+        except TimeoutError:
+            raise AssertionError(
+                f"{count} line(s) with {text!r} not seen; output:\n{''.join(self.output)}"
+            ) from None
+        return found()
 
     async def stop(self, *, signal_first: bool = True) -> str:
         if signal_first and self.process.returncode is None:

@@ -1,0 +1,233 @@
+"""WORKERS=N: `python -m bot` supervises N worker processes on this host, each with its own Socket Mode
+connection (or its own socket on the shared PORT), restarts one that dies, drains them all on SIGTERM,
+and stops in one line when they cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from slack_sdk.signature import SignatureVerifier
+
+from bot.http_intake import EVENTS_PATH
+from tests.bot_process import BotProcess
+from tests.conftest import ALICE, BOT_USER, CHANNEL, bot_env, mention, said
+from tests.fakes.slack_api import FakeSlack
+from tests.redis_server import free_port
+
+SECRET = "test-signing-secret"
+STARTED = re.compile(r"worker=(\d+) started pid=(\d+)")
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A fake Slack whose bot token is this test's own: what the workers keep in the session's Redis is
+    keyed by it, so no other test's event ids or counts are seen here."""
+    async with FakeSlack(bot_token=f"xoxb-{uuid.uuid4().hex}", bot_user_id=BOT_USER) as fake:
+        fake.add_user(ALICE, display_name="Alice", real_name="Alice Archer")
+        yield fake
+
+
+def workers_env(slack, claude, redis_server, **overrides: str) -> dict[str, str]:
+    return bot_env(
+        slack, claude, WORKERS="2", REDIS_URL=redis_server.url, USER_REQUESTS_PER_MINUTE="1000", **overrides
+    )
+
+
+def started_pids(bot: BotProcess) -> dict[int, int]:
+    """Worker number -> pid of its latest start, from the supervisor's log."""
+    return {int(m[1]): int(m[2]) for line in bot.output if (m := STARTED.search(line))}
+
+
+def answered_by(bot: BotProcess, request_id: str) -> str:
+    [line] = [line for line in bot.output if f"request={request_id} " in line and " answered " in line]
+    return line.split(" ", 1)[0]  # the `worker=<n>` the supervisor puts first
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def exited(pid: int) -> None:
+    """Wait until `pid` is gone (its parent reaps it), polling: there is nothing to await on another
+    process's child."""
+    async with asyncio.timeout(30):
+        while alive(pid):
+            await asyncio.sleep(0.05)
+
+
+def thread_mention(slack: FakeSlack, text: str, ts: str) -> dict:
+    slack.add_thread(CHANNEL, [said(ALICE, text, ts)])
+    return slack.events_api_envelope(mention(text, ts=ts), event_id=f"Ev{uuid.uuid4().hex[:12]}")
+
+
+async def run_to_exit(tmp_path, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_each_worker_holds_a_socket_and_answers_its_events_once_and_sigterm_drains_both(
+    slack, claude, redis_server, tmp_path
+):
+    claude.first_token_delay = 0.5
+    bot = BotProcess(tmp_path, workers_env(slack, claude, redis_server, SHUTDOWN_GRACE_SECONDS="10"))
+    await bot.start()
+    await slack.wait_for_socket(count=2, timeout=30)
+    assert len(slack.sockets) == 2
+    pids = started_pids(bot)
+    assert sorted(pids) == [1, 2]
+
+    frames = [
+        thread_mention(slack, "<@U0BOT> one", "5.000001"),
+        thread_mention(slack, "<@U0BOT> two", "5.000002"),
+    ]
+    await asyncio.gather(*(ws.send_str(json.dumps(f)) for ws, f in zip(slack.sockets, frames, strict=True)))
+    await claude.wait_for_requests(2, timeout=30)
+
+    output = await bot.stop()  # SIGTERM to the supervisor, with both answers in flight
+
+    assert bot.process.returncode == 0, output
+    assert slack.thread_texts(CHANNEL, "5.000001") == ["Hello from fake Claude."]
+    assert slack.thread_texts(CHANNEL, "5.000002") == ["Hello from fake Claude."]
+    assert len(claude.requests) == 2
+    # The two sockets were two processes: each event was answered by a different worker.
+    assert {answered_by(bot, f["payload"]["event_id"]) for f in frames} == {"worker=1", "worker=2"}
+    assert output.count("stopped; 0 answers interrupted") == 2
+    assert not any(alive(pid) for pid in pids.values())
+    assert "restarting" not in output and "Traceback" not in output
+
+
+async def test_a_worker_killed_outright_is_started_again_with_a_new_socket(
+    slack, claude, redis_server, tmp_path
+):
+    bot = BotProcess(tmp_path, workers_env(slack, claude, redis_server))
+    await bot.start()
+    await slack.wait_for_socket(count=2, timeout=30)
+    await bot.wait_for_output("listening over Socket Mode", count=2)
+    killed = started_pids(bot)[2]
+
+    os.kill(killed, signal.SIGKILL)
+
+    [restart] = await bot.wait_for_output("restarting in")
+    assert "worker=2 exited (signal SIGKILL)" in restart
+    await slack.wait_for_socket(count=3, timeout=30)
+    assert started_pids(bot)[2] != killed
+    await bot.wait_for_output("listening over Socket Mode", count=3)
+    assert len(slack.sockets) == 2  # the killed one's connection is gone, the new one took its place
+
+    frame = thread_mention(slack, "<@U0BOT> after the restart", "6.000001")
+    await slack.sockets[-1].send_str(json.dumps(frame))  # the newest connection: the restarted worker's
+    await slack.wait_for("reactions.remove", timeout=30)
+    assert slack.thread_texts(CHANNEL, "6.000001") == ["Hello from fake Claude."]
+    await bot.wait_for_output(f"request={frame['payload']['event_id']} ")
+    assert answered_by(bot, frame["payload"]["event_id"]) == "worker=2"
+
+    output = await bot.stop()
+    assert bot.process.returncode == 0, output
+
+
+async def test_http_workers_share_one_port_and_both_answer(slack, claude, redis_server, tmp_path):
+    port = free_port()
+    env = workers_env(
+        slack, claude, redis_server, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET, PORT=str(port)
+    )
+    bot = BotProcess(tmp_path, env)
+    await bot.start()
+    await bot.wait_for_output(f"listening over HTTP on port {port}", count=2)
+
+    workers: set[str] = set()
+    verifier = SignatureVerifier(SECRET)
+    # A new connection for each request, so that the kernel picks a listener for each; with two
+    # listeners, 40 picks all landing on the same one would take a 1-in-2**39 chance.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for n in range(1, 41):
+            frame = thread_mention(slack, f"<@U0BOT> question {n}", f"7.{n:06d}")
+            body = json.dumps(frame["payload"])
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "X-Slack-Request-Timestamp": timestamp,
+                "X-Slack-Signature": verifier.generate_signature(timestamp=timestamp, body=body),
+            }
+            async with session.post(
+                f"http://127.0.0.1:{port}{EVENTS_PATH}", data=body, headers=headers
+            ) as resp:
+                assert resp.status == 200
+            event_id = frame["payload"]["event_id"]
+            await bot.wait_for_output(f"request={event_id} ")
+            workers.add(answered_by(bot, event_id))
+            if len(workers) == 2:
+                break
+    await slack.wait_for("reactions.remove", count=n, timeout=30)
+
+    assert workers == {"worker=1", "worker=2"}
+    assert len(claude.requests) == n  # each answered once
+    output = await bot.stop()
+    assert bot.process.returncode == 0, output
+
+
+async def test_more_than_one_worker_without_redis_url_is_refused_in_one_line_naming_workers(
+    slack, claude, tmp_path
+):
+    code, stdout, stderr = await run_to_exit(tmp_path, bot_env(slack, claude, WORKERS="2"))
+
+    assert code == 2
+    assert stdout == ""
+    assert stderr.startswith("configuration error: WORKERS: ")
+    assert stderr.count("\n") == 1
+    assert slack.calls == []  # no worker was started
+
+
+async def test_workers_that_cannot_start_stop_the_supervisor_with_that_one_line(slack, claude, tmp_path):
+    env = bot_env(slack, claude, WORKERS="2", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+
+    code, _, stderr = await run_to_exit(tmp_path, env)
+
+    assert code == 1
+    assert stderr.endswith("\nstartup error: REDIS_URL: cannot reach Redis (ConnectionError)\n")
+    assert stderr.count("startup error") == 1  # both workers failed; it is said once, last
+    assert "restarting" not in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_workers_that_cannot_bind_port_stop_the_supervisor_rather_than_restart(
+    slack, claude, redis_server, tmp_path
+):
+    with socket.socket() as taken:  # another program holds PORT, without SO_REUSEPORT
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = workers_env(
+            slack, claude, redis_server, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET, PORT=str(port)
+        )
+
+        code, _, stderr = await run_to_exit(tmp_path, env)
+
+    assert code == 1
+    assert "could not start (exit code 1): stopping" in stderr
+    assert "restarting" not in stderr
+    assert "Traceback" not in stderr
