@@ -333,12 +333,14 @@ async def test_with_redis_every_key_expires_is_documented_and_holds_no_content_a
             # Midway through an answer (in flight, streaming, stoppable), then after its Stop.
             claude.chunk_chars, claude.chunk_delay = 5, 0.05
             claude.responder = lambda _body: f"{canary('long-answer')} " + "a long answer nobody reads " * 40
+            appended = len(slack.calls_to("chat.appendStream"))
             await deliver(
                 slack.events_api_envelope(
                     direct_message(canary("long"), ts=long_root) | {"thread_ts": long_root}
                 )
             )
-            [append, *_] = await slack.wait_for("chat.appendStream", count=1, timeout=30)
+            append = (await slack.wait_for("chat.appendStream", count=appended + 1, timeout=30))[appended]
+            assert append.params["channel"] == DM
             assert await findings() == []
             await deliver(
                 slack.agent_session_stopped_envelope(
