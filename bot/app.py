@@ -32,10 +32,11 @@ from bot.config import ConfigError, Settings
 from bot.http_intake import EVENTS_PATH, start_http
 from bot.logs import BOLT_LOGGER
 from bot.pipeline.answer import Pipeline
+from bot.pipeline.ask import BotIdentity
 from bot.policy import policy_summary
 from bot.slack_calls import SlackCallFailed, slack_call
-from bot.state import MemoryState, RedisState, State, StateKeys
-from bot.surfaces import assistant, direct_message, mention, shortcuts, slash_command
+from bot.state import MemoryState, RedisState, State
+from bot.surfaces import assistant, direct_message, mention, resumed, shortcuts, slash_command
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,9 @@ def build_app(
     slack: AsyncWebClient,
     claude: ClaudeClient,
     pipeline: Pipeline | None = None,
-    state: State | None = None,
 ) -> AsyncApp:
-    """`state`: what is kept between requests (ids only), shared by every process when it is Redis."""
+    """`pipeline` holds the State kept between requests (ids only), shared by every process when it is
+    Redis; without one, a pipeline on this process's memory."""
     app = AsyncApp(
         client=slack,
         signing_secret=settings.slack_signing_secret or "",
@@ -74,13 +75,13 @@ def build_app(
         request_verification_enabled=False,
         logger=logging.getLogger(BOLT_LOGGER),
     )
-    state = state or MemoryState()
-    keys = StateKeys(settings.slack_bot_token)  # the same in every replica of this app
+    pipeline = pipeline or Pipeline(settings, slack, claude)
+    state, keys = pipeline.state, pipeline.keys
     replays = None if settings.socket_mode else guards.recent_interaction_ids(state, keys)
     guards.register(app, guards.recent_event_ids(state, keys), replays)
-    pipeline = pipeline or Pipeline(settings, slack, claude)
     mention.register(app, pipeline)
-    assistant.register(app, pipeline, pipeline.stop)  # before direct_message: it takes the DM's threads
+    # Before direct_message: it takes the DM's threads.
+    assistant.register(app, pipeline, pipeline.stop, assistant.ViewedChannels(state, keys))
     direct_message.register(app, pipeline)
     slash_command.register(app, pipeline, settings.slash_command, policy_summary(settings))
     shortcuts.register(app, pipeline)
@@ -91,6 +92,20 @@ def build_app(
 
 async def _acknowledge_only() -> None:
     return None
+
+
+def watch_in_flight(
+    pipeline: Pipeline, slack: AsyncWebClient, identity: dict[str, Any]
+) -> asyncio.Task[None]:
+    """Stop flags from other replicas, this replica's leases, and answers other replicas left unfinished
+    (`bot.pipeline.inflight`), until cancelled."""
+    bot = BotIdentity(_str_or_none(identity.get("user_id")), _str_or_none(identity.get("bot_id")))
+    viewed = assistant.ViewedChannels(pipeline.state, pipeline.keys)
+    return asyncio.create_task(pipeline.in_flight.watch(resumed.resumer(slack, bot, pipeline, viewed)))
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 async def serve(settings: Settings) -> None:
@@ -107,9 +122,10 @@ async def serve(settings: Settings) -> None:
         if settings.redis_url is not None:
             state = await _reach_redis(settings.redis_url)
         log.info("Claude through %s", where(settings))
-        pipeline = Pipeline(settings, slack, claude)
-        app = build_app(settings, slack, claude, pipeline, state)
+        pipeline = Pipeline(settings, slack, claude, state)
+        app = build_app(settings, slack, claude, pipeline)
         await warm_up(app, identity)
+        watching = watch_in_flight(pipeline, slack, identity)
         # What start-up made (modules, clients, Bolt's app) lives as long as the process: leave it out
         # of every later collection, so that collections under a burst scan only requests' objects.
         gc.collect()
@@ -124,6 +140,7 @@ async def serve(settings: Settings) -> None:
             await _serve_http(app, settings.slack_signing_secret or "", settings.port, stop)
         log.info("stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds)
         interrupted = await pipeline.drain(settings.shutdown_grace_seconds)
+        watching.cancel()
         log.info("stopped; %d answers interrupted", interrupted)
     finally:
         await claude.close()

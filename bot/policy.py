@@ -70,6 +70,11 @@ REDIS_KEYS = (
         "which process answers it again if that one died",
         lambda s: _duration(s.answer_lease_seconds),
     ),
+    RedisKey(
+        "answers:",
+        "the hashes of answers in progress, to find unfinished ones",
+        lambda s: f"at most {_duration(s.request_deadline_seconds + s.answer_lease_seconds)} each",
+    ),
 )
 REDIS_KEY_PREFIXES = tuple(key.prefix for key in REDIS_KEYS)
 

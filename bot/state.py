@@ -42,6 +42,18 @@ _RENEW = (
     "return 0"
 )
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# A set whose members expire: a sorted set scored by each member's expiry in Redis's own clock (ms).
+_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+_ENLIST = (
+    _NOW_MS + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
+    "redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1]) "
+    "local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES') "
+    "redis.call('PEXPIREAT', KEYS[1], last[2]) return 1"
+)
+_MEMBERS = (
+    _NOW_MS
+    + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) return redis.call('ZRANGE', KEYS[1], 0, -1)"
+)
 _ADD = (
     "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) "
     "if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return v"
@@ -50,6 +62,8 @@ _ADD = (
 
 class State(ABC):
     """Every value is a short string: an id, a number or a flag. Every `ttl` is in seconds."""
+
+    shared = False  # whether other processes see it
 
     @abstractmethod
     async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
@@ -76,6 +90,21 @@ class State(ABC):
     @abstractmethod
     async def delete(self, key: str) -> None: ...
 
+    @abstractmethod
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        """Several values in one round trip, in the order of `keys`."""
+
+    @abstractmethod
+    async def enlist(self, index: str, member: str, ttl: float) -> None:
+        """Put `member` (an id) in the set `index` for `ttl`; the set expires with its last member."""
+
+    @abstractmethod
+    async def delist(self, index: str, member: str) -> None: ...
+
+    @abstractmethod
+    async def members(self, index: str) -> list[str]:
+        """The set's members that have not expired."""
+
     async def close(self) -> None:
         return None
 
@@ -85,6 +114,7 @@ class MemoryState(State):
 
     def __init__(self, max_keys: int = MAX_MEMORY_KEYS) -> None:
         self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (expires, value)
+        self._sets: dict[str, dict[str, float]] = {}  # index -> member -> expires (a few indexes)
         self._max = max_keys
 
     def _live(self, key: str) -> str | None:
@@ -134,9 +164,27 @@ class MemoryState(State):
     async def delete(self, key: str) -> None:
         self._items.pop(key, None)
 
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        return [self._live(key) for key in keys]
+
+    async def enlist(self, index: str, member: str, ttl: float) -> None:
+        now = time.monotonic()
+        members = {m: e for m, e in self._sets.get(index, {}).items() if e > now}
+        members[member] = now + ttl
+        self._sets[index] = members
+
+    async def delist(self, index: str, member: str) -> None:
+        self._sets.get(index, {}).pop(member, None)
+
+    async def members(self, index: str) -> list[str]:
+        now = time.monotonic()
+        return [m for m, expires in self._sets.get(index, {}).items() if expires > now]
+
 
 class RedisState(State):
     """Redis, shared by every process; this process's memory while Redis is out of reach."""
+
+    shared = True
 
     def __init__(self, url: str, retry_seconds: float = RETRY_SECONDS) -> None:
         self._retry_seconds = retry_seconds
@@ -216,6 +264,30 @@ class RedisState(State):
             await self._redis.delete(key)
 
         await self._either(shared, lambda: self._local.delete(key))
+
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        async def shared() -> list[str | None]:
+            return [None if v is None else str(v) for v in await self._redis.mget(keys)] if keys else []
+
+        return await self._either(shared, lambda: self._local.get_many(keys))
+
+    async def enlist(self, index: str, member: str, ttl: float) -> None:
+        async def shared() -> None:
+            await self._redis.eval(_ENLIST, 1, index, member, _ms(ttl))
+
+        await self._either(shared, lambda: self._local.enlist(index, member, ttl))
+
+    async def delist(self, index: str, member: str) -> None:
+        async def shared() -> None:
+            await self._redis.zrem(index, member)
+
+        await self._either(shared, lambda: self._local.delist(index, member))
+
+    async def members(self, index: str) -> list[str]:
+        async def shared() -> list[str]:
+            return [str(m) for m in await self._redis.eval(_MEMBERS, 1, index)]
+
+        return await self._either(shared, lambda: self._local.members(index))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from slack_bolt.async_app import AsyncApp
 
-from bot.app import AckFirstSocketModeHandler, build_app, build_claude_client, build_slack_client, warm_up
+from bot.app import (
+    AckFirstSocketModeHandler,
+    build_app,
+    build_claude_client,
+    build_slack_client,
+    warm_up,
+    watch_in_flight,
+)
 from bot.config import Settings
 from bot.pipeline.answer import Pipeline
 from bot.state import State
@@ -110,10 +117,13 @@ async def running_bot(
     settings = Settings.from_env(bot_env(slack, claude, **overrides))
     slack_client = build_slack_client(settings)
     claude_client = build_claude_client(settings)
-    pipeline = Pipeline(settings, slack_client, claude_client)
-    app = build_app(settings, slack_client, claude_client, pipeline, state)
+    pipeline = Pipeline(settings, slack_client, claude_client, state)
+    app = build_app(settings, slack_client, claude_client, pipeline)
     assert settings.slack_app_token is not None
-    await warm_up(app, (await slack_client.auth_test()).data)  # as `serve` does
+    identity = (await slack_client.auth_test()).data
+    assert isinstance(identity, dict)
+    await warm_up(app, identity)  # as `serve` does
+    watching = watch_in_flight(pipeline, slack_client, identity)
     handler = AckFirstSocketModeHandler(app, settings.slack_app_token)
     connected = slack.socket_connections
     await handler.connect_async()
@@ -121,6 +131,7 @@ async def running_bot(
     try:
         yield RunningBot(app, settings, slack, claude, pipeline)
     finally:
+        watching.cancel()
         await handler.close_async()
         await claude_client.close()
         await slack_client.session.close()

@@ -57,7 +57,7 @@ async def test_a_request_waiting_for_its_turn_reads_nothing_until_one_ends(bot):
     assert not bot.slack.calls_to("url_private")
     assert len(bot.claude.requests) == 1
 
-    assert bot.pipeline.stop(CHANNEL, "1.000000")  # the first ends (its reader pressed Stop)
+    assert await bot.pipeline.stop(CHANNEL, "1.000000")  # the first ends (its reader pressed Stop)
     await bot.slack.wait_for("assistant.threads.setStatus", count=3)  # the second's status, cleared
     assert read_of(bot, DM, waiting)
     assert len(bot.slack.calls_to("url_private")) == 1

@@ -68,6 +68,21 @@ async def test_values_can_be_read_replaced_and_deleted(state: State) -> None:
     assert await state.get("access:person:p1") is None
 
 
+async def test_several_values_in_one_call(state: State) -> None:
+    await state.put("stop:a", "1", 5)
+    assert await state.get_many(["stop:a", "stop:missing"]) == ["1", None]
+    assert await state.get_many([]) == []
+
+
+async def test_a_set_whose_members_expire_each_on_time(state: State) -> None:
+    await state.enlist("answers", "a", 5)
+    await state.enlist("answers", "b", 0.05)
+    await state.enlist("answers", "c", 5)
+    await state.delist("answers", "c")
+    await asyncio.sleep(0.1)
+    assert await state.members("answers") == ["a"]  # b expired, c was taken out
+
+
 async def test_two_processes_share_redis_state(redis_server: RedisServer) -> None:
     one, two = RedisState(redis_server.url), RedisState(redis_server.url)
     try:
@@ -93,8 +108,9 @@ async def test_every_redis_key_expires_and_a_hashed_key_names_nobody(redis_serve
         await shared.put(f"access:person:{person}", "T0TEAM,,0,0", 300)
         await shared.add(f"rate:user:{person}", 1, 60)
         await shared.claim(f"dedupe:event:{keys.of('Ev123')}", 3600)
+        await shared.enlist("answers", keys.of("C0GENERAL", "1.0001"), 0.2)
         dump = {key: await raw.pttl(key) for key in await raw.keys("*")}
-        assert len(dump) == 3 and all(ttl > 0 for ttl in dump.values())
+        assert len(dump) == 4 and 0 < dump["answers"] <= 200 and all(ttl > 0 for ttl in dump.values())
         assert not any("U0ALICE" in key or "Ev123" in key for key in dump)
     finally:
         await raw.flushdb()

@@ -53,8 +53,9 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
     `bot.surfaces.assistant`); and for answers being written (`bot.pipeline.inflight`), `stop:<hash>` a
     Stop for a thread (a minute), `answer:<hash>` where the question and the answer are (workspace,
     channel and message ids, no person's id; the request deadline plus one lease), `lease:<hash>` which
-    process writes it (ANSWER_LEASE_SECONDS, renewed) and `takeover:<hash>` one process's right to
-    answer it again after its writer died. In this process only: the answers it is writing, until they
+    process writes it (ANSWER_LEASE_SECONDS, renewed), `takeover:<hash>` one process's right to
+    answer it again after its writer died, and `answers:<hash>` the set of those answers' hashes (each
+    as long as its `answer:` key). In this process only: the answers it is writing, until they
     end (so that Stop can cancel them); the bot's own team and org ids from auth.test (while the process
     runs; `bot.pipeline.access`); and when display-name lookups may resume after Slack rate-limited one
     (a minute; `bot.pipeline.context`).

@@ -6,7 +6,8 @@ Grid org lists, applied both to the bot's own workspace and org (learnt once fro
 from a payload) and to the asker's own (one `users.info`): a deactivated account, a guest (restricted
 or ultra-restricted) or a member of another organization is refused unless allowed. A lookup that
 fails refuses too: the check fails closed. Lookups are remembered for five minutes as ids and flags
-only (never names or messages), and concurrent asks by one person share one lookup.
+only (never names or messages), in State under a keyed hash of the person (shared by every replica), and
+concurrent asks by one person in one process share one lookup.
 
 `may_read(ask, channel)` decides, for every read of a channel other than the one asked in (the channel
 an agent-thread user is viewing), whether this asker may have it read now; nothing of it is remembered.
@@ -25,16 +26,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import AccessSettings
-from bot.expiring import ExpiringMap
 from bot.pipeline.ask import Ask
 from bot.pipeline.context import display_name
 from bot.pipeline.said import VisibleError
 from bot.slack_calls import SlackCallFailed, slack_call
+from bot.state import State, StateKeys
 
 log = logging.getLogger(__name__)
 
 FACTS_TTL_SECONDS = 300
-FACTS_MAX_PEOPLE = 10_000
 MEMBERS_PAGE_SIZE = 999  # Slack's most per conversations.members page
 MEMBERS_MAX_PAGES = 50  # past ~50,000 members, membership is not confirmed: the channel is not read
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")  # a channel or group DM; never a DM (D…)
@@ -112,17 +112,29 @@ class PersonFacts:
     def workspaces(self) -> frozenset[str]:
         return frozenset({self.team_id, self.enterprise_id} - {""})
 
+    def dumps(self) -> str:
+        return f"{self.team_id},{self.enterprise_id},{int(self.guest)},{int(self.deleted)}"
+
+    @classmethod
+    def loads(cls, value: str) -> PersonFacts | None:
+        parts = value.split(",")
+        if len(parts) != 4:
+            return None
+        return cls(parts[0], parts[1], guest=parts[2] == "1", deleted=parts[3] == "1")
+
 
 class AccessCheck:
     """`check_ids(ask)`, then `await check_person(ask)`, raise Refused when the asker may not use the bot
     for this Ask; `await may_read(ask, channel)` says whether another channel may be read for it."""
 
-    def __init__(self, settings: AccessSettings, slack: AsyncWebClient) -> None:
+    def __init__(
+        self, settings: AccessSettings, slack: AsyncWebClient, state: State, keys: StateKeys
+    ) -> None:
         self._settings = settings
         self._slack = slack
+        self._state, self._keys = state, keys
         self._home: Home | None = None  # the installation's ids, learnt once
         self._home_lookup: asyncio.Future[Home | None] | None = None
-        self._facts: ExpiringMap[str, PersonFacts] = ExpiringMap(FACTS_TTL_SECONDS, FACTS_MAX_PEOPLE)
         self._lookups: dict[str, asyncio.Future[tuple[PersonFacts | None, str | None]]] = {}
 
     def check_ids(self, ask: Ask) -> None:
@@ -232,10 +244,14 @@ class AccessCheck:
         return home if home.workspaces else None
 
     async def _person(self, user_id: str) -> tuple[PersonFacts | None, str | None]:
-        facts = self._facts.get(user_id)
+        known = await self._state.get(self._facts_key(user_id))
+        facts = None if known is None else PersonFacts.loads(known)
         if facts is not None:
             return facts, None
         return await self._look_up(user_id)
+
+    def _facts_key(self, user_id: str) -> str:
+        return f"person:{self._keys.of(user_id)}"
 
     async def _look_up(self, user_id: str) -> tuple[PersonFacts | None, str | None]:
         """One users.info at a time per person: concurrent asks by one person share it."""
@@ -253,7 +269,7 @@ class AccessCheck:
         user = response.get("user")
         facts = _facts(user)
         if facts is not None:
-            self._facts.put(user_id, facts)
+            await self._state.put(self._facts_key(user_id), facts.dumps(), FACTS_TTL_SECONDS)
         return facts, display_name(user)
 
     async def _conversation_info(self, channel_id: str) -> Mapping[str, Any] | None:

@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.limits import UserRateLimit
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
-from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
+from bot.pipeline.ask import Ask, Privately, SlackMessage
 from bot.pipeline.claude import ask_claude, opaque_user_id
 from bot.pipeline.context import (
     ContextUnavailable,
@@ -31,12 +31,14 @@ from bot.pipeline.context import (
     read_conversation,
 )
 from bot.pipeline.files import fetch_files
+from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
 from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
 from bot.pipeline.reply import ReplyWriter, StoppedByReader, open_writer, say_privately, stop_note
-from bot.pipeline.said import RESTARTING, STOPPED, TOO_MANY_REQUESTS, TOOK_TOO_LONG, VisibleError
+from bot.pipeline.said import HANDED_OVER, RESTARTING, STOPPED, TOO_MANY_REQUESTS, TOOK_TOO_LONG, VisibleError
 from bot.pipeline.url_caches import clear_url_caches
+from bot.state import MemoryState, State, StateKeys
 
 log = logging.getLogger(__name__)
 
@@ -60,31 +62,36 @@ class Pipeline:
 
     It also bounds the work: at most MAX_CONCURRENT_ANSWERS requests at once from the first read to the
     last word (the rest wait, with their progress showing, holding only their Ask: nothing of Slack is
-    read, no file fetched, until their turn), USER_REQUESTS_PER_MINUTE per person (counted once the
-    access check has let them in), REQUEST_DEADLINE_SECONDS per answer, waiting included, and display
-    names through one gate for the whole process. Running answers are known by task, and by (channel,
-    thread) for Stop: ids only, until they end.
+    read, no file fetched, until their turn), USER_REQUESTS_PER_MINUTE per person
+    (counted once the access check has let them in), REQUEST_DEADLINE_SECONDS per answer, waiting
+    included, and display names through one gate for the whole process. Running answers are known by
+    task here, and to every replica through `state` (`bot.pipeline.inflight`): ids only, until they end.
     """
 
-    def __init__(self, settings: Settings, slack: AsyncWebClient, claude: ClaudeClient) -> None:
+    def __init__(
+        self, settings: Settings, slack: AsyncWebClient, claude: ClaudeClient, state: State | None = None
+    ) -> None:
         self._settings = settings
         self._slack = slack
         self._claude = claude
+        self.state = state or MemoryState()
+        self.keys = StateKeys(settings.slack_bot_token)  # the same in every replica of this app
         self._turns = asyncio.Semaphore(settings.max_concurrent_answers or 20)
         self._names = NameLookups()
-        self._rate_limit = UserRateLimit(settings.user_requests_per_minute)
-        self._access = AccessCheck(settings.access, slack)
-        self._by_thread: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._rate_limit = UserRateLimit(self.state, self.keys, settings.user_requests_per_minute)
+        self._access = AccessCheck(settings.access, slack, self.state, self.keys)
+        self.in_flight = InFlight(
+            self.state,
+            self.keys,
+            lease_seconds=settings.answer_lease_seconds,
+            deadline_seconds=settings.request_deadline_seconds,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
 
-    def stop(self, channel: str, thread_ts: str) -> bool:
-        """Cancel the answer being written in that thread, if there is one."""
-        task = self._by_thread.get((channel, thread_ts))
-        if task is None:
-            return False
-        task.cancel()
-        return True
+    async def stop(self, channel: str, thread_ts: str) -> bool:
+        """Cancel the answer being written in that thread, here or in another replica; True if here."""
+        return await self.in_flight.stop(channel, thread_ts)
 
     async def wait_idle(self) -> None:
         """Return once no answer is being written."""
@@ -107,25 +114,22 @@ class Pipeline:
 
     async def __call__(self, ask: Ask) -> None:
         task = asyncio.current_task()
-        key = _thread_key(ask)
-        if task is not None:
-            self._tasks.add(task)
-            if key is not None:
-                self._by_thread[key] = task
+        assert task is not None
+        self._tasks.add(task)
         try:
-            await self._answer(ask)
+            await self._answer(ask, task)
         finally:
             clear_url_caches()  # the libraries' caches would keep this request's file and response URLs
-            if task is not None:
-                self._tasks.discard(task)
-                if key is not None and self._by_thread.get(key) is task:
-                    del self._by_thread[key]
+            self._tasks.discard(task)
 
-    async def _answer(self, ask: Ask) -> None:
+    async def _answer(self, ask: Ask, task: asyncio.Task[None]) -> None:
         preface = _quote(ask.message.text) + "\n\n" if isinstance(ask.reply_to, Privately) else ""
         writer = open_writer(self._slack, ask, preface)
-        if not self._accepting:
-            await writer.interrupt(RESTARTING)
+        if not self._accepting:  # stopping: another replica answers it, if there is one to hand it to
+            if self.state.shared and ask.surface in RESUMABLE:
+                await self.in_flight.end(await self.in_flight.begin(ask, task, writer), hand_over=True)
+            else:
+                await writer.interrupt(RESTARTING)
             return
         try:  # who may ask is decided before anything is read or shown
             self._access.check_ids(ask)
@@ -134,10 +138,12 @@ class Pipeline:
             log.info("request=%s surface=%s refused: %s", ask.request_id, ask.surface, type(refusal).__name__)
             await say_privately(self._slack, ask, refusal.sentence)
             return
-        if not self._rate_limit.allow(ask.origin.user_id):  # only requests let in count
+        if not await self._rate_limit.allow(ask.origin.team_id or "", ask.origin.user_id):  # let in only
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
             await say_privately(self._slack, ask, TOO_MANY_REQUESTS.sentence)
             return
+        answer_key = await self.in_flight.begin(ask, task, writer)
+        handed_over = False
         timings = _Timings(started=time.perf_counter())
         shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
         try:
@@ -147,9 +153,12 @@ class Pipeline:
         except StoppedByReader:
             log.info("request=%s surface=%s stopped by the reader", ask.request_id, ask.surface)
         except asyncio.CancelledError as exc:
-            shutdown = SHUTDOWN in exc.args
             log.info("request=%s surface=%s cancelled (%s)", ask.request_id, ask.surface, exc.args or "stop")
-            await writer.interrupt(RESTARTING if shutdown else STOPPED)
+            if SHUTDOWN in exc.args:
+                handed_over = self.state.shared and ask.surface in RESUMABLE
+                await writer.interrupt(HANDED_OVER if handed_over else RESTARTING)
+            elif LOST not in exc.args:  # a lost answer is marked by the replica that took it over
+                await writer.interrupt(STOPPED)
             raise
         except TimeoutError:
             log.warning("request=%s surface=%s passed its deadline", ask.request_id, ask.surface)
@@ -165,6 +174,7 @@ class Pipeline:
         finally:
             await shown  # a quick failure must not clear progress before it was shown
             await clear_progress(self._slack, ask.progress)
+            await self.in_flight.end(answer_key, hand_over=handed_over)
 
     @asynccontextmanager
     async def _turn(self, ask: Ask, shown: asyncio.Task[None]) -> AsyncIterator[None]:
@@ -266,13 +276,6 @@ class Pipeline:
                 log.warning("request=%s viewed channel=%s not read: %s", ask.request_id, channel, exc)
         await say_privately(self._slack, ask, VIEWED_CHANNEL_NOT_READ)
         return []
-
-
-def _thread_key(ask: Ask) -> tuple[str, str] | None:
-    match ask.reply_to:
-        case InConversation(channel, thread_ts) if thread_ts is not None:
-            return channel, thread_ts
-    return None
 
 
 def _quote(text: str, limit: int = 300) -> str:

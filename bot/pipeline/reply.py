@@ -124,6 +124,11 @@ class ReplyWriter(ABC):
     async def _say(self, mrkdwn: str) -> None:
         """Post one short message."""
 
+    def shown_at(self) -> tuple[str, str] | None:
+        """The message the answer is being shown in now, as (ts, "stream" or "message"); None when none
+        is, or when it is private."""
+        return None
+
 
 class _Throttled(ReplyWriter):
     """Collects pieces and writes them out at most once per `interval`."""
@@ -195,6 +200,9 @@ class UpdatedMessages(_Throttled):
 
     async def _say(self, mrkdwn: str) -> None:
         await _post(self._slack, self._channel, self._thread_ts, mrkdwn)
+
+    def shown_at(self) -> tuple[str, str] | None:
+        return None if self._ts is None else (self._ts, "message")
 
 
 class NativeStream(_Throttled):
@@ -287,6 +295,11 @@ class NativeStream(_Throttled):
 
     def posted(self) -> int:
         return self.messages + (self._fallback.messages if self._fallback else 0)
+
+    def shown_at(self) -> tuple[str, str] | None:
+        if self._fallback is not None:
+            return self._fallback.shown_at()
+        return None if self._ts is None else (self._ts, "stream")
 
 
 class PrivateAnswer(ReplyWriter):

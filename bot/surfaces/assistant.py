@@ -5,28 +5,46 @@ thread is answered with that thread as context, and the Stop button (`agent_sess
 the answer being written. Legacy assistant view: `assistant_thread_started` greets and offers prompts,
 and it and `assistant_thread_context_changed` say which channel the user is viewing. That channel's
 id is remembered for the thread only as long as Slack's context says so (a new channel replaces it, no
-channel forgets it; ids only, for a day at most), and the pipeline reads it only for a question plainly
-about it, and only if the asker may read it then (`AccessCheck.may_read`).
+channel forgets it; ids only, for a day at most, in State under a keyed hash of the thread, so that every
+replica knows it), and the pipeline reads it only for a question plainly about it, and only if the asker
+may read it then (`AccessCheck.may_read`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.expiring import ExpiringMap
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Thread, ThreadStatus
 from bot.pipeline.progress import quietly
+from bot.state import State, StateKeys
 from bot.surfaces import Answer, message_event
 
 log = logging.getLogger(__name__)
 
-Stop = Callable[[str, str], bool]
-ViewedChannels = ExpiringMap[tuple[str, str], str | None]  # (DM, thread) -> channel id; None: none
+Stop = Callable[[str, str], Awaitable[bool]]
+VIEWED_TTL_SECONDS = 24 * 3600.0
+
+
+class ViewedChannels:
+    """Which channel the user of an agent thread is viewing, by (DM, thread): a channel id or none."""
+
+    def __init__(self, state: State, keys: StateKeys) -> None:
+        self._state, self._keys = state, keys
+
+    def _key(self, channel: str, thread_ts: str) -> str:
+        return f"viewed:{self._keys.of(channel, thread_ts)}"
+
+    async def get(self, channel: str, thread_ts: str) -> str | None:
+        return await self._state.get(self._key(channel, thread_ts)) or None
+
+    async def put(self, channel: str, thread_ts: str, viewing: str | None) -> None:
+        await self._state.put(self._key(channel, thread_ts), viewing or "", VIEWED_TTL_SECONDS)
+
 
 GREETING = (
     "Hi! Ask me anything. I answer from this thread only, and I keep nothing: "
@@ -59,9 +77,8 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity, viewing_channel: str | Non
     )
 
 
-def register(app: AsyncApp, answer: Answer, stop: Stop) -> None:
+def register(app: AsyncApp, answer: Answer, stop: Stop, viewed: ViewedChannels) -> None:
     """Register before the direct-message surface: these listeners take the DM's threaded messages."""
-    viewed: ViewedChannels = ExpiringMap(ttl_seconds=24 * 3600, max_items=50_000)
 
     async def in_a_dm_thread(body: dict[str, Any]) -> bool:
         event = body.get("event") or {}
@@ -70,7 +87,7 @@ def register(app: AsyncApp, answer: Answer, stop: Stop) -> None:
     @app.event("message", matchers=[in_a_dm_thread])
     async def on_thread_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
         event = body.get("event") or {}
-        channel_seen = viewed.get((str(event.get("channel")), str(event.get("thread_ts"))))
+        channel_seen = await viewed.get(str(event.get("channel")), str(event.get("thread_ts")))
         ask = to_ask(body, BotIdentity(context.bot_user_id, context.bot_id), channel_seen)
         if ask is not None:
             await answer(ask)
@@ -82,7 +99,7 @@ def register(app: AsyncApp, answer: Answer, stop: Stop) -> None:
             return
         channel, thread_ts, viewing = thread
         if viewing:
-            viewed.put((channel, thread_ts), viewing)
+            await viewed.put(channel, thread_ts, viewing)
         await quietly(client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=GREETING))
         await quietly(
             client.assistant_threads_setSuggestedPrompts(
@@ -94,7 +111,7 @@ def register(app: AsyncApp, answer: Answer, stop: Stop) -> None:
     async def on_context_changed(event: dict[str, Any]) -> None:
         thread = _thread_of(event)
         if thread is not None:  # Slack's context now: a new channel, or None when none is viewed
-            viewed.put((thread[0], thread[1]), thread[2])
+            await viewed.put(*thread)
 
     @app.event("app_home_opened")
     async def on_messages_tab(event: dict[str, Any], client: AsyncWebClient) -> None:
@@ -110,9 +127,12 @@ def register(app: AsyncApp, answer: Answer, stop: Stop) -> None:
     async def on_stop(event: dict[str, Any]) -> None:
         channel, thread_ts = event.get("channel"), event.get("thread_ts")
         if isinstance(channel, str) and isinstance(thread_ts, str):
-            stopped = stop(channel, thread_ts)
+            stopped = await stop(channel, thread_ts)
             log.info(
-                "stop pressed in %s/%s: %s", channel, thread_ts, "cancelled" if stopped else "nothing running"
+                "stop pressed in %s/%s: %s",
+                channel,
+                thread_ts,
+                "cancelled" if stopped else "passed on to every replica",
             )
 
 

@@ -7,6 +7,7 @@ import base64
 import binascii
 import itertools
 import json
+import random
 import time
 import uuid
 from collections import defaultdict, deque
@@ -154,6 +155,10 @@ class FakeSlack(LoopbackServer):
         self.enterprise_id: str | None = None  # the Enterprise Grid org auth.test names, if any
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_connections = 0
+        # As Slack does with several connections: each envelope to one of them at random (seeded, so a
+        # failure can be replayed), and a redelivery to another one.
+        self.spread: random.Random | None = None
+        self.delivered_to: dict[str, web.WebSocketResponse] = {}  # envelope_id -> the socket it went to
         # users.info is rate limited (Tier 4); a test may model a flood as "at most this many at once"
         self.users_info_at_once: int | None = None
         self.rate_limited: list[Call] = []  # users.info calls answered 429 past users_info_at_once
@@ -339,6 +344,14 @@ class FakeSlack(LoopbackServer):
             lambda: self.socket_connections >= count and self._live_socket() is not None,
             timeout,
             lambda: f"Socket Mode connection #{count}; so far {self.socket_connections}",
+        )
+
+    async def wait_for_live_sockets(self, count: int, timeout: float = 10.0) -> None:
+        """Until exactly `count` Socket Mode connections are open (one closes as its replica stops)."""
+        await self._wait(
+            lambda: sum(not ws.closed for ws in self.sockets) == count,
+            timeout,
+            lambda: f"{count} live sockets",
         )
 
     async def _wait(self, ready: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
@@ -556,9 +569,13 @@ class FakeSlack(LoopbackServer):
             "payload": payload,
         }
 
-    async def send_envelope(self, envelope: Params) -> None:
-        ws = self._live_socket()
-        assert ws is not None, "FakeSlack: no Socket Mode client is connected"
+    async def send_envelope(self, envelope: Params, *, avoid: web.WebSocketResponse | None = None) -> None:
+        live = [ws for ws in self.sockets if not ws.closed]
+        assert live, "FakeSlack: no Socket Mode client is connected"
+        live = [ws for ws in live if ws is not avoid] or live
+        ws = live[-1] if self.spread is None else self.spread.choice(live)
+        if "envelope_id" in envelope:
+            self.delivered_to[envelope["envelope_id"]] = ws
         # Slack delivers events only from channels that exist, so later reads of them must not fail
         payload = envelope.get("payload") or {}
         event = payload.get("event") or {}
@@ -576,6 +593,18 @@ class FakeSlack(LoopbackServer):
                 if stream := self._streams.get((event.get("channel", ""), ts)):
                     self._user_stop(stream)
         await ws.send_str(json.dumps(envelope))
+
+    async def redeliver(self, envelope: Params, *, attempt: int = 1, reason: str = "timeout") -> Params:
+        """Slack's retry of an event: a new envelope with the same event id, to another connection when
+        there is one."""
+        retry = {
+            **envelope,
+            "envelope_id": str(uuid.uuid4()),
+            "retry_attempt": attempt,
+            "retry_reason": reason,
+        }
+        await self.send_envelope(retry, avoid=self.delivered_to.get(envelope["envelope_id"]))
+        return retry
 
     async def disconnect(self, reason: str = "refresh_requested") -> None:
         await self.send_envelope(
@@ -599,6 +628,7 @@ class FakeSlack(LoopbackServer):
                     await self._notify()
         finally:
             self.sockets.remove(ws)
+            await self._notify()
         return ws
 
     # HTTP

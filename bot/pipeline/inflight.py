@@ -1,0 +1,203 @@
+"""Answers being written, known to every replica through State by ids only: a Stop that reaches any
+replica ends the answer, and an answer whose writer died is taken over by another.
+
+    stop:<thread>     a Stop for that thread, for a minute; each replica looks for its own answers' flags
+                      every STOP_POLL_SECONDS and cancels them
+    answer:<answer>   a Claim: where the question is and where the answer is being shown, ids only (no
+                      person's id, no text), for the request deadline plus one lease
+    lease:<answer>    which replica writes it, for ANSWER_LEASE_SECONDS, renewed every third of that
+    takeover:<answer> one replica's right to answer again a question whose lease expired
+    answers:<app>     the set of claims' `<answer>` hashes, each member for as long as its claim, so
+                      that a replica looks for orphans without scanning Redis
+
+`<thread>` and `<answer>` are keyed hashes. A replica that stops writing an answer without finishing it
+(SIGTERM past the grace period) lets go of the lease at once, so another replica answers again without
+waiting; one killed outright lets it expire. The replica that takes over re-reads the question from Slack,
+the only copy, and answers it as if it had just arrived (`bot.surfaces.resumed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bot.pipeline.ask import Ask, InConversation
+from bot.pipeline.reply import ReplyWriter
+from bot.state import State, StateKeys
+
+log = logging.getLogger(__name__)
+
+STOP_POLL_SECONDS = 0.25
+STOP_TTL_SECONDS = 60.0
+SWEEP_SECONDS = 2.0
+LOST = "lease lost"  # the cancel message when another replica has taken this answer over
+RESUMABLE = frozenset({"mention", "direct_message", "assistant"})  # their question can be read again
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What another replica needs to answer a question again: ids only."""
+
+    surface: str
+    channel: str
+    ts: str  # the question
+    thread_ts: str | None
+    team_id: str | None  # the workspace it came through (not a person)
+    reply_ts: str | None = None  # the answer being shown, once there is one
+    reply_kind: str | None = None  # "stream" or "message"
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, value: str) -> Claim | None:
+        try:
+            return cls(**json.loads(value))
+        except (ValueError, TypeError):
+            return None
+
+
+@dataclass(slots=True)
+class _Writing:
+    """One answer this replica is writing."""
+
+    key: str  # the answer's hash
+    task: asyncio.Task[None]
+    writer: ReplyWriter
+    claim: Claim | None  # None: its surface cannot be answered again (its reply needs a response URL)
+    stop_key: str | None  # None: not in a thread, so nothing can Stop it but Slack's own button
+
+
+Resume = Callable[[Claim], Coroutine[Any, Any, None]]
+
+
+class InFlight:
+    def __init__(
+        self, state: State, keys: StateKeys, *, lease_seconds: float, deadline_seconds: float
+    ) -> None:
+        self._state, self._keys = state, keys
+        self._lease = lease_seconds
+        self._claim_ttl = deadline_seconds + lease_seconds
+        self.replica = uuid.uuid4().hex[:12]
+        self._writing: dict[str, _Writing] = {}  # answer hash -> this replica's answer
+        self._resuming: set[asyncio.Task[None]] = set()
+        self._answers = f"answers:{keys.of('answers')}"  # one set per app: another app's hash differs
+
+    def _stop_key(self, channel: str, thread_ts: str) -> str:
+        return f"stop:{self._keys.of(channel, thread_ts)}"
+
+    async def begin(self, ask: Ask, task: asyncio.Task[None], writer: ReplyWriter) -> str:
+        """Hold this answer as ours; returns its key for `end`."""
+        key = self._keys.of(ask.origin.channel_id or "", ask.message.ts)
+        claim, stop_key = None, None
+        if isinstance(ask.reply_to, InConversation):
+            channel, thread_ts = ask.reply_to.channel, ask.reply_to.thread_ts
+            if thread_ts is not None:
+                stop_key = self._stop_key(channel, thread_ts)
+                await self._state.delete(stop_key)  # a Stop pressed before this question is not for it
+            if ask.surface in RESUMABLE:
+                claim = Claim(ask.surface, channel, ask.message.ts, _thread_of(ask), ask.origin.team_id)
+        self._writing[key] = _Writing(key, task, writer, claim, stop_key)
+        if claim is not None:  # the lease first, so that no sweep sees the claim unheld
+            await self._state.put(f"lease:{key}", self.replica, self._lease)
+            await self._state.put(f"answer:{key}", claim.dumps(), self._claim_ttl)
+            await self._state.enlist(self._answers, key, self._claim_ttl)
+        return key
+
+    async def end(self, key: str, *, hand_over: bool = False) -> None:
+        """The answer is done, or (`hand_over`) left unfinished for another replica to answer again."""
+        writing = self._writing.pop(key, None)
+        if writing is None or writing.claim is None:
+            return
+        if hand_over:  # already marked as cut off: the next replica answers again at once
+            await self._state.put(
+                f"answer:{key}", replace(writing.claim, reply_ts=None).dumps(), self._claim_ttl
+            )
+        else:
+            await self._state.delete(f"answer:{key}")
+            await self._state.delist(self._answers, key)
+        await self._state.release(f"lease:{key}", self.replica)
+
+    def running_in(self, channel: str, thread_ts: str) -> asyncio.Task[None] | None:
+        stop_key = self._stop_key(channel, thread_ts)
+        return next((w.task for w in self._writing.values() if w.stop_key == stop_key), None)
+
+    async def stop(self, channel: str, thread_ts: str) -> bool:
+        """Stop the answer in that thread, here or in whichever replica writes it. True if it was here."""
+        task = self.running_in(channel, thread_ts)
+        if task is not None:
+            task.cancel()
+            return True
+        await self._state.put(self._stop_key(channel, thread_ts), "1", STOP_TTL_SECONDS)
+        return False
+
+    async def watch(self, resume: Resume) -> None:
+        """Run while the replica runs: Stop flags, leases, and answers left by replicas that died."""
+        renewed = swept = time.monotonic()
+        while True:
+            await asyncio.sleep(STOP_POLL_SECONDS)
+            try:
+                await self._look_for_stops()
+                now = time.monotonic()
+                if now - renewed >= self._lease / 3:
+                    renewed = now
+                    await self._renew_leases()
+                if now - swept >= SWEEP_SECONDS:
+                    swept = now
+                    await self._take_over_orphans(resume)
+            except Exception as exc:  # never let the watch die; State already survives Redis outages
+                log.warning("in-flight watch: %s", exc.__class__.__name__)
+
+    async def _look_for_stops(self) -> None:
+        stoppable = [w for w in self._writing.values() if w.stop_key is not None]
+        if not stoppable:
+            return
+        flags = await self._state.get_many([w.stop_key for w in stoppable if w.stop_key is not None])
+        for writing, flag in zip(stoppable, flags, strict=True):
+            if flag is not None and not writing.task.done():
+                log.info("stop for an answer here arrived through another replica")
+                writing.task.cancel()
+
+    async def _renew_leases(self) -> None:
+        for writing in list(self._writing.values()):
+            if writing.claim is None:
+                continue
+            if not await self._state.renew(f"lease:{writing.key}", self.replica, self._lease):
+                log.warning("an answer's lease was lost; another replica answers it")
+                writing.task.cancel(LOST)
+                continue
+            shown = writing.writer.shown_at()
+            if shown is not None and (writing.claim.reply_ts, writing.claim.reply_kind) != shown:
+                writing.claim = replace(writing.claim, reply_ts=shown[0], reply_kind=shown[1])
+                await self._state.put(f"answer:{writing.key}", writing.claim.dumps(), self._claim_ttl)
+
+    async def _take_over_orphans(self, resume: Resume) -> None:
+        for key in await self._state.members(self._answers):
+            if key in self._writing or await self._state.get(f"lease:{key}") is not None:
+                continue
+            # Held only until the answer's new lease is: should this replica die too, another takes over.
+            if not await self._state.claim(f"takeover:{key}", self._lease, self.replica):
+                continue  # another replica has it
+            value = await self._state.get(f"answer:{key}")
+            claim = None if value is None else Claim.loads(value)
+            await self._state.delete(f"answer:{key}")
+            await self._state.delist(self._answers, key)
+            if claim is None:
+                continue
+            log.info("taking over a %s answer whose replica stopped", claim.surface)
+            task = asyncio.create_task(resume(claim))
+            self._resuming.add(task)
+            task.add_done_callback(self._resuming.discard)
+
+
+def _thread_of(ask: Ask) -> str | None:
+    match ask.reply_to:
+        case InConversation(_, thread_ts) if thread_ts is not None and thread_ts != ask.message.ts:
+            return thread_ts
+    return None

@@ -1,0 +1,97 @@
+"""Answers taken over from a replica that stopped writing them (`bot.pipeline.inflight`): the cut answer
+is marked as cut off, the question is read again from Slack, the only copy, and its own surface turns it
+into an Ask as if it had just arrived. Slash commands and shortcuts are not resumed: their private reply
+needs a response URL, which is a capability and is not kept."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.pipeline.ask import BotIdentity
+from bot.pipeline.inflight import Claim, Resume
+from bot.pipeline.progress import quietly
+from bot.slack_calls import SlackCallFailed, slack_call
+from bot.surfaces import Answer, assistant, direct_message, mention
+
+log = logging.getLogger(__name__)
+
+CUT_OFF = "\n\n_(Cut off: I restarted while writing this, so I'm answering again below.)_"
+EVENT_TYPES = {"mention": "app_mention", "direct_message": "message", "assistant": "message"}
+
+
+def resumer(
+    slack: AsyncWebClient, bot: BotIdentity, answer: Answer, viewed: assistant.ViewedChannels
+) -> Resume:
+    async def resume(claim: Claim) -> None:
+        await _mark_cut_off(slack, claim)
+        message = await _read_question(slack, claim)
+        if message is None:  # deleted meanwhile, or Slack would not give it: nothing to answer
+            log.info("taken-over %s question could not be read again", claim.surface)
+            return
+        body = _as_event(claim, message)
+        if claim.surface == "assistant" and claim.thread_ts is not None:
+            viewing = await viewed.get(claim.channel, claim.thread_ts)
+            ask = assistant.to_ask(body, bot, viewing)
+        elif claim.surface == "mention":
+            ask = mention.to_ask(body, bot)
+        else:
+            ask = direct_message.to_ask(body, bot)
+        if ask is not None:
+            await answer(ask)
+
+    return resume
+
+
+async def _mark_cut_off(slack: AsyncWebClient, claim: Claim) -> None:
+    """The stream is ended with the note; a posted message gets the note added to what it shows."""
+    if claim.reply_ts is None:
+        return
+    if claim.reply_kind == "stream":
+        await quietly(slack.chat_stopStream(channel=claim.channel, ts=claim.reply_ts, markdown_text=CUT_OFF))
+        return
+    shown = await _read(slack, claim.channel, claim.reply_ts)
+    if shown is not None and isinstance(shown.get("text"), str):
+        await quietly(
+            slack.chat_update(channel=claim.channel, ts=claim.reply_ts, text=shown["text"] + CUT_OFF)
+        )
+
+
+async def _read_question(slack: AsyncWebClient, claim: Claim) -> Mapping[str, Any] | None:
+    return await _read(slack, claim.channel, claim.ts)
+
+
+async def _read(slack: AsyncWebClient, channel: str, ts: str) -> Mapping[str, Any] | None:
+    """One message by its ts: Slack answers conversations.replies for a reply's ts with that message, and
+    for a thread's parent with the parent first."""
+    try:
+        with slack_call("conversations.replies"):
+            response = await slack.conversations_replies(channel=channel, ts=ts, limit=1)
+    except SlackCallFailed as exc:
+        log.info("taken-over answer: conversations.replies failed (%s)", exc.error)
+        return None
+    messages = response.get("messages")
+    if not isinstance(messages, list):
+        return None
+    return next((m for m in messages if isinstance(m, Mapping) and m.get("ts") == ts), None)
+
+
+def _as_event(claim: Claim, message: Mapping[str, Any]) -> dict[str, Any]:
+    """The Events API payload the question first came in, rebuilt from Slack's copy of the message."""
+    event = {
+        **message,
+        "type": EVENT_TYPES[claim.surface],
+        "channel": claim.channel,
+        "channel_type": "im" if claim.channel.startswith("D") else "channel",
+    }
+    if claim.thread_ts is not None:
+        event["thread_ts"] = claim.thread_ts
+    return {
+        "type": "event_callback",
+        "team_id": claim.team_id,
+        "event_id": f"resumed-{claim.ts}",
+        "event": event,
+    }

@@ -1,0 +1,201 @@
+"""Real `python -m bot` replicas on one Redis and one fake Slack that spreads events over their Socket
+Mode connections at random and redelivers each to another: one answer per question; a rolling deploy
+(SIGTERM) and a replica killed outright (SIGKILL) lose no question; Redis lost while running costs no
+answer and no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.pipeline.said import HANDED_OVER
+from bot.surfaces.resumed import CUT_OFF
+from tests.bot_process import BotProcess
+from tests.conftest import ALICE, CHANNEL, bot_env, mention, said
+from tests.redis_server import RedisServer
+
+LEASE = "3"  # ANSWER_LEASE_SECONDS: short, so that a takeover comes within seconds
+ANSWER = "words " * 60  # 360 characters, streamed over about three seconds below
+
+
+@pytest.fixture
+async def redis_url(redis_server: RedisServer) -> str:
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.flushdb()
+    await raw.aclose()
+    return redis_server.url
+
+
+@pytest.fixture
+def slow_claude(claude):
+    claude.responder = lambda _body: ANSWER
+    claude.chunk_chars, claude.chunk_delay = 12, 0.1
+    return claude
+
+
+@asynccontextmanager
+async def replicas(
+    tmp_path: Path, slack, claude, redis_url: str, count: int = 2, **overrides: str
+) -> AsyncIterator[list[BotProcess]]:
+    """`count` replicas, started one after another, so that slack.sockets[i] is replica i's."""
+    env = bot_env(slack, claude, REDIS_URL=redis_url, ANSWER_LEASE_SECONDS=LEASE, **overrides)
+    bots = []
+    try:
+        for n in range(count):
+            (tmp_path / f"replica{n}").mkdir()
+            bot = BotProcess(tmp_path / f"replica{n}", env)
+            bots.append(bot)
+            await bot.start()
+            await bot.wait_listening()
+            await slack.wait_for_socket(count=n + 1)
+        yield bots
+    finally:
+        for bot in bots:
+            if bot.process.returncode is None:
+                await bot.stop()
+
+
+async def send_to(slack, index: int, frame: dict) -> None:
+    await slack.sockets[index].send_str(json.dumps(frame))
+    await slack.wait_for_ack(frame["envelope_id"])
+
+
+def question(slack, n: int) -> tuple[str, dict]:
+    """A mention, in Slack's history too (a replica that takes it over reads it from there)."""
+    ts, text = f"{30 + n}.000001", f"<@U0BOT> question {n}"
+    slack.add_history(CHANNEL, [said(ALICE, text, ts)])
+    return ts, mention(text, ts=ts)
+
+
+def assert_clean(output: str) -> None:
+    assert "Traceback" not in output
+    assert "question" not in output  # no message text in any log line
+
+
+async def test_spread_and_redelivered_to_another_replica_each_question_is_answered_once(
+    tmp_path, slack, claude, redis_url
+):
+    slack.spread = random.Random(7)
+    async with replicas(tmp_path, slack, claude, redis_url) as bots:
+        asked = []
+        for n in range(8):
+            ts, event = question(slack, n)
+            frame = slack.events_api_envelope(event)
+            await slack.send_envelope(frame)
+            await slack.redeliver(frame)  # Slack's retry, to the other connection
+            asked.append(ts)
+        await slack.wait_for("reactions.remove", count=len(asked), timeout=30)
+        outputs = [await bot.stop() for bot in bots]  # each drains first: a second answer would show
+
+    assert len(claude.requests) == len(asked)
+    assert all(len(slack.thread_texts(CHANNEL, ts)) == 1 for ts in asked)
+    assert sum(output.count(" answered ") for output in outputs) == len(asked)
+    for output in outputs:
+        assert_clean(output)
+
+
+async def test_a_rolling_deploy_hands_cut_answers_to_the_other_replica_and_loses_none(
+    tmp_path, slack, slow_claude, redis_url
+):
+    async with replicas(tmp_path, slack, slow_claude, redis_url, SHUTDOWN_GRACE_SECONDS="0.5") as bots:
+        first, second = bots
+        cut = []
+        for n in range(3):
+            ts, event = question(slack, n)
+            await send_to(slack, 0, slack.events_api_envelope(event))
+            cut.append(ts)
+        await slack.wait_for("chat.appendStream", count=3, timeout=10)
+
+        first.process.send_signal(signal.SIGTERM)  # it closes its connection, then drains
+        meanwhile = []
+        await slack.wait_for_live_sockets(1)
+        for n in range(3, 5):
+            ts, event = question(slack, n)
+            await slack.send_envelope(slack.events_api_envelope(event))  # the live connection: the second's
+            meanwhile.append(ts)
+        first_output = await first.stop(signal_first=False)
+        assert first_output.count("3 answers interrupted") == 1
+        assert first.process.returncode == 0
+
+        # The second answers the new questions, and the cut ones again, each once.
+        await second.wait_for_output("taking over", count=3, timeout=30)
+        await slack.wait_for("reactions.remove", count=3 + 3 + 2, timeout=30)  # the cut ones' first
+        output = await second.stop()
+
+    assert len(slow_claude.requests) == 3 + 3 + 2
+    for ts in cut:
+        cut_answer, answer = slack.thread_texts(CHANNEL, ts)
+        assert HANDED_OVER.sentence in cut_answer
+        assert answer.strip() == ANSWER.strip()
+    for ts in meanwhile:
+        [answer] = slack.thread_texts(CHANNEL, ts)
+        assert answer.strip() == ANSWER.strip()
+    assert_clean(output)
+
+
+async def test_a_replica_killed_mid_answer_is_taken_over_within_the_lease(
+    tmp_path, slack, slow_claude, redis_url
+):
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    async with replicas(tmp_path, slack, slow_claude, redis_url) as (first, second):
+        ts, event = question(slack, 0)
+        await send_to(slack, 0, slack.events_api_envelope(event))
+        await slack.wait_for("chat.appendStream", timeout=10)
+
+        async def claim_shows_the_stream() -> None:
+            while True:
+                values = [await raw.get(key) async for key in raw.scan_iter(match="answer:*")]
+                if any(value and '"stream"' in value for value in values):
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(claim_shows_the_stream(), timeout=10)
+        first.process.kill()  # SIGKILL: no drain, no goodbye; its lease runs out
+        await first.stop(signal_first=False)
+
+        await second.wait_for_output("taking over", timeout=30)
+        await slack.wait_for("reactions.remove", timeout=30)
+        output = await second.stop()
+    await raw.aclose()
+
+    assert len(slow_claude.requests) == 2
+    cut_answer, answer = slack.thread_texts(CHANNEL, ts)
+    assert cut_answer.endswith(CUT_OFF.strip()) and len(cut_answer) < len(ANSWER) + len(CUT_OFF)
+    assert answer.strip() == ANSWER.strip()
+    assert any(call.params.get("markdown_text") == CUT_OFF for call in slack.calls_to("chat.stopStream"))
+    assert_clean(output)
+
+
+async def test_redis_lost_while_running_keeps_answering_warns_once_and_recovers(tmp_path, slack, claude):
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        async with replicas(tmp_path, slack, claude, server.url) as bots:
+            server.stop()
+            slack.spread = random.Random(3)
+            for n in range(4):
+                _, event = question(slack, n)
+                await slack.send_envelope(slack.events_api_envelope(event))
+            await slack.wait_for("reactions.remove", count=4, timeout=30)
+            for bot in bots:
+                await bot.wait_for_output("Redis unreachable", timeout=10)
+
+            server.start()
+            for bot in bots:
+                await bot.wait_for_output("Redis reachable again", timeout=15)
+            outputs = [await bot.stop() for bot in bots]
+    finally:
+        server.stop()
+
+    assert len(claude.requests) == 4
+    for output in outputs:
+        assert output.count("Redis unreachable") == 1  # once per outage
+        assert_clean(output)
