@@ -262,3 +262,38 @@ async def test_metadata_user_id_recorded(fake: FakeClaude) -> None:
 async def test_wait_for_requests_times_out(fake: FakeClaude) -> None:
     with pytest.raises(AssertionError, match="expected 1 Claude requests, got 0"):
         await fake.wait_for_requests(timeout=0.05)
+
+
+async def test_every_response_tells_the_rate_limits_and_an_exhausted_one_is_a_429(fake: FakeClaude) -> None:
+    fake.set_rate_limits(requests=2, per_seconds=60.0)
+    client = make_client(fake)
+    try:
+        first = await client.messages.with_raw_response.create(model=MODEL, max_tokens=10, messages=HELLO)
+        await client.messages.create(model=MODEL, max_tokens=10, messages=HELLO)
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            await client.messages.create(model=MODEL, max_tokens=10, messages=HELLO)
+    finally:
+        await client.close()
+    assert first.headers["anthropic-ratelimit-requests-limit"] == "2"
+    assert first.headers["anthropic-ratelimit-requests-remaining"] == "1"
+    assert first.headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+    for name in ("input-tokens", "output-tokens", "tokens"):
+        assert f"anthropic-ratelimit-{name}-remaining" in first.headers
+    headers = refused.value.response.headers
+    assert headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert int(headers["retry-after"]) >= 1
+    assert fake.rate_limited == 1
+
+
+async def test_a_scripted_429_carries_retry_after_and_no_limits_means_no_headers(fake: FakeClaude) -> None:
+    fake.set_rate_limits(requests=None)
+    fake.fail(429, retry_after=7)
+    client = make_client(fake)
+    try:
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            await client.messages.create(model=MODEL, max_tokens=10, messages=HELLO)
+    finally:
+        await client.close()
+    headers = refused.value.response.headers
+    assert headers["retry-after"] == "7"
+    assert not [name for name in headers if name.startswith("anthropic-ratelimit-")]

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import struct
+import time
 import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -91,6 +94,39 @@ class _Failure:
     after_chunks: int | None = None
 
 
+@dataclass
+class _Bucket:
+    """One of the API's rate limits: a token bucket of `limit` that refills fully in `per_seconds`."""
+
+    limit: int
+    per_seconds: float
+    level: float = -1.0
+    at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.level < 0:
+            self.level = float(self.limit)
+
+    def refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.limit, self.level + (now - self.at) * self.limit / self.per_seconds)
+        self.at = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until the bucket holds `amount` (0 if it does)."""
+        self.refill()
+        return max(0.0, (min(amount, self.limit) - self.level) * self.per_seconds / self.limit)
+
+    def headers(self, name: str) -> dict[str, str]:
+        full_in = (self.limit - self.level) * self.per_seconds / self.limit
+        reset = datetime.fromtimestamp(time.time() + full_in, UTC).isoformat(timespec="milliseconds")
+        return {
+            f"anthropic-ratelimit-{name}-limit": str(self.limit),
+            f"anthropic-ratelimit-{name}-remaining": str(max(0, math.floor(self.level))),
+            f"anthropic-ratelimit-{name}-reset": reset.replace("+00:00", "Z"),
+        }
+
+
 class _Invalid(Exception):
     """What the real API would reject with 400 invalid_request_error; the text is the API's message."""
 
@@ -103,6 +139,10 @@ class FakeClaude(LoopbackServer):
         self.first_token_delay = 0.0
         self.chunk_delay = 0.0
         self.abandoned = 0  # streams whose client hung up before the end (a reader pressed Stop, say)
+        self.gate: asyncio.Event | None = None  # when set to an Event, streams wait for it to start
+        self.rate_limited = 0  # requests refused with 429 because a rate limit was exhausted
+        self._buckets: dict[str, _Bucket] = {}
+        self.set_rate_limits()
         self._replies: deque[tuple[str, str]] = deque()
         self._failures: deque[_Failure] = deque()
         self._arrived = asyncio.Condition()
@@ -159,6 +199,26 @@ class FakeClaude(LoopbackServer):
     def reply(self, text: str, *, stop_reason: str = "end_turn") -> None:
         self._replies.append((text, stop_reason))
 
+    def set_rate_limits(
+        self,
+        *,
+        requests: int | None = 4000,
+        input_tokens: int = 2_000_000,
+        output_tokens: int = 400_000,
+        per_seconds: float = 60.0,
+    ) -> None:
+        """The organisation's limits on the Anthropic API (per minute there; `per_seconds` here, so that a
+        test need not wait a minute): token buckets, full at first, told in `anthropic-ratelimit-*` headers
+        of every response and enforced with 429 and `retry-after`. `requests=None`: no limits and no
+        headers, as behind a gateway that strips them."""
+        self._buckets = {}
+        if requests is not None:
+            self._buckets = {
+                "requests": _Bucket(requests, per_seconds),
+                "input-tokens": _Bucket(input_tokens, per_seconds),
+                "output-tokens": _Bucket(output_tokens, per_seconds),
+            }
+
     def fail(
         self,
         status: int,
@@ -166,12 +226,16 @@ class FakeClaude(LoopbackServer):
         times: int = 1,
         error_type: str | None = None,
         retry_after_ms: float | None = None,
+        retry_after: int | None = None,
         should_retry: bool | None = None,
     ) -> None:
-        """The SDK ignores `retry-after-ms: 0` (needs > 0) and backs off ~0.5 s: pass 1 to retry at once."""
+        """The SDK ignores `retry-after-ms: 0` (needs > 0) and backs off ~0.5 s: pass 1 to retry at once.
+        `retry_after` is in seconds, as the API sends it with a 429."""
         headers = {}
         if retry_after_ms is not None:
             headers["retry-after-ms"] = str(retry_after_ms)
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
         if should_retry is not None:
             headers["x-should-retry"] = "true" if should_retry else "false"
         kind = error_type or ERROR_TYPES.get(status, "api_error")
@@ -247,25 +311,66 @@ class FakeClaude(LoopbackServer):
         body = await self._record(request)
         failure = self._failures.popleft() if self._failures else None
         streaming = isinstance(body, dict) and body.get("stream") is True
+        limited = self._take(_estimate_tokens(body) if isinstance(body, dict) else 0)
+        limits = self._limit_headers()
         if failure is not None:
             if failure.kind == "hang":
                 await self._closing.wait()
                 return _drop(request)
             if failure.kind == "status" or (failure.kind == "midstream" and not streaming):
-                return _error(failure.status, failure.error_type, headers=failure.headers)
+                return _error(failure.status, failure.error_type, headers={**limits, **failure.headers})
             if failure.kind == "drop" and (failure.after_chunks is None or not streaming):
                 return _drop(request)
+        if limited is not None:
+            async with self._arrived:
+                self.rate_limited += 1
+            return _error(429, "rate_limit_error", headers={**limits, "retry-after": str(limited)})
         try:
             _validate(body)
         except _Invalid as err:
-            return _error(400, "invalid_request_error", str(err))
+            return _error(400, "invalid_request_error", str(err), headers=limits)
         text, stop_reason = self._replies.popleft() if self._replies else (self.responder(body), "end_turn")
         if streaming:
-            return await self._stream(request, body, text, stop_reason, failure)
+            return await self._stream(request, body, text, stop_reason, failure, limits=limits)
         if self.first_token_delay:
             await asyncio.sleep(self.first_token_delay)
+        self._spend_output(_tokens(text))
         message = _message(body, [{"type": "text", "text": text}] if text else [], stop_reason, text)
-        return web.json_response(message, headers={"request-id": _id("req")})
+        return web.json_response(message, headers={"request-id": _id("req"), **limits})
+
+    def _take(self, input_tokens: int) -> int | None:
+        """Spend one request and its input tokens; None, or the seconds to wait (`retry-after`) if a limit
+        is exhausted, in which case nothing is spent."""
+        if not self._buckets:
+            return None
+        needs = {"requests": 1, "input-tokens": input_tokens, "output-tokens": 1}
+        wait = max(self._buckets[name].wait_for(amount) for name, amount in needs.items())
+        if wait > 0:
+            return max(1, math.ceil(wait))
+        self._buckets["requests"].level -= 1
+        self._buckets["input-tokens"].level -= min(input_tokens, self._buckets["input-tokens"].level)
+        return None
+
+    def _spend_output(self, output_tokens: int) -> None:
+        if self._buckets:
+            bucket = self._buckets["output-tokens"]
+            bucket.refill()
+            bucket.level = max(0.0, bucket.level - output_tokens)
+
+    def _limit_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for name, bucket in self._buckets.items():
+            bucket.refill()
+            headers.update(bucket.headers(name))
+        if self._buckets:  # `tokens-*`: the most restrictive of input and output, as the API says
+            tightest = min(("input-tokens", "output-tokens"), key=lambda name: self._buckets[name].level)
+            headers.update(
+                {
+                    key.replace(tightest, "tokens"): value
+                    for key, value in self._buckets[tightest].headers(tightest).items()
+                }
+            )
+        return headers
 
     async def _bedrock(self, request: web.Request) -> web.StreamResponse:
         """InvokeModel[WithResponseStream]: the model in the path, `anthropic_version` in the body, SigV4 or
@@ -340,6 +445,7 @@ class FakeClaude(LoopbackServer):
         failure: _Failure | None,
         *,
         bedrock: bool = False,
+        limits: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         """Server-sent events, or on Bedrock the same events as AWS event-stream `chunk` frames."""
         if bedrock:
@@ -351,6 +457,7 @@ class FakeClaude(LoopbackServer):
         else:
             headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
             headers["request-id"] = _id("req")
+            headers.update(limits or {})
         resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
 
@@ -370,6 +477,8 @@ class FakeClaude(LoopbackServer):
         size = max(1, self.chunk_chars)
         chunks = [text[i : i + size] for i in range(0, len(text), size)]
         cut = failure.after_chunks if failure is not None else None
+        if self.gate is not None:
+            await self.gate.wait()
         if self.first_token_delay:
             await asyncio.sleep(self.first_token_delay)
         try:
@@ -391,6 +500,8 @@ class FakeClaude(LoopbackServer):
             error = {"type": failure.error_type, "message": _ERROR_MESSAGES.get(failure.error_type, "Error")}
             await send("error", {"type": "error", "error": error})
         else:
+            if not bedrock:
+                self._spend_output(_tokens(text))
             await send("content_block_stop", {"type": "content_block_stop", "index": 0})
             end = {"stop_reason": stop_reason, "stop_sequence": None}
             usage = {"output_tokens": _tokens(text)}
