@@ -10,22 +10,28 @@ become our few error types.
 Each carries the HTTP status and request id for logs, never the SDK's message text, and its class the
 sentence the asker is told (`bot.pipeline.said`). Bedrock and Vertex
 errors arrive as the same SDK classes; Bedrock's own mid-stream exceptions are mapped by name below.
+
+Given `limits` (`bot.pipeline.capacity.ClaudeCapacity`), every HTTP response, each of the SDK's retries
+included, reports its status and headers (the rate limits, `retry-after`) through SDK middleware, and a
+retry waits for any pause those set; an overload or throttle mid-stream and each answer's usage are
+reported too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import anthropic
 import botocore.exceptions  # type: ignore[import-untyped]
 import google.auth.exceptions
 import httpx2
-from anthropic import AsyncAnthropicBedrock, omit
+from anthropic import APIRequest, AsyncAnthropicBedrock, AsyncAPIResponse, AsyncCallNext, Middleware, omit
 from anthropic.types import MetadataParam, RawMessageStreamEvent
 
 from bot.backends import BODY_VERSIONS, ClaudeClient, claude_model_id
@@ -58,6 +64,16 @@ class ClaudeRejected(ClaudeError):
 
 class ClaudeMisconfigured(ClaudeError):
     sentence = "I can't reach Claude because of how I'm set up. Please tell whoever runs this app."
+
+
+class RateLimits(Protocol):
+    """What `ask_claude` tells of Claude's responses (see `bot.pipeline.capacity`)."""
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None: ...
+
+    def used(self, input_tokens: int, output_tokens: int) -> None: ...
+
+    async def pause_over(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +114,7 @@ async def ask_claude(
     max_tokens: int,
     user_hash: str,
     on_text: Callable[[str], Awaitable[None]],
+    limits: RateLimits | None = None,
 ) -> ClaudeOutcome:
     """Stream Claude's answer, awaiting `on_text` for each piece as it is generated.
 
@@ -107,6 +124,8 @@ async def ask_claude(
     decodes into typed events; both feed `_read_events`. An exception from `on_text` (the reader pressed
     Stop, say) leaves the stream at once, which closes the connection so that no more tokens are generated.
     """
+    if limits is not None:
+        claude = _reporting(claude, limits)
     model_id = claude_model_id(backend.kind, model)
     version = BODY_VERSIONS.get(backend.kind)
     extra_body = {"anthropic_version": version} if version else None
@@ -126,12 +145,23 @@ async def ask_claude(
             stream = await claude.messages.create(**request, stream=True)
             async with stream:
                 request_id = stream.response.headers.get("x-amzn-requestid")
-                return await _read_events(_as_dicts(stream), on_text, request_id)
-        async with claude.messages.with_streaming_response.create(**request, stream=True) as response:
-            request_id = response.headers.get("request-id")
-            return await _read_events(_server_sent(response.iter_lines()), on_text, request_id)
-    except anthropic.APIStatusError as exc:
-        raise _classify(exc.body, exc.status_code, exc.request_id) from None
+                outcome = await _read_events(_as_dicts(stream), on_text, request_id)
+        else:
+            async with claude.messages.with_streaming_response.create(**request, stream=True) as response:
+                request_id = response.headers.get("request-id")
+                outcome = await _read_events(_server_sent(response.iter_lines()), on_text, request_id)
+        if limits is not None:
+            limits.used(outcome.input_tokens, outcome.output_tokens)
+        return outcome
+    except ClaudeBusy:  # overloaded or throttled after HTTP 200: no headers, but as telling as a 529
+        if limits is not None:
+            limits.observe(529, {})
+        raise
+    except anthropic.APIStatusError as exc:  # its headers were reported by `_Reporter`, as every attempt's
+        error = _classify(exc.body, exc.status_code, exc.request_id)
+        if limits is not None and isinstance(error, ClaudeBusy) and exc.status_code < 300:
+            limits.observe(529, {})  # Bedrock's throttle or overload mid-stream, raised by the SDK
+        raise error from None
     except anthropic.APIConnectionError:  # timeouts included
         raise ClaudeUnavailable() from None
     except (httpx2.TransportError, aiohttp.ClientError):  # a stream that stalls or drops after its headers
@@ -144,6 +174,34 @@ async def ask_claude(
         raise ClaudeUnavailable() from None
     except botocore.exceptions.BotoCoreError:
         raise ClaudeMisconfigured() from None
+
+
+class _Reporter(Middleware):
+    """Runs once per HTTP attempt inside the SDK's retry loop, so retried 429s are seen too."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self.limits = limits
+
+    async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
+        if request.retries_taken:  # another request's 429 may ask for longer than this one's
+            await self.limits.pause_over()
+        response = await call_next(request)
+        self.limits.observe(response.status_code, response.headers)
+        return response
+
+
+# A client with the reporter, made once per (client, limits): copying a client costs ~40 µs.
+_REPORTING: weakref.WeakKeyDictionary[ClaudeClient, tuple[RateLimits, ClaudeClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _reporting(claude: ClaudeClient, limits: RateLimits) -> ClaudeClient:
+    known = _REPORTING.get(claude)
+    if known is None or known[0] is not limits:
+        known = (limits, claude.with_middleware(_Reporter(limits)))
+        _REPORTING[claude] = known
+    return known[1]
 
 
 def opaque_user_id(team_id: str, user_id: str) -> str:
