@@ -21,6 +21,7 @@ from bot.limits import UserRateLimit
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, Privately, SlackMessage
+from bot.pipeline.capacity import ClaudeCapacity
 from bot.pipeline.claude import ask_claude, opaque_user_id
 from bot.pipeline.context import (
     ContextUnavailable,
@@ -60,9 +61,10 @@ class _Timings:
 class Pipeline:
     """`await pipeline(ask)` answers one Ask; it never raises and keeps nothing afterwards.
 
-    It also bounds the work: at most MAX_CONCURRENT_ANSWERS requests at once from the first read to the
-    last word (the rest wait, with their progress showing, holding only their Ask: nothing of Slack is
-    read, no file fetched, until their turn), USER_REQUESTS_PER_MINUTE per person
+    It also bounds the work: as many requests at once, from the first read to the last word, as Claude's
+    rate limits allow now (`bot.pipeline.capacity`: its headers and 429s), never more than
+    MAX_CONCURRENT_ANSWERS or 256 (the rest wait, with their progress showing, holding only their Ask:
+    nothing of Slack is read, no file fetched, until their turn), USER_REQUESTS_PER_MINUTE per person
     (counted once the access check has let them in), REQUEST_DEADLINE_SECONDS per answer, waiting
     included, and display names through one gate for the whole process. Running answers are known by
     task here, and to every replica through `state` (`bot.pipeline.inflight`): ids only, until they end.
@@ -76,7 +78,7 @@ class Pipeline:
         self._claude = claude
         self.state = state or MemoryState()
         self.keys = StateKeys(settings.slack_bot_token)  # the same in every replica of this app
-        self._turns = asyncio.Semaphore(settings.max_concurrent_answers or 20)
+        self._turns = ClaudeCapacity(ceiling=settings.max_concurrent_answers)
         self._names = NameLookups()
         self._rate_limit = UserRateLimit(self.state, self.keys, settings.user_requests_per_minute)
         self._access = AccessCheck(settings.access, slack, self.state, self.keys)
@@ -178,13 +180,13 @@ class Pipeline:
 
     @asynccontextmanager
     async def _turn(self, ask: Ask, shown: asyncio.Task[None]) -> AsyncIterator[None]:
-        """One of MAX_CONCURRENT_ANSWERS turns, held from the first read to the last word, so that what a
-        flood holds in memory is bounded by the turns, not by how many wait for one."""
-        if self._turns.locked():  # every turn is taken: wait, and let the asker see it
+        """A turn that Claude's rate limits have room for, held from the first read to the last word, so
+        that what a flood holds in memory is bounded by the turns, not by how many wait for one."""
+        if self._turns.would_wait():  # no room now: wait, and let the asker see it
             log.info("request=%s waiting for a turn", ask.request_id)
             await asyncio.wait({shown})  # working first, then waiting (a cancel here leaves `shown` be)
             await show_waiting(self._slack, ask.progress)
-        async with self._turns:
+        async with self._turns.turn():
             yield
 
     async def _write_answer(
@@ -200,6 +202,7 @@ class Pipeline:
             max_tokens=self._settings.claude_max_tokens,
             user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
             on_text=writer.append,
+            limits=self._turns,
         )
         await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
         now = time.perf_counter()
