@@ -137,7 +137,7 @@ async def serve(settings: Settings) -> None:
         if settings.slack_app_token is not None:
             await _serve_socket_mode(app, settings.slack_app_token, stop)
         else:
-            await _serve_http(app, settings.slack_signing_secret or "", settings.port, stop)
+            await _serve_http(app, settings, stop)
         log.info("stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds)
         interrupted = await pipeline.drain(settings.shutdown_grace_seconds)
         watching.cancel()
@@ -223,8 +223,9 @@ async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event)
         await handler.close_async()  # type: ignore[no-untyped-call]
 
 
-async def _serve_http(app: AsyncApp, signing_secret: str, port: int, stop: asyncio.Event) -> None:
-    runner = await start_http(app, signing_secret, host="0.0.0.0", port=port)
+async def _serve_http(app: AsyncApp, settings: Settings, stop: asyncio.Event) -> None:
+    port, secret = settings.port, settings.slack_signing_secret or ""
+    runner = await start_http(app, secret, host="0.0.0.0", port=port, shared_port=settings.workers > 1)
     try:
         log.info("listening over HTTP on port %d at %s", port, EVENTS_PATH)
         await stop.wait()

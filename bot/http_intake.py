@@ -38,9 +38,18 @@ class HttpLimits:
 
 
 async def start_http(
-    app: AsyncApp, signing_secret: str, *, host: str, port: int, limits: HttpLimits | None = None
+    app: AsyncApp,
+    signing_secret: str,
+    *,
+    host: str,
+    port: int,
+    limits: HttpLimits | None = None,
+    shared_port: bool = False,
 ) -> web.AppRunner:
-    """Listen on host:port (0: any free port, see `runner.addresses`); `await runner.cleanup()` stops."""
+    """Listen on host:port (0: any free port, see `runner.addresses`); `await runner.cleanup()` stops.
+
+    `shared_port`: with WORKERS > 1 every worker binds the same PORT (SO_REUSEPORT) and the kernel spreads
+    connections; otherwise a PORT another program holds is refused, as it should be."""
     limits = limits or HttpLimits()
     runner = web.AppRunner(
         http_application(app, signing_secret, limits),
@@ -49,8 +58,7 @@ async def start_http(
         lingering_time=0,  # don't read on after answering a refused request: close its connection
     )
     await runner.setup()
-    # reuse_port: with WORKERS > 1 every worker binds the same PORT and the kernel spreads connections.
-    await web.TCPSite(runner, host, port, reuse_port=True).start()
+    await web.TCPSite(runner, host, port, reuse_port=shared_port or None).start()
     return runner
 
 
