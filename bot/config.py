@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from bot.channel_config import ChannelConfig, load_channel_config
+from bot.models import retained
+
 DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_SYSTEM_PROMPT = (
     "You are Claude, a helpful assistant answering inside Slack. "
@@ -95,6 +98,11 @@ class Settings:
     redis_url: str | None = None  # ids-only state shared by every process; unset: this process's memory
     workers: int = 1  # processes `python -m bot` runs on this host
     answer_lease_seconds: float = 15.0  # how long a silent replica's answers stay its own
+    claude_cache_ttl: str = "5m"  # prompt caching's TTL: "5m" or "1h"
+    allow_retained_models: bool = False  # models Anthropic retains data for (bot.models) only if on
+    user_tokens_per_day: int | None = None  # a per-person daily token budget; None: off
+    metrics_port: int | None = None  # Socket Mode: where /metrics, /healthz and /readyz are served
+    channel_config: ChannelConfig = ChannelConfig()  # per-channel instructions (CHANNEL_CONFIG)
     access: AccessSettings = AccessSettings()
     outbound: OutboundSettings = OutboundSettings()
     backend: BackendSettings = BackendSettings()
@@ -114,6 +122,16 @@ class Settings:
                 "set the app token for Socket Mode or the signing secret for HTTP mode"
             )
         backend = _backend(read)
+        allow_retained = read.or_default("ALLOW_RETAINED_MODELS", _switch, False)
+        model = read.or_default("CLAUDE_MODEL", str, DEFAULT_MODEL)
+        if retained(model) and not allow_retained:
+            raise ConfigError(
+                f"CLAUDE_MODEL: {model} requires Anthropic to retain inputs and outputs for 30 days, "
+                "which breaks zero retention; choose another model or set ALLOW_RETAINED_MODELS=on"
+            )
+        channels = read.optional(
+            "CHANNEL_CONFIG", lambda path: load_channel_config(path, allow_retained_models=allow_retained)
+        )
         redis_url = read.optional("REDIS_URL", _redis_url)
         workers = read.or_default("WORKERS", _int_between(1, 64), 1)
         if workers > 1 and redis_url is None:
@@ -130,7 +148,7 @@ class Settings:
                 read.required("ANTHROPIC_API_KEY", str) if backend.kind == "anthropic" else None
             ),
             anthropic_base_url=read.optional("ANTHROPIC_BASE_URL", _http_url),
-            claude_model=read.or_default("CLAUDE_MODEL", str, DEFAULT_MODEL),
+            claude_model=model,
             claude_max_tokens=read.or_default("CLAUDE_MAX_TOKENS", _int_between(1, 128_000), 4096),
             claude_timeout_seconds=read.or_default("CLAUDE_TIMEOUT_SECONDS", _number_between(1, 3600), 120.0),
             claude_max_retries=read.or_default("CLAUDE_MAX_RETRIES", _int_between(0, 10), 2),
@@ -151,6 +169,11 @@ class Settings:
             redis_url=redis_url,
             workers=workers,
             answer_lease_seconds=read.or_default("ANSWER_LEASE_SECONDS", _number_between(3, 300), 15.0),
+            claude_cache_ttl=read.or_default("CLAUDE_CACHE_TTL", _lower_one_of(("5m", "1h")), "5m"),
+            allow_retained_models=allow_retained,
+            user_tokens_per_day=read.optional("USER_TOKENS_PER_DAY", _int_between(1, 1_000_000_000)),
+            metrics_port=read.optional("METRICS_PORT", _int_between(1, 65535)),
+            channel_config=channels or ChannelConfig(),
             access=_access(read),
             outbound=_outbound(read),
             backend=backend,
