@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bot.backends import describe_backend
 from bot.config import AccessSettings, OutboundSettings, Settings
+from bot.models import retention_notice
 
 PERSONAL_DATA_NAMES = {
     "email": "email addresses",
@@ -27,6 +28,7 @@ def policy_summary(settings: Settings) -> str:
             f"• *Removed first:* {_redaction(settings.outbound)}",
             f"• *Files and images:* {_files(settings.outbound)}",
             f"• *Where it goes:* {describe_backend(settings)}",
+            *_retained_models(settings),
             "• *What this app keeps:* nothing of what you write. No database, no transcripts, no message "
             "text in its logs (only ids, counts and timings). Between requests only ids, flags and counts "
             f"with time limits, {kept[0]} Slack keeps the conversation and the answers under your "
@@ -77,6 +79,21 @@ REDIS_KEYS = (
     ),
 )
 REDIS_KEY_PREFIXES = tuple(key.prefix for key in REDIS_KEYS)
+
+
+def _retained_models(settings: Settings) -> list[str]:
+    """Models Anthropic keeps conversations for (only with ALLOW_RETAINED_MODELS=on; bot.models)."""
+    lines = []
+    notice = retention_notice(settings.claude_model)
+    if notice is not None:
+        lines.append(f"• *Kept by Anthropic:* {notice}")
+    config = settings.channel_config
+    for entry in [config.default, *config.channels.values()]:
+        if entry is not None and entry.model and entry.model != settings.claude_model:
+            notice = retention_notice(entry.model)
+            if notice is not None:
+                lines.append(f"• *Kept by Anthropic, with the {entry.name} instructions:* {notice}")
+    return lines
 
 
 def _kept(settings: Settings) -> list[str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from bot.channel_config import ChannelConfig, ChannelInstructions
 from bot.config import Settings
 from bot.policy import REDIS_KEYS, policy_summary
 
@@ -115,3 +118,46 @@ def test_without_redis_the_policy_says_it_is_kept_in_this_process():
     text = policy_summary(Settings.from_env(BASE))
     assert "ids, flags and counts with time limits, in this process's memory: recent event ids" in text
     assert "Redis" not in text and "<hash>" not in text
+
+
+def test_a_retained_model_is_said_plainly_kept_by_anthropic_for_30_days():
+    """Only with ALLOW_RETAINED_MODELS=on does such a model run; then the policy must not read as zero
+    retention."""
+    text = policy_summary(
+        Settings.from_env({**BASE, "CLAUDE_MODEL": "claude-fable-5-1", "ALLOW_RETAINED_MODELS": "on"})
+    )
+    assert (
+        "• *Kept by Anthropic:* Claude Fable 5.1 (`claude-fable-5-1`): Anthropic keeps this model's inputs "
+        "and outputs (what is sent to Claude and its answers) for 30 days, so zero data retention does not "
+        "hold for it." in text
+    )
+    assert "keeps:* nothing of what you write" in text  # the app itself still keeps nothing
+    assert "Kept by Anthropic" not in policy_summary(Settings.from_env(BASE))
+    allowed = policy_summary(Settings.from_env({**BASE, "ALLOW_RETAINED_MODELS": "on"}))
+    assert "Kept by Anthropic" not in allowed  # allowing them says nothing while the model is not one
+
+
+@pytest.mark.parametrize(
+    "bot_overrides", [{"CLAUDE_MODEL": "claude-mythos-5", "ALLOW_RETAINED_MODELS": "on"}], indirect=True
+)
+async def test_the_policy_command_says_so_for_a_retained_model(bot):
+    ack = await bot.send_command("policy")
+
+    text = ack["payload"]["text"]
+    assert "Anthropic keeps this model's inputs and outputs" in text and "for 30 days" in text
+    assert "zero data retention does not hold for it" in text
+    assert not bot.claude.requests
+
+
+def test_a_retained_model_chosen_for_some_channels_is_said_too():
+    channels = ChannelConfig(
+        default=ChannelInstructions("brief", "Answer briefly."),
+        channels={"C0SUPPORT": ChannelInstructions("support", "Help the support team.", "claude-fable-5-2")},
+    )
+    settings = replace(Settings.from_env({**BASE, "ALLOW_RETAINED_MODELS": "on"}), channel_config=channels)
+    text = policy_summary(settings)
+    assert (
+        "• *Kept by Anthropic, with the support instructions:* Claude Fable 5.2 (`claude-fable-5-2`): "
+        "Anthropic keeps this model's inputs and outputs" in text
+    )
+    assert text.count("Kept by Anthropic") == 1
