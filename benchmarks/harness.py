@@ -12,20 +12,23 @@ import collections
 import contextlib
 import gc
 import os
+import random
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tests.fakes.claude_api import ClaudeRequest, FakeClaude
 from tests.fakes.slack_api import Call, FakeSlack
 from tests.redis_server import RedisServer
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsLenAndGetItem
+
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -82,14 +85,19 @@ class TimedSlack(FakeSlack):
         super().__init__(**kwargs)
         self.calls = _StampedCalls(on_call)
         self.acks = _StampedAcks(on_ack)
+        self.spread = _InTurn()
+
+
+class _InTurn(random.Random):
+    """FakeSlack.spread that picks the connections in turn rather than at random: an even share."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._turn = 0
 
-    def _live_socket(self) -> web.WebSocketResponse | None:
-        live = [ws for ws in self.sockets if not ws.closed]
-        if not live:
-            return None
+    def choice(self, seq: SupportsLenAndGetItem[T]) -> T:
         self._turn += 1
-        return live[self._turn % len(live)]
+        return seq[self._turn % len(seq)]
 
 
 class TimedClaude(FakeClaude):
@@ -197,26 +205,36 @@ class BotProcess:
             if " WARNING " in line or " ERROR " in line or " CRITICAL " in line:
                 self.warnings += 1
 
+    def tree(self) -> list[int]:
+        """The process and its descendants (WORKERS > 1: the supervisor, then its workers)."""
+        pids, i = [self.pid], 0
+        while i < len(pids):
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pids[i]}/task").iterdir():
+                    pids += [int(child) for child in (task / "children").read_text().split()]
+            i += 1
+        return pids
+
+    def cpu_seconds_each(self) -> list[float]:
+        """User plus system CPU time of each process of the tree (all its threads) so far."""
+        return [_cpu_seconds(pid) for pid in self.tree()]
+
     def cpu_seconds(self) -> float:
-        """User plus system CPU time of the whole process (all its threads) so far."""
-        # Fields after the ")" that ends the command name start at field 3 (state); utime is 14, stime 15.
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return sum(self.cpu_seconds_each())
 
     def cpu_ns(self) -> int:
-        """CPU time its threads have run, in nanoseconds (schedstat): fine enough for one burst."""
+        """CPU time the tree's threads have run, in nanoseconds (schedstat): fine enough for one burst."""
         total = 0
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            with contextlib.suppress(OSError):  # a thread that has just ended
-                total += int((task / "schedstat").read_text().split()[0])
+        for pid in self.tree():
+            with contextlib.suppress(OSError):  # a process or thread that has just ended
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError):
+                        total += int((task / "schedstat").read_text().split()[0])
         return total
 
     def peak_rss_mb(self) -> float:
-        """VmHWM: the most resident memory the process has had."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc status")
+        """VmHWM: the most resident memory any process of the tree has had."""
+        return max(_peak_rss_mb(pid) for pid in self.tree())
 
     async def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout`; returns the exit code."""
@@ -236,3 +254,23 @@ class BotProcess:
             if self._dir is not None:
                 self._dir.cleanup()
         return process.returncode if process else None
+
+
+def _cpu_seconds(pid: int) -> float:
+    # Fields after the ")" that ends the command name start at field 3 (state); utime is 14, stime 15.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # it has just ended
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")

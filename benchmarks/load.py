@@ -41,7 +41,7 @@ MAX_PROBES_PER_ROUND = 400
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """What is measured: `python -m <module>` as `workers` processes (more than one share a Redis)."""
+    """What is measured: `python -m <module>`, with WORKERS=`workers` (more than one share a Redis)."""
 
     name: str
     module: str
@@ -322,11 +322,11 @@ class LoadBench:
             await asyncio.sleep(self.config.probe_interval)
 
     async def _warm_up(self, slack: TimedSlack, claude: TimedClaude) -> None:
-        """One short answer per process (envelopes go to the connections in turn): Bolt's auth.test,
+        """One short answer per worker (envelopes go to the connections in turn): Bolt's auth.test,
         first connections and imports happen here, unmeasured."""
         claude.responder = lambda _body: "Warmed up."
         try:
-            for conv in await self._burst(slack, len(self.bots), "Warmed up.", probe=False):
+            for conv in await self._burst(slack, self.variant.workers, "Warmed up.", probe=False):
                 if conv.failure:
                     raise RuntimeError(f"warm-up failed: {conv.failure}")
         finally:
@@ -353,13 +353,13 @@ class LoadBench:
             }
             if c.claude_slots is not None:
                 settings["MAX_CONCURRENT_ANSWERS"] = str(c.claude_slots)
-            if self.variant.workers > 1:  # separate processes on one Redis, as WORKERS=2 starts them
+            if self.variant.workers > 1:  # `python -m bot` supervises that many workers on one Redis
+                settings["WORKERS"] = str(self.variant.workers)
                 settings["REDIS_URL"] = stack.enter_context(redis_server()).url
-            env = bot_env(slack, claude, **settings)
-            self.bots = [BotProcess(env, self.variant.module) for _ in range(self.variant.workers)]
-            for bot in self.bots:
-                stack.push_async_callback(bot.stop)  # also when cancelled: no bot outlives the benchmark
-                await bot.start()
+            bot = BotProcess(bot_env(slack, claude, **settings), self.variant.module)
+            self.bots = [bot]
+            stack.push_async_callback(bot.stop)  # also when cancelled: no bot outlives the benchmark
+            await bot.start()
             return await self._measure(slack, claude)
 
     async def _measure(self, slack: TimedSlack, claude: TimedClaude) -> LevelResult:
@@ -367,11 +367,11 @@ class LoadBench:
         conversations: list[Conversation] = []
         makespans: list[float] = []
         error: str | None = None
-        cpu0 = [bot.cpu_seconds() for bot in bots]
+        cpu0 = [cpu for bot in bots for cpu in bot.cpu_seconds_each()]
         wall0, driver0 = time.perf_counter(), time.process_time()
         busy0, warnings0, before_claude_ns = machine_busy_seconds(), 0, 0
         try:
-            await slack.wait_for_socket(timeout=30, count=len(bots))
+            await slack.wait_for_socket(timeout=30, count=self.variant.workers)
             slack.latency = 0.0  # the warm-up is not measured; keep it short
             await self._warm_up(slack, claude)
             slack.latency = c.slack_latency
@@ -379,7 +379,7 @@ class LoadBench:
             rec.unattributed.clear()
             rec.on_all_asked = lambda: self._asked_cpu.append(self._cpu_ns())
             warnings0 = sum(bot.warnings for bot in bots)  # Bolt warns once at start: `client`, not `token`
-            cpu0 = [bot.cpu_seconds() for bot in bots]
+            cpu0 = [cpu for bot in bots for cpu in bot.cpu_seconds_each()]
             wall0, driver0 = time.perf_counter(), time.process_time()
             busy0 = machine_busy_seconds()
             probe = c.probe_interval is not None and self.level > 1  # one answer: its own ack says it
@@ -403,7 +403,9 @@ class LoadBench:
             if not bot.running:  # its output is content-free by design (bot.logs), so it may be shown
                 last = " | ".join(list(bot.output)[-3:])
                 error = f"{error or 'a bot process exited'}; its last lines: {last}"
-        cpus = [bot.cpu_seconds() - start for bot, start in zip(bots, cpu0, strict=True)] if running else []
+        now = [cpu for bot in bots for cpu in bot.cpu_seconds_each()]
+        cpus = [cpu - start for cpu, start in zip(now, cpu0, strict=True)] if len(now) == len(cpu0) else []
+        running = running and bool(cpus)  # a worker restarted: its CPU cannot be told apart
         bot_cpu = sum(cpus) if running else math.nan
         driver_cpu = time.process_time() - driver0
         return LevelResult(
@@ -415,7 +417,7 @@ class LoadBench:
             makespans=makespans,
             bot_cpu_seconds=bot_cpu,
             before_claude_cpu_seconds=before_claude_ns / 1e9,
-            cpu_shares=[cpu / bot_cpu for cpu in cpus] if bot_cpu else [],
+            cpu_shares=[cpu / bot_cpu for cpu in cpus[1:]] if bot_cpu and len(cpus) > 1 else [],
             wall_seconds=time.perf_counter() - wall0,
             driver_cpu_seconds=driver_cpu,
             others_cpu_seconds=machine_busy_seconds() - busy0 - bot_cpu - driver_cpu,
