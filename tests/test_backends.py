@@ -265,8 +265,8 @@ def settings_for(**env: str) -> Settings:
 
 
 def test_the_start_up_line_names_backend_region_and_model():
-    where_it_runs = where(settings_for(**BEDROCK, CLAUDE_MODEL="claude-fable-5"))
-    assert where_it_runs == "backend=bedrock region=eu-west-1 model=anthropic.claude-fable-5"
+    where_it_runs = where(settings_for(**BEDROCK, CLAUDE_MODEL="claude-opus-5"))
+    assert where_it_runs == "backend=bedrock region=eu-west-1 model=anthropic.claude-opus-5"
 
 
 def test_policy_sentence_names_the_platform_and_whose_terms_apply():
