@@ -6,7 +6,7 @@ notice that is not an error, carries its own sentence, so `bot.pipeline.reply` n
      ├── ContextUnavailable  bot.pipeline.context: Slack would not give the conversation
      ├── ClaudeError         bot.pipeline.claude: busy, unavailable, rejected, misconfigured
      └── ReplyFailed         bot.pipeline.reply: Slack refused a post
-    Notice                   never raised: the deadline, a restart, a hand-over, the per-person rate, Stop
+    Notice                   never raised: the deadline, a restart, a hand-over, per-person limits, Stop
 
 A sentence is ours, never the text of an exception (which may quote the SDK, a URL or a message).
 """
@@ -36,6 +36,9 @@ TOOK_TOO_LONG = Notice("This took too long, so I stopped. Please try again.")
 RESTARTING = Notice("I'm restarting, so I couldn't finish this. Please ask again in a minute.")
 HANDED_OVER = Notice("I'm restarting, so I'll answer this again in a moment.")  # another replica will
 TOO_MANY_REQUESTS = Notice("You've asked me a lot in the last minute. Please wait a moment, then ask again.")
+OUT_OF_TOKENS = Notice(  # USER_TOKENS_PER_DAY
+    "You've used your share of Claude for today, so I can't answer this. It renews at midnight UTC."
+)
 STOPPED = Notice("Stopped.")  # the reader pressed Stop: shown under a partial answer only
 
 
