@@ -7,7 +7,8 @@ the writer ReplyFailed, the access check refuses, progress shrugs, start-up stop
      ├── refused   Slack answered no: `error` is its code ("channel_not_found"), `status` its HTTP status
      └── failed    no answer came: `error` is the transport error's class name, `status` is None
 
-It carries no text of Slack's response or of the exception, only the code or class name.
+It carries no text of Slack's response or of the exception, only the code or class name; each is
+counted in `bot.metrics` by method and code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+
+from bot import metrics
 
 
 class SlackCallFailed(Exception):
@@ -43,6 +46,8 @@ def slack_call(method: str) -> Iterator[None]:
         yield
     except SlackApiError as exc:
         error = str(exc.response.get("error", "unknown"))
+        metrics.slack_failed(method, error)
         raise SlackCallFailed(method, error, exc.response.status_code) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
+        metrics.slack_failed(method, exc)
         raise SlackCallFailed(method, exc.__class__.__name__) from None
