@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import re
 import signal
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import redis.exceptions
+from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_bolt.async_app import AsyncApp
@@ -26,7 +28,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import guards
+from bot import guards, metrics
 from bot.backends import ClaudeClient, build_claude_client, where
 from bot.config import ConfigError, Settings
 from bot.http_intake import EVENTS_PATH, start_http
@@ -37,6 +39,7 @@ from bot.policy import policy_summary
 from bot.slack_calls import SlackCallFailed, slack_call
 from bot.state import MemoryState, RedisState, State
 from bot.surfaces import assistant, direct_message, mention, resumed, shortcuts, slash_command
+from bot.workers import worker_health_socket
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,8 @@ def _str_or_none(value: object) -> str | None:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT; then take no new work, finish what runs within the grace period,
-    mark the rest as interrupted in Slack, and return."""
+    mark the rest as interrupted in Slack, and return. The health routes (`bot.metrics`) are served
+    on PORT beside the events path, or in Socket Mode on METRICS_PORT until the drain is over."""
     try:
         claude = build_claude_client(settings)  # first: it may refuse a backend's missing credentials
     except ConfigError as exc:
@@ -134,12 +138,20 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if settings.slack_app_token is not None:
-            await _serve_socket_mode(app, settings.slack_app_token, stop)
-        else:
-            await _serve_http(app, settings, stop)
-        log.info("stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds)
-        interrupted = await pipeline.drain(settings.shutdown_grace_seconds)
+        ready = metrics.Readiness(stop.is_set, state.ping if isinstance(state, RedisState) else None)
+        health = await _start_health(settings, ready)
+        try:
+            if settings.slack_app_token is not None:
+                await _serve_socket_mode(app, settings.slack_app_token, stop, ready)
+            else:
+                await _serve_http(app, settings, stop, ready)
+            log.info(
+                "stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds
+            )
+            interrupted = await pipeline.drain(settings.shutdown_grace_seconds)
+        finally:
+            if health is not None:
+                await health.cleanup()
         watching.cancel()
         log.info("stopped; %d answers interrupted", interrupted)
     finally:
@@ -147,6 +159,25 @@ async def serve(settings: Settings) -> None:
         await state.close()
         if slack.session is not None:
             await slack.session.close()
+
+
+async def _start_health(settings: Settings, ready: metrics.Readiness) -> web.AppRunner | None:
+    """Socket Mode's health routes: on METRICS_PORT, or for a worker on the Unix socket its supervisor
+    asks (the supervisor serves METRICS_PORT); None when not served (HTTP mode serves them on PORT)."""
+    if not settings.socket_mode:
+        return None
+    path = worker_health_socket(os.environ) if settings.workers > 1 else None
+    port = settings.metrics_port if settings.workers == 1 else None
+    if path is None and port is None:
+        return None
+    try:
+        runner = await metrics.start_health(ready.problems, port=port, path=path)
+    except OSError as exc:
+        what = f"listen on port {port}" if port is not None else "serve this worker's health socket"
+        raise StartupError(f"METRICS_PORT: cannot {what} ({exc.__class__.__name__})") from None
+    if port is not None:
+        log.info("metrics on port %d", port)
+    return runner
 
 
 async def _reach_redis(url: str) -> RedisState:
@@ -207,7 +238,9 @@ class AckFirstSocketModeHandler(AsyncSocketModeHandler):
         await send_async_response(client, req, guards.always_acknowledged(response), started)
 
 
-async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:
+async def _serve_socket_mode(
+    app: AsyncApp, app_token: str, stop: asyncio.Event, ready: metrics.Readiness
+) -> None:
     handler = AckFirstSocketModeHandler(app, app_token)
     try:
         with slack_call("apps.connections.open"):
@@ -216,6 +249,7 @@ async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event)
         if not exc.refused:
             raise  # only a refusal names the setting to fix
         raise StartupError(f"SLACK_APP_TOKEN: Slack rejected it ({exc.error})") from None
+    ready.connected = handler.client.is_connected
     log.info("listening over Socket Mode")
     try:
         await stop.wait()
@@ -223,9 +257,14 @@ async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event)
         await handler.close_async()  # type: ignore[no-untyped-call]
 
 
-async def _serve_http(app: AsyncApp, settings: Settings, stop: asyncio.Event) -> None:
+async def _serve_http(
+    app: AsyncApp, settings: Settings, stop: asyncio.Event, ready: metrics.Readiness
+) -> None:
     port, secret = settings.port, settings.slack_signing_secret or ""
-    runner = await start_http(app, secret, host="0.0.0.0", port=port, shared_port=settings.workers > 1)
+    ready.connected = metrics.always  # Slack reaches us: listening is being connected
+    runner = await start_http(
+        app, secret, host="0.0.0.0", port=port, shared_port=settings.workers > 1, ready=ready.problems
+    )
     try:
         log.info("listening over HTTP on port %d at %s", port, EVENTS_PATH)
         await stop.wait()

@@ -1,5 +1,6 @@
 """HTTP mode's front door, before Bolt: bounded reads, then Slack's signature checked on the raw bytes
 before anything parses them, then the request handed to Bolt, and Slack answered 200 for all it signed.
+Beside the events path, unsigned GETs of the health routes (`bot.metrics`: /metrics, /healthz, /readyz).
 
 The limits on a connection come from aiohttp itself: its keep-alive timer starts when a connection opens
 (and again after each answer) and is not pushed back by bytes arriving, so a client has
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,6 +23,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
+from bot import metrics
 from bot.guards import always_acknowledged
 
 log = logging.getLogger(__name__)
@@ -45,14 +48,16 @@ async def start_http(
     port: int,
     limits: HttpLimits | None = None,
     shared_port: bool = False,
+    ready: metrics.Problems | None = None,
 ) -> web.AppRunner:
     """Listen on host:port (0: any free port, see `runner.addresses`); `await runner.cleanup()` stops.
 
     `shared_port`: with WORKERS > 1 every worker binds the same PORT (SO_REUSEPORT) and the kernel spreads
-    connections; otherwise a PORT another program holds is refused, as it should be."""
+    connections; otherwise a PORT another program holds is refused, as it should be. `ready`: serve the
+    health routes too, `/readyz` asking it."""
     limits = limits or HttpLimits()
     runner = web.AppRunner(
-        http_application(app, signing_secret, limits),
+        http_application(app, signing_secret, limits, ready),
         access_log=None,
         keepalive_timeout=limits.header_timeout_seconds,
         lingering_time=0,  # don't read on after answering a refused request: close its connection
@@ -62,10 +67,13 @@ async def start_http(
     return runner
 
 
-def http_application(app: AsyncApp, signing_secret: str, limits: HttpLimits) -> web.Application:
+def http_application(
+    app: AsyncApp, signing_secret: str, limits: HttpLimits, ready: metrics.Problems | None = None
+) -> web.Application:
     verifier = SignatureVerifier(signing_secret)
 
     async def receive(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
         if not (EPOCH_SECONDS.fullmatch(timestamp) and signature):
@@ -88,10 +96,14 @@ def http_application(app: AsyncApp, signing_secret: str, limits: HttpLimits) -> 
         bolt_request = _bolt_request(body, request)
         if bolt_request is None:
             return web.Response(status=200)
-        return await to_aiohttp_response(always_acknowledged(await app.async_dispatch(bolt_request)))
+        response = await to_aiohttp_response(always_acknowledged(await app.async_dispatch(bolt_request)))
+        metrics.acked("http", time.perf_counter() - started)
+        return response
 
     web_app = web.Application(client_max_size=limits.max_body_bytes)
     web_app.router.add_post(EVENTS_PATH, receive)
+    if ready is not None:
+        metrics.add_health_routes(web_app, ready)
     return web_app
 
 
