@@ -9,6 +9,12 @@ started with WORKER_ENV set so that it serves instead of supervising. The parent
   and prints its "startup error: ..." line last, once, as a single bot would;
 - on SIGTERM or SIGINT sends SIGTERM to every child, waits while they drain (SHUTDOWN_GRACE_SECONDS),
   and exits 0.
+
+Metrics cover every child: when they are served, the parent makes a private directory (removed at exit)
+and gives it to the children as PROMETHEUS_MULTIPROC_DIR, where each writes its counts (`bot.metrics`).
+In HTTP mode each child serves them, summed, on the shared PORT. In Socket Mode the parent serves
+METRICS_PORT: `/metrics` summed from the directory, `/readyz` ready when every child's own `/readyz`,
+asked over its Unix socket in that directory (HEALTH_SOCKET_ENV), says so and the parent is not stopping.
 """
 
 from __future__ import annotations
@@ -17,17 +23,26 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import aiohttp
+
 from bot.config import Settings
+from bot.metrics import MULTIPROC_ENV, start_health
 
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "BOT_WORKER"  # set in a child's environment: "serve as worker <n>, do not supervise"
+HEALTH_SOCKET_ENV = "BOT_HEALTH_SOCKET"  # set for a Socket Mode child: where to serve its /readyz
+HEALTH_TIMEOUT_SECONDS = 5.0  # a child's /readyz pings Redis, which gives up after 2 s
+MAX_SOCKET_PATH = 100  # a Unix socket's path is at most 107 bytes on Linux
 # What a child writes on its way out when it cannot start (bot/__main__.py), with exit code 1 or 2.
 STARTUP_LINES = ("startup error: ", "configuration error: ")
 LISTENING = "listening over"  # bot.app logs it once the child takes work ("listening over Socket Mode")
@@ -61,11 +76,75 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.fatal: tuple[int, str] | None = None  # exit code and the line that says why
         self._before_exec = _parent_death_signal()
+        self.metrics_dir: str | None = None  # while metrics are served: the children's shared directory
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        settings = self.settings
+        if settings.socket_mode and settings.metrics_port is None:
+            return await self._supervise()  # no metrics served: nothing to count them in
+        self.metrics_dir = _private_directory()
+        try:
+            if not settings.socket_mode:  # each child serves them on PORT
+                return await self._supervise()
+            assert settings.metrics_port is not None
+            try:
+                health = await start_health(
+                    self.problems, port=settings.metrics_port, multiproc_dir=self.metrics_dir
+                )
+            except OSError as exc:
+                sys.stderr.write(
+                    f"startup error: METRICS_PORT: cannot listen on port {settings.metrics_port} "
+                    f"({exc.__class__.__name__})\n"
+                )
+                return 1
+            log.info("metrics on port %d", settings.metrics_port)
+            try:
+                return await self._supervise()
+            finally:
+                await health.cleanup()
+        finally:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    async def problems(self) -> list[str]:
+        """Why we are not ready (Socket Mode, METRICS_PORT): stopping, or each child that is not."""
+        if self.stopping.is_set():
+            return ["draining"]
+        found = await asyncio.gather(*(self._worker_problem(worker) for worker in self.workers))
+        return [problem for problem in found if problem is not None]
+
+    async def _worker_problem(self, worker: _Worker) -> str | None:
+        if worker.process is None or worker.process.returncode is not None:
+            return f"worker={worker.number} not running"
+        connector = aiohttp.UnixConnector(path=self._health_socket(worker.number))
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get(
+                    "http://worker/readyz", timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_SECONDS)
+                ) as response,
+            ):
+                if response.status == 200:
+                    return None
+                return f"worker={worker.number} {(await response.text()).strip()[:200]}"
+        except (aiohttp.ClientError, OSError, TimeoutError):  # not listening yet, or gone
+            return f"worker={worker.number} not answering"
+
+    def _health_socket(self, number: int) -> str:
+        assert self.metrics_dir is not None
+        return os.path.join(self.metrics_dir, f"w{number}.sock")
+
+    def _child_env(self, worker: _Worker) -> dict[str, str]:
+        env = {**self.environ, WORKER_ENV: str(worker.number)}
+        if self.metrics_dir is not None:
+            env[MULTIPROC_ENV] = self.metrics_dir
+            if self.settings.socket_mode:
+                env[HEALTH_SOCKET_ENV] = self._health_socket(worker.number)
+        return env
+
+    async def _supervise(self) -> int:
         log.info("starting %d workers", len(self.workers))
         keepers = [asyncio.create_task(self._keep(worker)) for worker in self.workers]
         await self.stopping.wait()
@@ -130,7 +209,7 @@ class Supervisor:
                 sys.executable,
                 "-m",
                 "bot",
-                env={**self.environ, WORKER_ENV: str(worker.number)},
+                env=self._child_env(worker),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -177,6 +256,20 @@ class Supervisor:
 def run_workers(settings: Settings, environ: Mapping[str, str]) -> int:
     """Supervise `settings.workers` children, each started with `environ` plus WORKER_ENV; the exit code."""
     return asyncio.run(Supervisor(settings, environ).run())
+
+
+def worker_health_socket(environ: Mapping[str, str]) -> str | None:
+    """In a Socket Mode child of a supervisor serving METRICS_PORT: where to serve its health routes."""
+    return environ.get(HEALTH_SOCKET_ENV) or None
+
+
+def _private_directory() -> str:
+    """A fresh directory only we may read (mkdtemp: 0700), short enough to hold the children's sockets."""
+    path = tempfile.mkdtemp(prefix="bot-metrics-")
+    if len(path) + len("/w64.sock") > MAX_SOCKET_PATH:  # a long TMPDIR: /tmp is short
+        os.rmdir(path)
+        path = tempfile.mkdtemp(prefix="bot-metrics-", dir="/tmp")
+    return path
 
 
 def _describe_exit(code: int) -> str:
