@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.signature import SignatureVerifier
 
 from bot.http_intake import EVENTS_PATH
@@ -271,3 +272,128 @@ async def test_workers_that_cannot_bind_port_stop_the_supervisor_rather_than_res
     assert "could not start (exit code 1): stopping" in stderr
     assert "restarting" not in stderr
     assert "Traceback" not in stderr
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value in a Prometheus text scrape (0 when it is not there)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+async def get(url: str) -> tuple[int, str]:
+    """A GET on a connection of its own, so that with a shared PORT the kernel picks a worker for each."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+        session.get(url) as response,
+    ):
+        return response.status, await response.text()
+
+
+def multiproc_dir(pid: int) -> str:
+    [entry] = [e for e in _environ(pid).split(b"\0") if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    return entry.split(b"=", 1)[1].decode()
+
+
+async def test_socket_mode_workers_metrics_port_sums_both_and_is_ready_only_when_both_are(
+    slack, claude, redis_server, launch
+):
+    port = free_port()
+    bot = await launch(workers_env(slack, claude, redis_server, METRICS_PORT=str(port)))
+    url = f"http://127.0.0.1:{port}"
+    await slack.wait_for_socket(count=2, timeout=30)
+    await bot.wait_for_output("listening over Socket Mode", count=2)
+    assert await get(f"{url}/readyz") == (200, "ready\n")
+    assert await get(f"{url}/healthz") == (200, "ok\n")
+    pids = started_pids(bot)
+    shared = multiproc_dir(pids[1])
+    assert multiproc_dir(pids[2]) == shared
+    assert os.stat(shared).st_mode & 0o777 == 0o700  # private to us
+
+    # One failed thread read in each worker: only the sum of both processes' counts says 2.
+    slack.fail("conversations.replies", error="thread_not_found", times=2)
+    frames = []
+    for n in (1, 2):
+        root, ts = f"8.00000{n}", f"8.10000{n}"
+        slack.add_thread(CHANNEL, [said(ALICE, "a root", root), said(ALICE, "<@U0BOT> sum this", ts)])
+        event = mention("<@U0BOT> sum this", ts=ts, thread_ts=root)
+        frames.append(slack.events_api_envelope(event, event_id=f"Ev{uuid.uuid4().hex[:12]}"))
+    await asyncio.gather(*(ws.send_str(json.dumps(f)) for ws, f in zip(slack.sockets, frames, strict=True)))
+    failed = await bot.wait_for_output(" failed: ", count=2)
+    assert {line.split(" ", 1)[0] for line in failed} == {"worker=1", "worker=2"}
+
+    status, text = await get(f"{url}/metrics")
+    assert status == 200
+    errors = (
+        "claude_slack_slack_errors_total",
+        {"method": "conversations_replies", "error": "thread_not_found"},
+    )
+    assert metric(text, errors[0], **errors[1]) == 2
+    assert "pid=" not in text
+
+    # A worker draining (SIGTERM to it alone, an answer in flight) is up but not ready: so are we.
+    [first] = [line for line in failed if f"request={frames[0]['payload']['event_id']} " in line]
+    draining = int(first.split(" ", 1)[0].removeprefix("worker="))  # the worker behind sockets[0]
+    claude.gate = asyncio.Event()
+    held = thread_mention(slack, "<@U0BOT> a long one", "8.200001")
+    await slack.sockets[0].send_str(json.dumps(held))
+    await claude.wait_for_requests(1, timeout=30)
+    os.kill(pids[draining], signal.SIGTERM)
+    [stopping] = await bot.wait_for_output("stopping: finishing answers")
+    assert stopping.startswith(f"worker={draining} ")
+    status, text = await get(f"{url}/readyz")
+    assert status == 503 and f"worker={draining} not ready: draining" in text, text
+    claude.gate.set()
+    await bot.wait_for_output("listening over Socket Mode", count=3)  # it exited and was started again
+    assert await get(f"{url}/readyz") == (200, "ready\n")
+    assert slack.thread_texts(CHANNEL, "8.200001") == ["Hello from fake Claude."]
+    errors_after = metric((await get(f"{url}/metrics"))[1], errors[0], **errors[1])
+    assert errors_after == 2  # the count of a worker that has exited stays
+
+    output = await bot.stop()
+    assert bot.process.returncode == 0, output
+    assert not os.path.exists(shared)  # removed at exit
+    assert "Traceback" not in output
+
+
+async def test_http_workers_each_serve_the_metrics_of_both_on_port(slack, claude, redis_server, launch):
+    port = free_port()
+    env = workers_env(
+        slack, claude, redis_server, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET, PORT=str(port)
+    )
+    bot = await launch(env)
+    await bot.wait_for_output(f"listening over HTTP on port {port}", count=2)
+    url = f"http://127.0.0.1:{port}"
+
+    workers: set[str] = set()
+    verifier = SignatureVerifier(SECRET)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for n in range(1, 41):  # until both have answered one (see above)
+            frame = thread_mention(slack, f"<@U0BOT> question {n}", f"9.{n:06d}")
+            body = json.dumps(frame["payload"])
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "X-Slack-Request-Timestamp": timestamp,
+                "X-Slack-Signature": verifier.generate_signature(timestamp=timestamp, body=body),
+            }
+            async with session.post(f"{url}{EVENTS_PATH}", data=body, headers=headers) as resp:
+                assert resp.status == 200
+            event_id = frame["payload"]["event_id"]
+            await bot.wait_for_output(f"request={event_id} ")
+            workers.add(answered_by(bot, event_id))
+            if len(workers) == 2:
+                break
+    assert workers == {"worker=1", "worker=2"}
+
+    # Whichever worker answers the scrape, it counts both workers' acks.
+    status, text = await get(f"{url}/metrics")
+    assert status == 200
+    assert metric(text, "claude_slack_ack_seconds_count", transport="http") == n
+    assert await get(f"{url}/readyz") == (200, "ready\n")
+    assert await get(f"{url}/healthz") == (200, "ok\n")
+    await slack.wait_for("reactions.remove", count=n, timeout=30)
+    output = await bot.stop()
+    assert bot.process.returncode == 0, output
