@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from bot.channel_config import ChannelConfig, load_channel_config
 from bot.models import retained
+from bot.pricing import Prices, parse_prices
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 DEFAULT_SYSTEM_PROMPT = (
@@ -101,6 +102,7 @@ class Settings:
     claude_cache_ttl: str = "5m"  # prompt caching's TTL: "5m" or "1h"
     allow_retained_models: bool = False  # models Anthropic retains data for (bot.models) only if on
     user_tokens_per_day: int | None = None  # a per-person daily token budget; None: off
+    claude_prices: Prices | None = None  # CLAUDE_MODEL's prices (CLAUDE_PRICES); None: bot.pricing's table
     metrics_port: int | None = None  # Socket Mode: where /metrics, /healthz and /readyz are served
     channel_config: ChannelConfig = ChannelConfig()  # per-channel instructions (CHANNEL_CONFIG)
     access: AccessSettings = AccessSettings()
@@ -125,10 +127,9 @@ class Settings:
         allow_retained = read.or_default("ALLOW_RETAINED_MODELS", _switch, False)
         model = read.or_default("CLAUDE_MODEL", str, DEFAULT_MODEL)
         if retained(model) and not allow_retained:
-            raise ConfigError(
-                f"CLAUDE_MODEL: {model} requires Anthropic to retain inputs and outputs for 30 days, "
-                "which breaks zero retention; choose another model or set ALLOW_RETAINED_MODELS=on"
-            )
+            from bot.models import refusal  # its wording lives beside the list, for per-channel models too
+
+            raise ConfigError(f"CLAUDE_MODEL: {refusal(model)}")
         channels = read.optional(
             "CHANNEL_CONFIG", lambda path: load_channel_config(path, allow_retained_models=allow_retained)
         )
@@ -172,6 +173,7 @@ class Settings:
             claude_cache_ttl=read.or_default("CLAUDE_CACHE_TTL", _lower_one_of(("5m", "1h")), "5m"),
             allow_retained_models=allow_retained,
             user_tokens_per_day=read.optional("USER_TOKENS_PER_DAY", _int_between(1, 1_000_000_000)),
+            claude_prices=read.optional("CLAUDE_PRICES", parse_prices),
             metrics_port=read.optional("METRICS_PORT", _int_between(1, 65535)),
             channel_config=channels or ChannelConfig(),
             access=_access(read),

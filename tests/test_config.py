@@ -109,6 +109,7 @@ def test_http_mode_when_only_a_signing_secret_is_set():
         ({"SEND_FILES": "files_api"}, "SEND_FILES"),
         ({"MAX_FILE_BYTES": "0"}, "MAX_FILE_BYTES"),
         ({"CLAUDE_BACKEND": "openai"}, "CLAUDE_BACKEND"),
+        ({"ALLOW_RETAINED_MODELS": "sometimes"}, "ALLOW_RETAINED_MODELS"),
         ({"WORKERS": "2"}, "WORKERS"),  # several processes share state only through Redis
         ({"WORKERS": "0", "REDIS_URL": "redis://localhost"}, "WORKERS"),
         ({"ANSWER_LEASE_SECONDS": "1"}, "ANSWER_LEASE_SECONDS"),
@@ -127,6 +128,47 @@ def test_bad_variable_is_named(change, variable):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BASE, **change})
     assert str(caught.value).startswith(f"{variable}:")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"CLAUDE_MODEL": "claude-fable-5-2"},
+        {"CLAUDE_MODEL": "Claude-Mythos-Preview"},
+        {"CLAUDE_MODEL": "claude-mythos-6"},  # a new member of a retained family fails closed
+        {
+            "CLAUDE_BACKEND": "bedrock",
+            "AWS_REGION": "us-east-1",
+            "CLAUDE_MODEL": "anthropic.claude-fable-5-v1:0",
+        },
+        {
+            "CLAUDE_BACKEND": "bedrock",
+            "AWS_REGION": "us-east-1",
+            "CLAUDE_MODEL": "us.anthropic.claude-mythos-5-1",
+        },
+        {
+            "CLAUDE_BACKEND": "vertex",
+            "CLOUD_ML_REGION": "global",
+            "ANTHROPIC_VERTEX_PROJECT_ID": "p",
+            "CLAUDE_MODEL": "claude-fable-5@20260101",
+        },
+        {"CLAUDE_MODEL": "claude-fable-5-1", "ALLOW_RETAINED_MODELS": "off"},
+    ],
+)
+def test_a_retained_model_is_refused_in_one_line_naming_it(change):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, **change})
+    line = str(caught.value)
+    assert line.startswith(f"CLAUDE_MODEL: {change['CLAUDE_MODEL']} is ")
+    assert "retains for 30 days" in line and "set ALLOW_RETAINED_MODELS=on" in line and "\n" not in line
+
+
+def test_a_retained_model_runs_only_when_the_operator_allows_it():
+    settings = Settings.from_env({**BASE, "CLAUDE_MODEL": "claude-fable-5-2", "ALLOW_RETAINED_MODELS": "on"})
+    assert settings.claude_model == "claude-fable-5-2" and settings.allow_retained_models
+    assert not Settings.from_env(BASE).allow_retained_models
+    # allowing them changes nothing for a model that is not retained
+    assert Settings.from_env({**BASE, "ALLOW_RETAINED_MODELS": "on"}).claude_model == DEFAULT_MODEL
 
 
 def test_secrets_are_not_echoed_in_errors():
@@ -150,6 +192,17 @@ def test_missing_variable_exits_with_one_line_and_no_traceback(tmp_path):
     result = run_bot({"SLACK_APP_TOKEN": "xapp-1", "ANTHROPIC_API_KEY": "k"}, tmp_path)
     assert result.returncode != 0
     assert result.stderr == "configuration error: SLACK_BOT_TOKEN: required but not set\n"
+    assert result.stdout == ""
+
+
+def test_a_retained_model_stops_the_bot_with_one_line(tmp_path):
+    result = run_bot({**BASE, "CLAUDE_MODEL": "claude-mythos-5-2"}, tmp_path)
+    assert result.returncode != 0
+    assert result.stderr == (
+        "configuration error: CLAUDE_MODEL: claude-mythos-5-2 is Claude Mythos 5.2, whose inputs and outputs "
+        "Anthropic retains for 30 days, which breaks zero retention; choose another model or set "
+        "ALLOW_RETAINED_MODELS=on\n"
+    )
     assert result.stdout == ""
 
 

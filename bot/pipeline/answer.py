@@ -17,12 +17,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.backends import ClaudeClient
 from bot.config import Settings
-from bot.limits import UserRateLimit
+from bot.limits import UserRateLimit, UserTokenBudget
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, Privately, SlackMessage
 from bot.pipeline.capacity import ClaudeCapacity
-from bot.pipeline.claude import ask_claude, opaque_user_id
+from bot.pipeline.claude import Usage, ask_claude, opaque_user_id
 from bot.pipeline.context import (
     ContextUnavailable,
     NameLookups,
@@ -37,8 +37,17 @@ from bot.pipeline.progress import clear_progress, name_thread, show_progress, sh
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
 from bot.pipeline.reply import ReplyWriter, StoppedByReader, open_writer, say_privately, stop_note
-from bot.pipeline.said import HANDED_OVER, RESTARTING, STOPPED, TOO_MANY_REQUESTS, TOOK_TOO_LONG, VisibleError
+from bot.pipeline.said import (
+    HANDED_OVER,
+    OUT_OF_TOKENS,
+    RESTARTING,
+    STOPPED,
+    TOO_MANY_REQUESTS,
+    TOOK_TOO_LONG,
+    VisibleError,
+)
 from bot.pipeline.url_caches import clear_url_caches
+from bot.pricing import prices_for
 from bot.state import MemoryState, State, StateKeys
 
 log = logging.getLogger(__name__)
@@ -65,7 +74,8 @@ class Pipeline:
     rate limits allow now (`bot.pipeline.capacity`: its headers and 429s), never more than
     MAX_CONCURRENT_ANSWERS or 256 (the rest wait, with their progress showing, holding only their Ask:
     nothing of Slack is read, no file fetched, until their turn), USER_REQUESTS_PER_MINUTE per person
-    (counted once the access check has let them in), REQUEST_DEADLINE_SECONDS per answer, waiting
+    (counted once the access check has let them in), USER_TOKENS_PER_DAY per person (every token Claude
+    reports for their answers, finished or not), REQUEST_DEADLINE_SECONDS per answer, waiting
     included, and display names through one gate for the whole process. Running answers are known by
     task here, and to every replica through `state` (`bot.pipeline.inflight`): ids only, until they end.
     """
@@ -81,6 +91,14 @@ class Pipeline:
         self._turns = ClaudeCapacity(ceiling=settings.max_concurrent_answers)
         self._names = NameLookups()
         self._rate_limit = UserRateLimit(self.state, self.keys, settings.user_requests_per_minute)
+        self._budget = UserTokenBudget(self.state, self.keys, settings.user_tokens_per_day)
+        self._prices = prices_for(settings.claude_model, settings.claude_prices)
+        if self._prices is None:
+            log.warning(
+                "CLAUDE_MODEL=%s has no price in bot.pricing: answers' cost is logged as unknown; "
+                "CLAUDE_PRICES can give it",
+                settings.claude_model,
+            )
         self._access = AccessCheck(settings.access, slack, self.state, self.keys)
         self.in_flight = InFlight(
             self.state,
@@ -140,22 +158,39 @@ class Pipeline:
             log.info("request=%s surface=%s refused: %s", ask.request_id, ask.surface, type(refusal).__name__)
             await say_privately(self._slack, ask, refusal.sentence)
             return
-        if not await self._rate_limit.allow(ask.origin.team_id or "", ask.origin.user_id):  # let in only
+        person = (ask.origin.team_id or "", ask.origin.user_id)
+        if not await self._rate_limit.allow(*person):  # counted once let in only
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
             await say_privately(self._slack, ask, TOO_MANY_REQUESTS.sentence)
             return
+        if not await self._budget.allow(*person):
+            log.info("request=%s surface=%s refused: user token budget", ask.request_id, ask.surface)
+            await say_privately(self._slack, ask, OUT_OF_TOKENS.sentence)
+            return
         answer_key = await self.in_flight.begin(ask, task, writer)
         handed_over = False
+        usage = Usage()  # what Claude reports, kept as it comes: an answer cut short counts it too
         timings = _Timings(started=time.perf_counter())
         shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
         try:
             async with asyncio.timeout(self._settings.request_deadline_seconds), self._turn(ask, shown):
                 timings.turn = time.perf_counter()
-                await self._write_answer(ask, writer, timings, asker_name)
+                await self._write_answer(ask, writer, timings, asker_name, usage)
         except StoppedByReader:
-            log.info("request=%s surface=%s stopped by the reader", ask.request_id, ask.surface)
+            log.info(
+                "request=%s surface=%s stopped by the reader %s",
+                ask.request_id,
+                ask.surface,
+                self._used(usage),
+            )
         except asyncio.CancelledError as exc:
-            log.info("request=%s surface=%s cancelled (%s)", ask.request_id, ask.surface, exc.args or "stop")
+            log.info(
+                "request=%s surface=%s cancelled (%s) %s",
+                ask.request_id,
+                ask.surface,
+                exc.args or "stop",
+                self._used(usage),
+            )
             if SHUTDOWN in exc.args:
                 handed_over = self.state.shared and ask.surface in RESUMABLE
                 await writer.interrupt(HANDED_OVER if handed_over else RESTARTING)
@@ -163,17 +198,26 @@ class Pipeline:
                 await writer.interrupt(STOPPED)
             raise
         except TimeoutError:
-            log.warning("request=%s surface=%s passed its deadline", ask.request_id, ask.surface)
+            log.warning(
+                "request=%s surface=%s passed its deadline %s", ask.request_id, ask.surface, self._used(usage)
+            )
             await writer.interrupt(TOOK_TOO_LONG)
         except VisibleError as exc:  # Slack or Claude failed: the asker is told in the error's own words
-            log.warning("request=%s surface=%s failed: %s", ask.request_id, ask.surface, exc)
+            log.warning(
+                "request=%s surface=%s failed: %s %s", ask.request_id, ask.surface, exc, self._used(usage)
+            )
             await writer.interrupt(exc)
         except Exception as exc:  # never a traceback in Slack; only the class and frames in the log
             log.error(
-                "request=%s surface=%s failed: %s", ask.request_id, ask.surface, describe_exception(exc)
+                "request=%s surface=%s failed: %s %s",
+                ask.request_id,
+                ask.surface,
+                describe_exception(exc),
+                self._used(usage),
             )
             await writer.interrupt(exc)
         finally:
+            await self._budget.spend(*person, usage.total)
             await shown  # a quick failure must not clear progress before it was shown
             await clear_progress(self._slack, ask.progress)
             await self.in_flight.end(answer_key, hand_over=handed_over)
@@ -190,7 +234,7 @@ class Pipeline:
             yield
 
     async def _write_answer(
-        self, ask: Ask, writer: ReplyWriter, timings: _Timings, asker_name: str | None
+        self, ask: Ask, writer: ReplyWriter, timings: _Timings, asker_name: str | None, usage: Usage
     ) -> None:
         prompt = await self._prompt_for(ask, asker_name)
         timings.read = time.perf_counter()
@@ -203,25 +247,47 @@ class Pipeline:
             user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
             on_text=writer.append,
             limits=self._turns,
+            usage=usage,
         )
         await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
         now = time.perf_counter()
         log.info(
-            "request=%s surface=%s answered messages=%d omitted=%d turns=%d input_tokens=%d output_tokens=%d "
+            "request=%s surface=%s answered messages=%d omitted=%d turns=%d %s "
             "answer_chars=%d posts=%d stop=%s wait_ms=%.0f read_ms=%.0f total_ms=%.0f",
             ask.request_id,
             ask.surface,
             prompt.kept,
             prompt.omitted,
             len(prompt.messages),
-            outcome.input_tokens,
-            outcome.output_tokens,
+            self._used(outcome.usage),
             writer.chars,
             writer.posted(),
             outcome.stop_reason,
             (timings.turn - timings.started) * 1000,
             (timings.read - timings.turn) * 1000,
             (now - timings.started) * 1000,
+        )
+
+    def cost_usd(self, usage: Usage) -> float | None:
+        """The estimated cost of `usage` in USD (`bot.pricing`); None: the model's price is unknown."""
+        if self._prices is None:
+            return None
+        return self._prices.cost_usd(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            cache_ttl=self._settings.claude_cache_ttl,
+        )
+
+    def _used(self, usage: Usage) -> str:
+        """The log fields for what an answer used, finished or not."""
+        cost = self.cost_usd(usage)
+        return (
+            f"input_tokens={usage.input_tokens} output_tokens={usage.output_tokens} "
+            f"cache_read_tokens={usage.cache_read_tokens} cache_write_tokens={usage.cache_write_tokens} "
+            f"cost_usd={'unknown' if cost is None else f'{cost:.6f}'}"
         )
 
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:

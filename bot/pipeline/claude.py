@@ -76,13 +76,48 @@ class RateLimits(Protocol):
     async def pause_over(self) -> None: ...
 
 
+@dataclass(slots=True)
+class Usage:
+    """The tokens Claude reported for one request, kept up to date as the stream goes, so that an answer
+    cut short (Stop, an error, the deadline) still counts what was reported: `message_start`'s usage,
+    then `message_delta`'s, whose counts are cumulative (as the SDK's `MessageDeltaUsage` says)."""
+
+    input_tokens: int = 0  # not read from or written to the cache
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int | None = None  # of cache_write_tokens; None: not broken down by TTL
+
+    def update(self, reported: Mapping[str, Any]) -> None:
+        """Take the counts one event reports; later counts replace earlier ones, a missing one keeps it."""
+        for name, field in _USAGE_FIELDS:
+            value = reported.get(name)
+            if isinstance(value, int):
+                setattr(self, field, value)
+        breakdown = reported.get("cache_creation")
+        if isinstance(breakdown, Mapping) and isinstance(breakdown.get("ephemeral_1h_input_tokens"), int):
+            self.cache_write_1h_tokens = breakdown["ephemeral_1h_input_tokens"]
+
+    @property
+    def total(self) -> int:
+        """Every token reported: input, cache reads and writes, output (what USER_TOKENS_PER_DAY counts)."""
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+_USAGE_FIELDS = (
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("cache_read_input_tokens", "cache_read_tokens"),
+    ("cache_creation_input_tokens", "cache_write_tokens"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ClaudeOutcome:
-    """How Claude's answer ended (its text went to `on_text` as it came) and what it cost."""
+    """How Claude's answer ended (its text went to `on_text` as it came) and the tokens it used."""
 
     stop_reason: str | None
-    input_tokens: int
-    output_tokens: int
+    usage: Usage
 
 
 _BY_ERROR_TYPE: dict[str, type[ClaudeError]] = {
@@ -115,8 +150,10 @@ async def ask_claude(
     user_hash: str,
     on_text: Callable[[str], Awaitable[None]],
     limits: RateLimits | None = None,
+    usage: Usage | None = None,
 ) -> ClaudeOutcome:
-    """Stream Claude's answer, awaiting `on_text` for each piece as it is generated.
+    """Stream Claude's answer, awaiting `on_text` for each piece as it is generated; `usage`, if given, holds
+    the tokens reported so far even when this raises.
 
     The SDK sends the request (auth, retries, errors before the stream). The Anthropic API and Vertex AI
     answer with server-sent events, read here with one `json.loads` each: about a fifth of the CPU of the
@@ -126,6 +163,7 @@ async def ask_claude(
     """
     if limits is not None:
         claude = _reporting(claude, limits)
+    usage = Usage() if usage is None else usage
     model_id = claude_model_id(backend.kind, model)
     version = BODY_VERSIONS.get(backend.kind)
     extra_body = {"anthropic_version": version} if version else None
@@ -145,13 +183,13 @@ async def ask_claude(
             stream = await claude.messages.create(**request, stream=True)
             async with stream:
                 request_id = stream.response.headers.get("x-amzn-requestid")
-                outcome = await _read_events(_as_dicts(stream), on_text, request_id)
+                outcome = await _read_events(_as_dicts(stream), on_text, request_id, usage)
         else:
             async with claude.messages.with_streaming_response.create(**request, stream=True) as response:
                 request_id = response.headers.get("request-id")
-                outcome = await _read_events(_server_sent(response.iter_lines()), on_text, request_id)
+                outcome = await _read_events(_server_sent(response.iter_lines()), on_text, request_id, usage)
         if limits is not None:
-            limits.used(outcome.input_tokens, outcome.output_tokens)
+            limits.used(usage.input_tokens, usage.output_tokens)
         return outcome
     except ClaudeBusy:  # overloaded or throttled after HTTP 200: no headers, but as telling as a 529
         if limits is not None:
@@ -224,10 +262,13 @@ async def _as_dicts(
 
 
 async def _read_events(
-    events: AsyncIterator[dict[str, Any]], on_text: Callable[[str], Awaitable[None]], request_id: str | None
+    events: AsyncIterator[dict[str, Any]],
+    on_text: Callable[[str], Awaitable[None]],
+    request_id: str | None,
+    usage: Usage,
 ) -> ClaudeOutcome:
-    """The Messages API's stream events: text deltas go to `on_text`; the end gives the outcome."""
-    input_tokens = output_tokens = 0
+    """The Messages API's stream events: text deltas go to `on_text`, usage into `usage`; the end gives the
+    outcome."""
     stop_reason: str | None = None
     async for event in events:
         kind = event.get("type")
@@ -236,12 +277,12 @@ async def _read_events(
             if delta.get("type") == "text_delta" and delta.get("text"):
                 await on_text(delta["text"])
         elif kind == "message_start":
-            input_tokens = ((event.get("message") or {}).get("usage") or {}).get("input_tokens", 0)
+            usage.update((event.get("message") or {}).get("usage") or {})
         elif kind == "message_delta":
             stop_reason = (event.get("delta") or {}).get("stop_reason")
-            output_tokens = (event.get("usage") or {}).get("output_tokens", 0)
+            usage.update(event.get("usage") or {})
         elif kind == "message_stop":
-            return ClaudeOutcome(stop_reason, input_tokens, output_tokens)
+            return ClaudeOutcome(stop_reason, usage)
         elif kind == "error":  # an error after HTTP 200, such as overloaded mid-stream
             raise _classify(event, 200, request_id)
     raise ClaudeUnavailable(200, request_id)  # the stream ended without message_stop

@@ -13,7 +13,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -140,7 +140,16 @@ class FakeClaude(LoopbackServer):
         self.chunk_delay = 0.0
         self.abandoned = 0  # streams whose client hung up before the end (a reader pressed Stop, say)
         self.gate: asyncio.Event | None = None  # when set to an Event, streams wait for it to start
+        # Thinking (`think`, `lead_with`): blocks streamed before the answer's text block, as models that
+        # think send them. A set `thinking_gate` holds each thinking block before its signature.
+        self.thinking_gate: asyncio.Event | None = None
+        self.thinking_delay = 0.0  # seconds between thinking deltas
+        self.thinking_started = 0  # streams that have sent a thinking delta
+        self._leads: deque[list[dict[str, Any]]] = deque()
         self.rate_limited = 0  # requests refused with 429 because a rate limit was exhausted
+        # Usage fields added to each stream's message_start and message_delta usage, as the API reports a
+        # cached prefix: {"cache_read_input_tokens": 900, "cache_creation": {...}}; {}: none (no caching).
+        self.cache_usage: dict[str, Any] = {}
         self._buckets: dict[str, _Bucket] = {}
         self.set_rate_limits()
         self._replies: deque[tuple[str, str]] = deque()
@@ -256,6 +265,28 @@ class FakeClaude(LoopbackServer):
 
     def hang(self, times: int = 1) -> None:
         self._failures.extend(_Failure("hang") for _ in range(times))
+
+    def think(self, thinking: str, *, redacted: bool = False) -> None:
+        """The next streamed answer starts with a thinking block (or a `redacted_thinking` one, whose
+        encrypted `data` comes whole in its start event) before its text."""
+        self.lead_with(redacted_thinking() if redacted else thinking_block(thinking))
+
+    def lead_with(self, *blocks: dict[str, Any]) -> None:
+        """The next streamed answer starts with these content blocks (`thinking_block`, `redacted_thinking`,
+        `text_block`), at indexes 0, 1…, and then its own text block."""
+        self._leads.append(list(blocks))
+
+    async def wait_for_thinking(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Wait until `count` streams have begun thinking (sent a thinking delta)."""
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(
+                    self._arrived.wait_for(lambda: self.thinking_started >= count), timeout
+                )
+            except TimeoutError:
+                raise AssertionError(
+                    f"expected {count} thinking streams, got {self.thinking_started}"
+                ) from None
 
     async def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> list[ClaudeRequest]:
         """Wait until at least `count` requests arrived; returns all recorded so far."""
@@ -470,9 +501,13 @@ class FakeClaude(LoopbackServer):
                 await resp.write(_chunk_frame(data))
 
         start = _message(body, [], None, "")
+        start["usage"].update(self.cache_usage)
         await send("message_start", {"type": "message_start", "message": start})
+        index = await self._lead(send)  # thinking (and any other scripted blocks) first; 0 if none
         block = {"type": "text", "text": ""}
-        await send("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+        await send(
+            "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+        )
         await send("ping", {"type": "ping"})
         size = max(1, self.chunk_chars)
         chunks = [text[i : i + size] for i in range(0, len(text), size)]
@@ -486,7 +521,9 @@ class FakeClaude(LoopbackServer):
                 if i and self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
                 delta = {"type": "text_delta", "text": chunk}
-                await send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+                await send(
+                    "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                )
         except (ConnectionResetError, asyncio.CancelledError):  # aiohttp cancels a handler whose client left
             async with self._arrived:
                 self.abandoned += 1
@@ -502,9 +539,10 @@ class FakeClaude(LoopbackServer):
         else:
             if not bedrock:
                 self._spend_output(_tokens(text))
-            await send("content_block_stop", {"type": "content_block_stop", "index": 0})
+            await send("content_block_stop", {"type": "content_block_stop", "index": index})
             end = {"stop_reason": stop_reason, "stop_sequence": None}
-            usage = {"output_tokens": _tokens(text)}
+            counts = {k: v for k, v in self.cache_usage.items() if k != "cache_creation"}  # start only
+            usage = {"output_tokens": _tokens(text), **counts}
             await send("message_delta", {"type": "message_delta", "delta": end, "usage": usage})
             stop: dict[str, Any] = {"type": "message_stop"}
             if bedrock:
@@ -517,6 +555,61 @@ class FakeClaude(LoopbackServer):
             await send("message_stop", stop)
         await resp.write_eof()
         return resp
+
+    async def _lead(self, send: Callable[[str, dict[str, Any]], Awaitable[None]]) -> int:
+        """Stream the blocks `lead_with` scripted for this answer, each as the API does: thinking as a
+        start with empty `thinking` and `signature`, `thinking_delta`s, one `signature_delta`, a stop;
+        redacted thinking whole in its start; text as `text_delta`s. Returns the next block's index."""
+        blocks = self._leads.popleft() if self._leads else []
+        size = max(1, self.chunk_chars)
+
+        async def delta(index: int, delta: dict[str, Any]) -> None:
+            await send("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+        try:
+            for index, block in enumerate(blocks):
+                kind = block["type"]
+                field = "thinking" if kind == "thinking" else "text"
+                shell = {**block, "thinking": "", "signature": ""} if kind == "thinking" else dict(block)
+                if kind == "text":
+                    shell["text"] = ""
+                start = {"type": "content_block_start", "index": index, "content_block": shell}
+                await send("content_block_start", start)
+                whole = "" if kind == "redacted_thinking" else block[field]  # redacted: all in the start
+                for i in range(0, len(whole), size):
+                    if i and kind == "thinking" and self.thinking_delay:
+                        await asyncio.sleep(self.thinking_delay)
+                    await delta(index, {"type": f"{field}_delta", field: whole[i : i + size]})
+                    if kind == "thinking" and not i:
+                        async with self._arrived:
+                            self.thinking_started += 1
+                            self._arrived.notify_all()
+                if kind == "thinking":
+                    if self.thinking_gate is not None:
+                        await self.thinking_gate.wait()
+                    await delta(index, {"type": "signature_delta", "signature": block["signature"]})
+                await send("content_block_stop", {"type": "content_block_stop", "index": index})
+        except (ConnectionResetError, asyncio.CancelledError):  # the client left while Claude was thinking
+            async with self._arrived:
+                self.abandoned += 1
+                self._arrived.notify_all()
+            raise
+        return len(blocks)
+
+
+def thinking_block(thinking: str) -> dict[str, Any]:
+    """A thinking block as the API sends it (anthropic.types.ThinkingBlock), its signature opaque."""
+    signature = base64.b64encode(uuid.uuid4().bytes * 4).decode()
+    return {"type": "thinking", "thinking": thinking, "signature": signature}
+
+
+def redacted_thinking() -> dict[str, Any]:
+    """A redacted thinking block (anthropic.types.RedactedThinkingBlock): encrypted, nothing readable."""
+    return {"type": "redacted_thinking", "data": base64.b64encode(uuid.uuid4().bytes * 8).decode()}
+
+
+def text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
 
 
 def _id(prefix: str) -> str:
