@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -86,7 +87,7 @@ def build_app(
     # Before direct_message: it takes the DM's threads.
     assistant.register(app, pipeline, pipeline.stop, assistant.ViewedChannels(state, keys))
     direct_message.register(app, pipeline)
-    slash_command.register(app, pipeline, settings.slash_command, policy_summary(settings))
+    slash_command.register(app, pipeline, settings.slash_command, functools.partial(policy_summary, settings))
     shortcuts.register(app, pipeline)
     # Acknowledge any other event, so Slack does not redeliver what we do not handle.
     app.event(re.compile(".*"))(_acknowledge_only)

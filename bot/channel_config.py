@@ -55,6 +55,10 @@ class ChannelConfig:
     default: ChannelInstructions | None = None
     channels: dict[str, ChannelInstructions] = field(default_factory=dict)
 
+    def models(self) -> set[str]:
+        """The models the entries name."""
+        return {e.model for e in [self.default, *self.channels.values()] if e is not None and e.model}
+
     def for_channel(self, channel_id: str | None) -> ChannelInstructions | None:
         """A channel's own entry replaces `default` for that channel."""
         if channel_id is not None and channel_id in self.channels:

@@ -18,8 +18,9 @@ PERSONAL_DATA_NAMES = {
 }
 
 
-def policy_summary(settings: Settings) -> str:
-    """Slack mrkdwn, for anyone who asks: the same text for every user."""
+def policy_summary(settings: Settings, channel_id: str | None = None) -> str:
+    """Slack mrkdwn, for anyone who asks: the same text for every user of a channel (`channel_id`, where
+    the command was run, names the operators' instructions there)."""
     kept = _kept(settings)
     return "\n".join(
         [
@@ -28,6 +29,7 @@ def policy_summary(settings: Settings) -> str:
             f"• *Removed first:* {_redaction(settings.outbound)}",
             f"• *Files and images:* {_files(settings.outbound)}",
             f"• *Where it goes:* {describe_backend(settings)}",
+            *_instructions_here(settings, channel_id),
             *_retained_models(settings),
             "• *What this app keeps:* nothing of what you write. No database, no transcripts, no message "
             "text in its logs (only ids, counts and timings). Between requests only ids, flags and counts "
@@ -58,6 +60,7 @@ REDIS_KEYS = (
     RedisKey(
         "person:", "a person's workspace and org ids, guest and deactivated flags", lambda _: "5 min", True
     ),
+    RedisKey("tokens:", "a person's token count today (USER_TOKENS_PER_DAY)", lambda _: "until midnight UTC"),
     RedisKey("viewed:", "the channel id viewed beside an assistant thread", lambda _: "1 day"),
     RedisKey("stop:", "a Stop", lambda _: "1 min"),
     RedisKey(
@@ -81,6 +84,17 @@ REDIS_KEYS = (
 REDIS_KEY_PREFIXES = tuple(key.prefix for key in REDIS_KEYS)
 
 
+def _instructions_here(settings: Settings, channel_id: str | None) -> list[str]:
+    entry = settings.channel_config.for_channel(channel_id)
+    if entry is None:
+        return []
+    model = f" (model `{entry.model}`)" if entry.model else ""
+    return [
+        f"• *Instructions here:* `{entry.name}`, set by this app's operators{model}. They are configuration, "
+        "sent to Claude with every question here; nothing you write is added to them."
+    ]
+
+
 def _retained_models(settings: Settings) -> list[str]:
     """Models Anthropic keeps conversations for (only with ALLOW_RETAINED_MODELS=on; bot.models)."""
     lines = []
@@ -100,7 +114,8 @@ def _kept(settings: Settings) -> list[str]:
     if settings.redis_url is None:
         return [
             "in this process's memory: recent event ids (an hour), who may ask (five minutes), requests per "
-            "person (a minute), the channel you view beside an assistant thread (a day), answers being "
+            "person (a minute), tokens used per person today (until midnight UTC, with "
+            "USER_TOKENS_PER_DAY), the channel you view beside an assistant thread (a day), answers being "
             "written (until they end)."
         ]
     keys = " · ".join(f"`{key.prefix}<hash>` {key.holds}, {key.ttl(settings)}" for key in REDIS_KEYS)

@@ -3,10 +3,14 @@ and the key or line, and never quotes the instructions."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from bot.channel_config import MAX_INSTRUCTIONS_CHARS, ChannelConfig
 from bot.config import ConfigError, Settings
+from bot.pipeline.answer import CHANNEL_INSTRUCTIONS
+from tests.conftest import ALICE, CHANNEL, mention, running_bot, said
 from tests.test_config import BASE, run_bot
 
 CANARY = "CANARY-instructions-7f3a"  # stands for the operator's words: in no error, no repr
@@ -165,3 +169,55 @@ def test_the_bot_exits_with_exactly_one_line_for_a_bad_file(tmp_path):
         "entries are for channels (C… or G…), DMs get [default]\n"
     )
     assert result.stdout == ""
+
+
+# End to end: the channel's instructions reach Claude, its model answers, and only the name is logged.
+
+SUPPORT_CHANNEL = "C0SUPPORT1"
+
+
+@pytest.fixture
+async def configured_bot(slack, claude, tmp_path):
+    path = tmp_path / "channels.toml"
+    path.write_text(
+        f'[default]\ninstructions = "Answer briefly."\n'
+        f'[channels.{SUPPORT_CHANNEL}]\nname = "support"\n'
+        f'instructions = "You help the support team. {CANARY}"\nmodel = "claude-haiku-5-5"\n'
+    )
+    async with running_bot(slack, claude, {"CHANNEL_CONFIG": str(path)}) as running:
+        yield running
+
+
+async def ask(bot, channel: str, ts: str) -> dict:
+    bot.slack.add_history(channel, [said(ALICE, "<@U0BOT> how do I reset it?", ts)])
+    await bot.send_event(mention("<@U0BOT> how do I reset it?", ts=ts, channel=channel))
+    [*_, request] = await bot.claude.wait_for_requests(len(bot.claude.requests) + 1)
+    await bot.finished(count=len(bot.claude.requests))
+    return request.body
+
+
+async def test_a_channels_instructions_and_model_are_used_there_and_only_its_name_is_logged(
+    configured_bot, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="bot")  # our own lines (bot.logs holds third-party ones back)
+    support = await ask(configured_bot, SUPPORT_CHANNEL, "40.000001")
+    again = await ask(configured_bot, SUPPORT_CHANNEL, "41.000001")
+    elsewhere = await ask(configured_bot, CHANNEL, "42.000001")
+
+    assert support["system"].endswith(CHANNEL_INSTRUCTIONS + f"You help the support team. {CANARY}")
+    assert support["system"] == again["system"]  # byte for byte: a cacheable prefix
+    assert support["model"] == "claude-haiku-5-5"
+    assert elsewhere["system"].endswith(CHANNEL_INSTRUCTIONS + "Answer briefly.")
+    assert elsewhere["model"] == configured_bot.settings.claude_model
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "instructions=support" in logged and "model=claude-haiku-5-5" in logged
+    assert "instructions=default" in logged
+    assert CANARY not in logged
+
+
+async def test_claude_policy_names_the_instructions_of_the_channel_it_is_run_in(configured_bot):
+    here = await configured_bot.send_command("policy", channel_id=SUPPORT_CHANNEL)
+    assert "*Instructions here:* `support`" in here["payload"]["text"]
+    assert "claude-haiku-5-5" in here["payload"]["text"] and CANARY not in here["payload"]["text"]
+    elsewhere = await configured_bot.send_command("policy", channel_id=CHANNEL)
+    assert "*Instructions here:* `default`" in elsewhere["payload"]["text"]

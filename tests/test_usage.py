@@ -119,7 +119,7 @@ async def test_a_model_without_a_price_is_logged_at_an_unknown_cost_not_zero(bot
     [fields] = answered_fields(caplog)
     assert int(fields[0]) > 0 and fields[4] == "unknown"
     [warning] = [r.getMessage() for r in caplog.get_records("setup") if "has no price" in r.getMessage()]
-    assert "CLAUDE_MODEL=claude-sonnet-4-6" in warning and "CLAUDE_PRICES" in warning
+    assert "model claude-sonnet-4-6 has no price" in warning and "CLAUDE_PRICES" in warning
 
 
 async def test_a_failed_answer_logs_and_counts_the_tokens_claude_reported(bot, caplog):

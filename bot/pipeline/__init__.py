@@ -38,27 +38,27 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
    Messages request itself (images, PDFs and text files; never the Files API). Each counts by a rough
    estimate; one that does not fit is left out, and Claude is told in one line how many were and why,
    never their names.
-10. Nothing is kept. Content lives in the request's local variables and is gone when the answer is
-    done: no database, no files, no cache of content, no message or answer text in any log line at any
-    level (`bot.logs`); logs carry ids, counts, sizes and timings. Between requests the bot keeps ids,
-    flags, counts and times only, each with a time limit, and this is all of it. In `bot.state` (this
-    process's memory, or with REDIS_URL one Redis shared by every process, which needs no persistence:
+10. Nothing is kept. Content lives in the request's local variables and is gone when the answer is done: no
+    database, no files, no cache of content, no message or answer text in any log line at any level
+    (`bot.logs`); logs carry ids, counts, sizes and timings. Between requests the bot keeps ids, flags, counts
+    and times only, each with a time limit, and this is all of it. In `bot.state` (this process's memory, or
+    with REDIS_URL one Redis shared by every process, which needs no persistence:
     `--save "" --appendonly no`), each under the key named, where `<hash>` is a keyed hash of the ids
     (`bot.state.StateKeys`) and `bot.policy.REDIS_KEYS` is the list `/claude policy` shows:
-    `dedupe:event:<hash>` Slack event ids (an hour) and, in HTTP mode, `dedupe:interaction:<hash>`
-    interaction trigger ids (15 minutes), so each is answered once (`bot.guards`); `rate:<hash>` each
-    person's request count (a minute; `bot.limits`); `person:<hash>` each recent asker's team and org
-    ids and guest and deactivated flags (five minutes; `bot.pipeline.access`); `viewed:<hash>` the
-    channel id an agent thread's user is viewing (while Slack's context says so, at most a day;
-    `bot.surfaces.assistant`); and for answers being written (`bot.pipeline.inflight`), `stop:<hash>` a
-    Stop for a thread (a minute), `answer:<hash>` where the question and the answer are (workspace,
-    channel and message ids, no person's id; the request deadline plus one lease), `lease:<hash>` which
-    process writes it (ANSWER_LEASE_SECONDS, renewed), `takeover:<hash>` one process's right to
-    answer it again after its writer died, and `answers:<hash>` the set of those answers' hashes (each
-    as long as its `answer:` key). In this process only: the answers it is writing, until they
-    end (so that Stop can cancel them); the bot's own team and org ids from auth.test (while the process
-    runs; `bot.pipeline.access`); and when display-name lookups may resume after Slack rate-limited one
-    (a minute; `bot.pipeline.context`).
+    `dedupe:event:<hash>` Slack event ids (an hour) and, in HTTP mode, `dedupe:interaction:<hash>` interaction
+    trigger ids (15 minutes), so each is answered once (`bot.guards`); `rate:<hash>` each person's request
+    count (a minute; `bot.limits`); with USER_TOKENS_PER_DAY, `tokens:<hash>` each person's token count for
+    the day (until midnight UTC; `bot.limits`); `person:<hash>` each recent asker's team and org ids and guest
+    and deactivated flags (five minutes; `bot.pipeline.access`); `viewed:<hash>` the channel id an agent
+    thread's user is viewing (while Slack's context says so, at most a day; `bot.surfaces.assistant`); and for
+    answers being written (`bot.pipeline.inflight`), `stop:<hash>` a Stop for a thread (a minute),
+    `answer:<hash>` where the question and the answer are (workspace, channel and message ids, no person's id;
+    the request deadline plus one lease), `lease:<hash>` which process writes it (ANSWER_LEASE_SECONDS,
+    renewed), `takeover:<hash>` one process's right to answer it again after its writer died, and
+    `answers:<hash>` the set of those answers' hashes (each as long as its `answer:` key). In this process
+    only: the answers it is writing, until they end (so that Stop can cancel them); the bot's own team and org
+    ids from auth.test (while the process runs; `bot.pipeline.access`); and when display-name lookups may
+    resume after Slack rate-limited one (a minute; `bot.pipeline.context`).
 11. Library caches count as memory. aiohttp parses every URL through yarl, whose module-level caches
     (like `urllib.parse`'s) would keep a file's `url_private` (which names the file) and a command's
     `response_url` (which can post to the asker for 30 minutes): `bot.pipeline.url_caches` empties them

@@ -57,6 +57,7 @@ REDACTION_NOTE = (
     "\n\nSecrets and some personal data were replaced before you saw them by placeholders such as "
     "[email 1] or [slack token 1]; the same value has the same placeholder. Refer to them as they are."
 )
+CHANNEL_INSTRUCTIONS = "\n\nInstructions from this workspace's administrators for this conversation:\n"
 SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
 
 
@@ -92,12 +93,15 @@ class Pipeline:
         self._names = NameLookups()
         self._rate_limit = UserRateLimit(self.state, self.keys, settings.user_requests_per_minute)
         self._budget = UserTokenBudget(self.state, self.keys, settings.user_tokens_per_day)
-        self._prices = prices_for(settings.claude_model, settings.claude_prices)
-        if self._prices is None:
+        self._prices = {  # CLAUDE_PRICES is for CLAUDE_MODEL; a channel's own model has the table's
+            model: prices_for(model, settings.claude_prices if model == settings.claude_model else None)
+            for model in {settings.claude_model, *settings.channel_config.models()}
+        }
+        for model in sorted(m for m, prices in self._prices.items() if prices is None):
             log.warning(
-                "CLAUDE_MODEL=%s has no price in bot.pricing: answers' cost is logged as unknown; "
-                "CLAUDE_PRICES can give it",
-                settings.claude_model,
+                "model %s has no price in bot.pricing: answers' cost is logged as unknown; "
+                "CLAUDE_PRICES can give CLAUDE_MODEL's",
+                model,
             )
         self._access = AccessCheck(settings.access, slack, self.state, self.keys)
         self.in_flight = InFlight(
@@ -169,7 +173,8 @@ class Pipeline:
             return
         answer_key = await self.in_flight.begin(ask, task, writer)
         handed_over = False
-        usage = Usage()  # what Claude reports, kept as it comes: an answer cut short counts it too
+        # What Claude reports, kept as it comes: an answer cut short counts it too.
+        usage = Usage(self._model_for(ask))
         timings = _Timings(started=time.perf_counter())
         shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
         try:
@@ -242,7 +247,7 @@ class Pipeline:
             self._claude,
             prompt,
             backend=self._settings.backend,
-            model=self._settings.claude_model,
+            model=usage.model,
             max_tokens=self._settings.claude_max_tokens,
             user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
             on_text=writer.append,
@@ -252,10 +257,11 @@ class Pipeline:
         await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
         now = time.perf_counter()
         log.info(
-            "request=%s surface=%s answered messages=%d omitted=%d turns=%d %s "
+            "request=%s surface=%s answered instructions=%s messages=%d omitted=%d turns=%d %s "
             "answer_chars=%d posts=%d stop=%s wait_ms=%.0f read_ms=%.0f total_ms=%.0f",
             ask.request_id,
             ask.surface,
+            self._instructions_name(ask),
             prompt.kept,
             prompt.omitted,
             len(prompt.messages),
@@ -270,9 +276,10 @@ class Pipeline:
 
     def cost_usd(self, usage: Usage) -> float | None:
         """The estimated cost of `usage` in USD (`bot.pricing`); None: the model's price is unknown."""
-        if self._prices is None:
+        prices = self._prices.get(usage.model)
+        if prices is None:
             return None
-        return self._prices.cost_usd(
+        return prices.cost_usd(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cache_read_tokens,
@@ -287,8 +294,17 @@ class Pipeline:
         return (
             f"input_tokens={usage.input_tokens} output_tokens={usage.output_tokens} "
             f"cache_read_tokens={usage.cache_read_tokens} cache_write_tokens={usage.cache_write_tokens} "
-            f"cost_usd={'unknown' if cost is None else f'{cost:.6f}'}"
+            f"cost_usd={'unknown' if cost is None else f'{cost:.6f}'} model={usage.model}"
         )
+
+    def _instructions_name(self, ask: Ask) -> str:
+        """The name of the operators' instructions here (CHANNEL_CONFIG), never their text."""
+        entry = self._settings.channel_config.for_channel(ask.origin.channel_id)
+        return "-" if entry is None else entry.name
+
+    def _model_for(self, ask: Ask) -> str:
+        entry = self._settings.channel_config.for_channel(ask.origin.channel_id)
+        return entry.model if entry is not None and entry.model else self._settings.claude_model
 
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
         """Read what the Ask names, no further back than the budget goes, and build Claude's input from it."""
@@ -320,7 +336,7 @@ class Pipeline:
             conversation,
             bot=ask.bot,
             names=names,
-            system=settings.system_prompt + (REDACTION_NOTE if outbound.redacts else ""),
+            system=self._system_prompt(ask),
             budget_tokens=settings.context_budget_tokens,
             viewed=viewed,
             redact=redactor,
@@ -330,6 +346,16 @@ class Pipeline:
         if redactor.counts:
             log.info("request=%s redacted %s", ask.request_id, redactor.counts)
         return prompt
+
+    def _system_prompt(self, ask: Ask) -> str:
+        """The same bytes for every question in one conversation (prompt caching): the prompt, the
+        redaction note, then the operators' instructions for this channel, under a fixed header."""
+        settings = self._settings
+        system = settings.system_prompt + (REDACTION_NOTE if settings.outbound.redacts else "")
+        entry = settings.channel_config.for_channel(ask.origin.channel_id)
+        if entry is not None:
+            system += CHANNEL_INSTRUCTIONS + entry.instructions
+        return system
 
     async def _read_viewed_channel(self, ask: Ask) -> list[SlackMessage]:
         """The channel the user is viewing is read only when the question is plainly about it, and only

@@ -82,6 +82,7 @@ class Usage:
     cut short (Stop, an error, the deadline) still counts what was reported: `message_start`'s usage,
     then `message_delta`'s, whose counts are cumulative (as the SDK's `MessageDeltaUsage` says)."""
 
+    model: str  # the model asked (CLAUDE_MODEL, or the channel's own)
     input_tokens: int = 0  # not read from or written to the cache
     output_tokens: int = 0
     cache_read_tokens: int = 0
@@ -163,7 +164,7 @@ async def ask_claude(
     """
     if limits is not None:
         claude = _reporting(claude, limits)
-    usage = Usage() if usage is None else usage
+    usage = Usage(model) if usage is None else usage
     model_id = claude_model_id(backend.kind, model)
     version = BODY_VERSIONS.get(backend.kind)
     extra_body = {"anthropic_version": version} if version else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -44,13 +44,15 @@ def to_ask(command: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
     )
 
 
-def register(app: AsyncApp, answer: Answer, command_name: str, policy: str) -> None:
-    """`policy` is what `<command> policy` shows: what is sent, kept and to whom."""
+def register(app: AsyncApp, answer: Answer, command_name: str, policy: Callable[[str | None], str]) -> None:
+    """`policy(channel_id)` is what `<command> policy` shows there: what is sent, kept and to whom."""
 
     @app.command(command_name)
     async def on_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
         if str(command.get("text") or "").strip().lower() in POLICY_WORDS:
-            await ack(text=policy)  # anyone may read it: nothing is read or sent
+            channel = command.get("channel_id")
+            # Anyone may read it: nothing is read or sent.
+            await ack(text=policy(channel if isinstance(channel, str) else None))
             return
         ask = to_ask(command, BotIdentity(context.bot_user_id, context.bot_id))
         if ask is None:
