@@ -224,8 +224,10 @@ class AckFirstSocketModeHandler(AsyncSocketModeHandler):
     are acked empty when Bolt has none (no listener of ours takes them, or their payload broke one)."""
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        arrived = time.perf_counter()
         if req.type == "events_api":
             await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            metrics.acked("socket_mode", time.perf_counter() - arrived)
             # Let the envelopes that arrived with this one be acked before dispatching it.
             await asyncio.sleep(0)
             await run_async_bolt_app(self.app, req)
@@ -237,6 +239,7 @@ class AckFirstSocketModeHandler(AsyncSocketModeHandler):
             log.debug("envelope type=%s unreadable (%s)", req.type, exc.__class__.__name__)
             response = BoltResponse(status=200, body="")
         await send_async_response(client, req, guards.always_acknowledged(response), started)
+        metrics.acked("socket_mode", time.perf_counter() - arrived)
 
 
 async def _serve_socket_mode(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.backends import ClaudeClient
 from bot.config import Settings
 from bot.limits import UserRateLimit, UserTokenBudget
@@ -22,7 +23,7 @@ from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, Privately, SlackMessage
 from bot.pipeline.capacity import ClaudeCapacity
-from bot.pipeline.claude import Usage, ask_claude, opaque_user_id
+from bot.pipeline.claude import ClaudeError, Usage, ask_claude, opaque_user_id
 from bot.pipeline.context import (
     ContextUnavailable,
     NameLookups,
@@ -149,26 +150,31 @@ class Pipeline:
     async def _answer(self, ask: Ask, task: asyncio.Task[None]) -> None:
         preface = _quote(ask.message.text) + "\n\n" if isinstance(ask.reply_to, Privately) else ""
         writer = open_writer(self._slack, ask, preface)
+        meter = metrics.RequestMeter(ask.surface)
         if not self._accepting:  # stopping: another replica answers it, if there is one to hand it to
             if self.state.shared and ask.surface in RESUMABLE:
                 await self.in_flight.end(await self.in_flight.begin(ask, task, writer), hand_over=True)
             else:
                 await writer.interrupt(RESTARTING)
+            meter.ended("interrupted")
             return
         try:  # who may ask is decided before anything is read or shown
             self._access.check_ids(ask)
             asker_name = await self._access.check_person(ask)
         except Refused as refusal:
             log.info("request=%s surface=%s refused: %s", ask.request_id, ask.surface, type(refusal).__name__)
+            meter.refused(refusal)
             await say_privately(self._slack, ask, refusal.sentence)
             return
         person = (ask.origin.team_id or "", ask.origin.user_id)
         if not await self._rate_limit.allow(*person):  # counted once let in only
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
+            meter.refused("rate_limit")
             await say_privately(self._slack, ask, TOO_MANY_REQUESTS.sentence)
             return
         if not await self._budget.allow(*person):
             log.info("request=%s surface=%s refused: user token budget", ask.request_id, ask.surface)
+            meter.refused("token_budget")
             await say_privately(self._slack, ask, OUT_OF_TOKENS.sentence)
             return
         answer_key = await self.in_flight.begin(ask, task, writer)
@@ -180,8 +186,9 @@ class Pipeline:
         try:
             async with asyncio.timeout(self._settings.request_deadline_seconds), self._turn(ask, shown):
                 timings.turn = time.perf_counter()
-                await self._write_answer(ask, writer, timings, asker_name, usage)
+                await self._write_answer(ask, writer, timings, asker_name, usage, meter)
         except StoppedByReader:
+            meter.ended("stopped")
             log.info(
                 "request=%s surface=%s stopped by the reader %s",
                 ask.request_id,
@@ -189,6 +196,7 @@ class Pipeline:
                 self._used(usage),
             )
         except asyncio.CancelledError as exc:
+            meter.ended("interrupted" if SHUTDOWN in exc.args or LOST in exc.args else "stopped")
             log.info(
                 "request=%s surface=%s cancelled (%s) %s",
                 ask.request_id,
@@ -203,16 +211,21 @@ class Pipeline:
                 await writer.interrupt(STOPPED)
             raise
         except TimeoutError:
+            meter.ended("timed_out")
             log.warning(
                 "request=%s surface=%s passed its deadline %s", ask.request_id, ask.surface, self._used(usage)
             )
             await writer.interrupt(TOOK_TOO_LONG)
         except VisibleError as exc:  # Slack or Claude failed: the asker is told in the error's own words
+            meter.failed(exc)
+            if isinstance(exc, ClaudeError):
+                metrics.claude_failed(exc)
             log.warning(
                 "request=%s surface=%s failed: %s %s", ask.request_id, ask.surface, exc, self._used(usage)
             )
             await writer.interrupt(exc)
         except Exception as exc:  # never a traceback in Slack; only the class and frames in the log
+            meter.failed(exc)
             log.error(
                 "request=%s surface=%s failed: %s %s",
                 ask.request_id,
@@ -222,6 +235,13 @@ class Pipeline:
             )
             await writer.interrupt(exc)
         finally:
+            metrics.used_tokens(
+                input=usage.input_tokens,
+                output=usage.output_tokens,
+                cache_read=usage.cache_read_tokens,
+                cache_write=usage.cache_write_tokens,
+                cost_usd=self.cost_usd(usage) or 0.0,
+            )
             await self._budget.spend(*person, usage.total)
             await shown  # a quick failure must not clear progress before it was shown
             await clear_progress(self._slack, ask.progress)
@@ -239,7 +259,13 @@ class Pipeline:
             yield
 
     async def _write_answer(
-        self, ask: Ask, writer: ReplyWriter, timings: _Timings, asker_name: str | None, usage: Usage
+        self,
+        ask: Ask,
+        writer: ReplyWriter,
+        timings: _Timings,
+        asker_name: str | None,
+        usage: Usage,
+        meter: metrics.RequestMeter,
     ) -> None:
         prompt = await self._prompt_for(ask, asker_name)
         timings.read = time.perf_counter()
@@ -250,11 +276,12 @@ class Pipeline:
             model=usage.model,
             max_tokens=self._settings.claude_max_tokens,
             user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
-            on_text=writer.append,
+            on_text=meter.on_text(writer.append),
             limits=self._turns,
             usage=usage,
         )
         await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
+        meter.answered()
         now = time.perf_counter()
         log.info(
             "request=%s surface=%s answered instructions=%s messages=%d omitted=%d turns=%d %s "
