@@ -22,8 +22,9 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -58,6 +59,17 @@ _ADD = (
     "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) "
     "if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return v"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One change in `State.write_all`: put (value, ttl), delete, enlist (member in value, ttl), delist
+    (member in value) or release (owner in value)."""
+
+    kind: Literal["put", "delete", "enlist", "delist", "release"]
+    key: str
+    value: str = ""
+    ttl: float = 0.0
 
 
 class State(ABC):
@@ -104,6 +116,21 @@ class State(ABC):
     @abstractmethod
     async def members(self, index: str) -> list[str]:
         """The set's members that have not expired."""
+
+    async def write_all(self, writes: Sequence[Write]) -> None:
+        """All of `writes`, in order; in Redis at once, in one round trip."""
+        for write in writes:
+            match write.kind:
+                case "put":
+                    await self.put(write.key, write.value, write.ttl)
+                case "delete":
+                    await self.delete(write.key)
+                case "enlist":
+                    await self.enlist(write.key, write.value, write.ttl)
+                case "delist":
+                    await self.delist(write.key, write.value)
+                case "release":
+                    await self.release(write.key, write.value)
 
     async def close(self) -> None:
         return None
@@ -195,6 +222,10 @@ class RedisState(State):
             decode_responses=True,
         )
         self._local = MemoryState()
+        # EVALSHA: each call sends the script's digest, not its text.
+        self._renew, self._release, self._add, self._enlist, self._members = (
+            self._redis.register_script(script) for script in (_RENEW, _RELEASE, _ADD, _ENLIST, _MEMBERS)
+        )
         self._down_since: float | None = None
         self._last_try = float("-inf")
 
@@ -230,19 +261,19 @@ class RedisState(State):
 
     async def renew(self, key: str, owner: str, ttl: float) -> bool:
         async def shared() -> bool:
-            return bool(await self._redis.eval(_RENEW, 1, key, owner, _ms(ttl)))
+            return bool(await self._renew(keys=[key], args=[owner, _ms(ttl)]))
 
         return await self._either(shared, lambda: self._local.renew(key, owner, ttl))
 
     async def release(self, key: str, owner: str) -> None:
         async def shared() -> None:
-            await self._redis.eval(_RELEASE, 1, key, owner)
+            await self._release(keys=[key], args=[owner])
 
         await self._either(shared, lambda: self._local.release(key, owner))
 
     async def add(self, key: str, amount: int, ttl: float) -> int:
         async def shared() -> int:
-            return int(await self._redis.eval(_ADD, 1, key, amount, _ms(ttl)))
+            return int(await self._add(keys=[key], args=[amount, _ms(ttl)]))
 
         return await self._either(shared, lambda: self._local.add(key, amount, ttl))
 
@@ -273,7 +304,7 @@ class RedisState(State):
 
     async def enlist(self, index: str, member: str, ttl: float) -> None:
         async def shared() -> None:
-            await self._redis.eval(_ENLIST, 1, index, member, _ms(ttl))
+            await self._enlist(keys=[index], args=[member, _ms(ttl)])
 
         await self._either(shared, lambda: self._local.enlist(index, member, ttl))
 
@@ -285,9 +316,30 @@ class RedisState(State):
 
     async def members(self, index: str) -> list[str]:
         async def shared() -> list[str]:
-            return [str(m) for m in await self._redis.eval(_MEMBERS, 1, index)]
+            return [str(m) for m in await self._members(keys=[index])]
 
         return await self._either(shared, lambda: self._local.members(index))
+
+    async def write_all(self, writes: Sequence[Write]) -> None:
+        async def shared() -> None:
+            async with self._redis.pipeline(transaction=True) as batch:
+                for write in writes:
+                    match write.kind:
+                        case "put":
+                            batch.set(write.key, write.value, px=_ms(write.ttl))
+                        case "delete":
+                            batch.delete(write.key)
+                        case "enlist":
+                            await self._enlist(
+                                keys=[write.key], args=[write.value, _ms(write.ttl)], client=batch
+                            )
+                        case "delist":
+                            batch.zrem(write.key, write.value)
+                        case "release":
+                            await self._release(keys=[write.key], args=[write.value], client=batch)
+                await batch.execute()
+
+        await self._either(shared, lambda: self._local.write_all(writes))
 
     async def close(self) -> None:
         await self._redis.aclose()

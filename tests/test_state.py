@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from bot.state import MemoryState, RedisState, State, StateKeys
+from bot.state import MemoryState, RedisState, State, StateKeys, Write
 from tests.redis_server import RedisServer
 
 
@@ -143,3 +143,20 @@ async def test_redis_lost_while_running_falls_back_warns_once_and_recovers(
     finally:
         await shared.close()
         server.stop()
+
+
+async def test_several_writes_land_together(state: State) -> None:
+    await state.put("stop:t", "1", 5)
+    assert await state.claim("lease:a", 5, owner="replica-1")
+    await state.write_all(
+        [
+            Write("delete", "stop:t"),
+            Write("put", "answer:a", "{}", 5),
+            Write("enlist", "answers:x", "a", 5),
+            Write("release", "lease:a", "replica-2"),  # not theirs: kept
+        ]
+    )
+    assert await state.get_many(["stop:t", "answer:a", "lease:a"]) == [None, "{}", "replica-1"]
+    assert await state.members("answers:x") == ["a"]
+    await state.write_all([Write("delist", "answers:x", "a"), Write("release", "lease:a", "replica-1")])
+    assert await state.members("answers:x") == [] and await state.get("lease:a") is None

@@ -29,7 +29,7 @@ from typing import Any
 
 from bot.pipeline.ask import Ask, InConversation
 from bot.pipeline.reply import ReplyWriter
-from bot.state import State, StateKeys
+from bot.state import State, StateKeys, Write
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,17 @@ class InFlight:
             channel, thread_ts = ask.reply_to.channel, ask.reply_to.thread_ts
             if thread_ts is not None:
                 stop_key = self._stop_key(channel, thread_ts)
-                await self._state.delete(stop_key)  # a Stop pressed before this question is not for it
             if ask.surface in RESUMABLE:
                 claim = Claim(ask.surface, channel, ask.message.ts, _thread_of(ask), ask.origin.team_id)
         self._writing[key] = _Writing(key, task, writer, claim, stop_key)
+        writes = [] if stop_key is None else [Write("delete", stop_key)]  # an earlier Stop is not for it
         if claim is not None:  # the lease first, so that no sweep sees the claim unheld
-            await self._state.put(f"lease:{key}", self.replica, self._lease)
-            await self._state.put(f"answer:{key}", claim.dumps(), self._claim_ttl)
-            await self._state.enlist(self._answers, key, self._claim_ttl)
+            writes += [
+                Write("put", f"lease:{key}", self.replica, self._lease),
+                Write("put", f"answer:{key}", claim.dumps(), self._claim_ttl),
+                Write("enlist", self._answers, key, self._claim_ttl),
+            ]
+        await self._state.write_all(writes)
         return key
 
     async def end(self, key: str, *, hand_over: bool = False) -> None:
@@ -116,13 +119,14 @@ class InFlight:
         if writing is None or writing.claim is None:
             return
         if hand_over:  # already marked as cut off: the next replica answers again at once
-            await self._state.put(
-                f"answer:{key}", replace(writing.claim, reply_ts=None).dumps(), self._claim_ttl
-            )
+            unmarked = replace(writing.claim, reply_ts=None)
+            writes = [Write("put", f"answer:{key}", unmarked.dumps(), self._claim_ttl)]
         else:
-            await self._state.delete(f"answer:{key}")
-            await self._state.delist(self._answers, key)
-        await self._state.release(f"lease:{key}", self.replica)
+            writes = self._unclaimed(key)
+        await self._state.write_all([*writes, Write("release", f"lease:{key}", self.replica)])
+
+    def _unclaimed(self, key: str) -> list[Write]:
+        return [Write("delete", f"answer:{key}"), Write("delist", self._answers, key)]
 
     def running_in(self, channel: str, thread_ts: str) -> asyncio.Task[None] | None:
         stop_key = self._stop_key(channel, thread_ts)
@@ -178,16 +182,15 @@ class InFlight:
                 await self._state.put(f"answer:{writing.key}", writing.claim.dumps(), self._claim_ttl)
 
     async def _take_over_orphans(self, resume: Resume) -> None:
-        for key in await self._state.members(self._answers):
-            if key in self._writing or await self._state.get(f"lease:{key}") is not None:
-                continue
+        others = [key for key in await self._state.members(self._answers) if key not in self._writing]
+        leases = await self._state.get_many([f"lease:{key}" for key in others])
+        for key in (key for key, lease in zip(others, leases, strict=True) if lease is None):
             # Held only until the answer's new lease is: should this replica die too, another takes over.
             if not await self._state.claim(f"takeover:{key}", self._lease, self.replica):
                 continue  # another replica has it
             value = await self._state.get(f"answer:{key}")
             claim = None if value is None else Claim.loads(value)
-            await self._state.delete(f"answer:{key}")
-            await self._state.delist(self._answers, key)
+            await self._state.write_all(self._unclaimed(key))
             if claim is None:
                 continue
             log.info("taking over a %s answer whose replica stopped", claim.surface)
