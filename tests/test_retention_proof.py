@@ -289,7 +289,9 @@ async def test_with_redis_every_key_expires_is_documented_and_holds_no_content_a
     slack.add_thread(DM, [said(ALICE, canary("long-question"), long_root)])
     forbidden = [ALICE, BOB]
     try:
-        async with running_bot(slack, claude, {"REDIS_URL": own_database(redis_server.url)}, state) as bot:
+        # Every kind of key: the daily token budget's counter too.
+        overrides = {"REDIS_URL": own_database(redis_server.url), "USER_TOKENS_PER_DAY": "1000000"}
+        async with running_bot(slack, claude, overrides, state) as bot:
 
             async def deliver(frame: dict) -> None:
                 await slack.send_envelope(frame)
