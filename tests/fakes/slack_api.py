@@ -23,6 +23,8 @@ from tests.fakes.loopback import LoopbackServer
 APP_ID = "A0APP"
 VERIFICATION_TOKEN = "FAKEverificationTOKEN0000"
 MARKDOWN_LIMIT = 12_000  # markdown_text per call and markdown blocks per message (platform facts §5)
+SECTION_LIMIT = 3_000  # a section block's text
+BLOCKS_PER_MESSAGE = 50
 CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
 HELLO = {
     "type": "hello",
@@ -95,6 +97,47 @@ def _check_markdown(params: Params) -> None:
         raise _ApiError("msg_too_long")
     if len(_markdown_blocks_text(_json_field(params.get("blocks"))) or "") > MARKDOWN_LIMIT:
         raise _ApiError("msg_blocks_too_long")  # markdown blocks share 12k per message
+
+
+def _check_blocks(params: Params) -> None:
+    """Block Kit's limits for what our bot sends (docs.slack.dev/reference/block-kit): at most 50 blocks,
+    section text within 3,000, a context_actions block of 1 to 5 elements, feedback_buttons with a
+    positive and a negative button, each with plain_text text (75) and a value (2,000)."""
+    blocks = _json_field(params.get("blocks"))
+    if blocks is None:
+        return
+    if not isinstance(blocks, list) or len(blocks) > BLOCKS_PER_MESSAGE:
+        raise _ApiError("invalid_blocks")
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise _ApiError("invalid_blocks")
+        if block.get("type") == "section":
+            text = block.get("text")
+            if not isinstance(text, dict) or len(str(text.get("text", ""))) > SECTION_LIMIT:
+                raise _ApiError("invalid_blocks")
+        if block.get("type") == "context_actions":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= 5:
+                raise _ApiError("invalid_blocks")
+            for element in elements:
+                if isinstance(element, dict) and element.get("type") == "feedback_buttons":
+                    _check_feedback_buttons(element)
+
+
+def _check_feedback_buttons(element: Params) -> None:
+    for name in ("positive_button", "negative_button"):
+        button = element.get(name)
+        if not isinstance(button, dict):
+            raise _ApiError("invalid_blocks")
+        text, value = button.get("text"), button.get("value")
+        if not (
+            isinstance(text, dict)
+            and text.get("type") == "plain_text"
+            and 0 < len(str(text.get("text", ""))) <= 75
+            and isinstance(value, str)
+            and 0 < len(value) <= 2000
+        ):
+            raise _ApiError("invalid_blocks")
 
 
 def _stream_text(params: Params) -> str:
@@ -312,6 +355,15 @@ class FakeSlack(LoopbackServer):
         thread = sorted(self._threads.get((channel, thread_ts), []), key=_ts)
         return [m.get("text", "") for m in thread if m.get("bot_id") == self.bot_id]
 
+    def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[Params]:
+        """Copies of this bot's messages in a thread (or, without `thread_ts`, at the top level of the
+        channel), oldest first, with their blocks as stored."""
+        if thread_ts is None:
+            messages = [m for m in self._history.get(channel, {}).values() if not m.get("thread_ts")]
+        else:
+            messages = list(self._threads.get((channel, thread_ts), []))
+        return [dict(m) for m in sorted(messages, key=_ts) if m.get("bot_id") == self.bot_id]
+
     def top_level_texts(self, channel: str) -> list[str]:
         """The texts of this bot's top-level messages in a channel or DM, oldest first."""
         messages = sorted(self._history.get(channel, {}).values(), key=_ts)
@@ -484,6 +536,68 @@ class FakeSlack(LoopbackServer):
             "response_urls": [],
         }
         return self._interactive_envelope(payload, accepts_response_payload=True)
+
+    def block_actions_envelope(
+        self,
+        *,
+        message: Params,
+        channel_id: str,
+        action: Params,
+        user_id: str = "U0ALICE",
+    ) -> Params:
+        """A click on an element of `message` (as the fake stores it), as Slack's block_actions payload
+        carries it: who, where (`container`, with thread_ts in a thread), the whole message, the action."""
+        n = next(self._counter)
+        container = {
+            "type": "message",
+            "message_ts": message["ts"],
+            "channel_id": channel_id,
+            "is_ephemeral": False,
+        }
+        if message.get("thread_ts"):
+            container["thread_ts"] = message["thread_ts"]
+        payload = {
+            "type": "block_actions",
+            **self._actor(user_id),
+            "api_app_id": APP_ID,
+            "token": VERIFICATION_TOKEN,
+            "container": container,
+            "trigger_id": _trigger_id(n),
+            "channel": {"id": channel_id, "name": self._channel_info(channel_id)["name"]},
+            "message": {k: v for k, v in message.items() if k != "streaming"},
+            "state": {"values": {}},
+            "response_url": self.response_url(f"action{n}"),
+            "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
+        }
+        return self._interactive_envelope(payload, accepts_response_payload=False)
+
+    def feedback_click_envelope(
+        self, *, channel_id: str, ts: str, positive: bool = True, user_id: str = "U0ALICE"
+    ) -> Params:
+        """A click on the thumbs up (or down) under the stored message `ts`: the action carries the
+        feedback_buttons element's action_id, its block's block_id (Slack makes one up when the app gave
+        none) and the button's text and value."""
+        message = self.message(channel_id, ts)
+        found = [
+            (block, element)
+            for block in message.get("blocks") or []
+            if block.get("type") == "context_actions"
+            for element in block.get("elements") or []
+            if element.get("type") == "feedback_buttons"
+        ]
+        assert found, f"FakeSlack: message {ts} has no feedback buttons"
+        block, element = found[0]
+        button = element["positive_button" if positive else "negative_button"]
+        action = {
+            "type": "feedback_buttons",
+            "action_id": element.get("action_id") or f"fake-action-{next(self._counter)}",
+            "block_id": block.get("block_id") or f"fake-block-{next(self._counter)}",
+            "text": button["text"],
+            "value": button["value"],
+        }
+        return self.block_actions_envelope(
+            message=message, channel_id=channel_id, action=action, user_id=user_id
+        )
 
     def assistant_thread_started_envelope(
         self,
@@ -798,6 +912,7 @@ class FakeSlack(LoopbackServer):
         if not any(params.get(k) for k in ("text", "blocks", "markdown_text", "attachments")):
             return _err("no_text")
         _check_markdown(params)
+        _check_blocks(params)
         message = self._add_bot_message(
             channel,
             params.get("text") or params.get("markdown_text") or "",
@@ -839,6 +954,7 @@ class FakeSlack(LoopbackServer):
         if message is None:
             return _err("message_not_found")
         _check_markdown(params)
+        _check_blocks(params)
         if "markdown_text" in params:
             message["text"] = params["markdown_text"]
         if "text" in params:
@@ -963,6 +1079,8 @@ class FakeSlack(LoopbackServer):
         text = _stream_text(params)
         if len(message["text"]) + len(text) > self.stream_total_limit:
             return _err("msg_blocks_too_long")  # rejected whole: the message keeps its text
+        if stop:
+            _check_blocks(params)  # blocks under the finished message: refused, the stream stays open
         message["text"] += text
         if not stop:
             return {"ok": True, "channel": channel, "ts": ts}
