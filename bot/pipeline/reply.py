@@ -7,6 +7,13 @@
 
 Streamed text goes out at most once per interval, never once per token. Long answers roll over into
 further messages before Slack's limits, and a code block open at a cut is closed and reopened.
+
+An answer Claude finished (also one cut at its length limit, or declined) ends with Slack's own feedback
+buttons under its last message: given to the final chat.stopStream, or on a posted answer's last
+chat.postMessage/chat.update, whose text then also goes in section blocks (Slack shows blocks instead of
+`text`). No buttons on a message that rolled over, an empty answer, or one stopped, interrupted, timed out
+or failed; nor on private answers (response_url), which are ephemeral. Should Slack refuse the blocks,
+the answer goes out without them. Clicks: `bot.surfaces.feedback`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from slack_sdk.models.blocks import (
+    ContextActionsBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
+    MarkdownTextObject,
+    SectionBlock,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -37,6 +51,9 @@ STREAM_INTERVAL = 0.5  # seconds between appendStream calls
 UPDATE_INTERVAL = 1.0  # seconds between chat.update calls (Tier 3)
 RESPONSE_URL_USES = 5  # a response_url takes five posts within 30 minutes
 TEXT_LIMIT = 39_000  # Slack truncates `text` past 40,000 characters
+SECTION_LIMIT = 3_000  # mrkdwn per section block
+FEEDBACK_ACTION = "answer_feedback"  # the buttons' action_id, taken by bot.surfaces.feedback
+POSITIVE, NEGATIVE = "positive", "negative"  # the buttons' values, sent back with a click
 STOP_NOTES = {
     "max_tokens": "_(The answer was cut off at its length limit.)_",
     "refusal": "_(Claude declined to answer this.)_",
@@ -53,6 +70,26 @@ class StoppedByReader(Exception):
 
 def stop_note(stop_reason: str | None) -> str | None:
     return STOP_NOTES.get(stop_reason or "")
+
+
+def feedback_block() -> dict[str, Any]:
+    """Slack's own thumbs up and down under an answer (a context_actions block of feedback_buttons)."""
+    buttons = FeedbackButtonsElement(
+        action_id=FEEDBACK_ACTION,
+        positive_button=FeedbackButtonObject(text="👍", value=POSITIVE, accessibility_label="Good answer"),
+        negative_button=FeedbackButtonObject(text="👎", value=NEGATIVE, accessibility_label="Bad answer"),
+    )
+    return ContextActionsBlock(elements=[buttons]).to_dict()
+
+
+def answer_blocks(mrkdwn: str) -> list[dict[str, Any]]:
+    """A posted message's text as section blocks, then the feedback buttons. Verbatim: the text is
+    already what it should show (links explicit, nothing to ping), so Slack must not parse it again."""
+    sections = [
+        SectionBlock(text=MarkdownTextObject(text=piece, verbatim=True)).to_dict()
+        for piece in split_message(mrkdwn, SECTION_LIMIT)
+    ]
+    return [*sections, feedback_block()]
 
 
 async def say_privately(slack: AsyncWebClient, ask: Ask, text: str) -> None:
@@ -97,9 +134,13 @@ class ReplyWriter(ABC):
     @abstractmethod
     async def _append(self, markdown: str) -> None: ...
 
-    @abstractmethod
     async def finish(self, note: str | None = None) -> None:
-        """The answer is complete; `note` says if it ended early."""
+        """The answer is complete; `note` says if it ended early. With any words of Claude's, it ends
+        with the feedback buttons where the writer can show them."""
+        await self._finish(note, feedback=self.chars > 0)
+
+    @abstractmethod
+    async def _finish(self, note: str | None, *, feedback: bool) -> None: ...
 
     @property
     @abstractmethod
@@ -112,9 +153,9 @@ class ReplyWriter(ABC):
         try:
             if why == STOPPED:
                 if self.started:
-                    await self.finish(f"_({STOPPED.sentence})_")
+                    await self._finish(f"_({STOPPED.sentence})_", feedback=False)
             elif self.started:
-                await self.finish(f"_(Cut off: {sentence_of(why)})_")
+                await self._finish(f"_(Cut off: {sentence_of(why)})_", feedback=False)
             else:
                 await self._say(f":warning: {sentence_of(why)}")
         except (ReplyFailed, StoppedByReader) as exc:
@@ -149,18 +190,19 @@ class _Throttled(ReplyWriter):
         if time.monotonic() - self._last_write >= self.interval:
             await self._flush(final=False)
 
-    async def finish(self, note: str | None = None) -> None:
+    async def _finish(self, note: str | None, *, feedback: bool) -> None:
         if note:
             self._pending += f"\n\n{note}"
-        await self._flush(final=True)
+        await self._flush(final=True, feedback=feedback)
 
-    async def _flush(self, *, final: bool) -> None:
+    async def _flush(self, *, final: bool, feedback: bool = False) -> None:
         self._last_write = time.monotonic()
         pending, self._pending = self._pending, ""
-        await self._write(pending, final=final)
+        await self._write(pending, final=final, feedback=feedback)
 
     @abstractmethod
-    async def _write(self, markdown: str, *, final: bool) -> None: ...
+    async def _write(self, markdown: str, *, final: bool, feedback: bool = False) -> None:
+        """`feedback`: this final write ends the answer with the feedback buttons."""
 
 
 class UpdatedMessages(_Throttled):
@@ -177,25 +219,30 @@ class UpdatedMessages(_Throttled):
         """Carry on in a message another writer began (and counted)."""
         self._ts, self._markdown, self._shown = ts, markdown, ""
 
-    async def _write(self, markdown: str, *, final: bool) -> None:  # noqa: ARG002 (each write is whole)
+    async def _write(self, markdown: str, *, final: bool, feedback: bool = False) -> None:
         text = self._markdown + markdown
         while not _fits_a_message(text):
-            head, text = fitting_head(text, MESSAGE_LIMIT, _fits_a_message)
+            head, tail = fitting_head(text, MESSAGE_LIMIT, _fits_a_message)
+            if not tail.strip():  # the head is the last message: it gets the buttons
+                text = head
+                break
             await self._show(head)
             self._ts, self._shown = None, ""
+            text = tail
         self._markdown = text
         if text.strip():
-            await self._show(text)
+            await self._show(text, feedback=final and feedback)
 
-    async def _show(self, markdown: str) -> None:
+    async def _show(self, markdown: str, *, feedback: bool = False) -> None:
         mrkdwn = to_mrkdwn(markdown)
-        if mrkdwn == self._shown:
+        if mrkdwn == self._shown and not feedback:
             return
+        blocks = answer_blocks(mrkdwn) if feedback else None
         if self._ts is None:
-            self._ts = await _post(self._slack, self._channel, self._thread_ts, mrkdwn)
+            self._ts = await _post(self._slack, self._channel, self._thread_ts, mrkdwn, blocks)
             self.messages += 1
         else:
-            await _call(self._slack.chat_update, channel=self._channel, ts=self._ts, text=mrkdwn)
+            await _call(self._slack.chat_update, blocks, channel=self._channel, ts=self._ts, text=mrkdwn)
         self._shown = mrkdwn
 
     async def _say(self, mrkdwn: str) -> None:
@@ -219,7 +266,7 @@ class NativeStream(_Throttled):
         self._written = ""  # the answer so far, as Claude wrote it
         self._fallback: UpdatedMessages | None = None
 
-    async def _write(self, markdown: str, *, final: bool) -> None:
+    async def _write(self, markdown: str, *, final: bool, feedback: bool = False) -> None:
         if not final:  # a ping, a link or a word may be cut at the end: make it safe with what follows
             markdown, held = split_unfinished(markdown)
             markdown, word = split_unfinished_word(markdown)
@@ -233,9 +280,9 @@ class NativeStream(_Throttled):
             if markdown:  # this message is full
                 await self._stop()
         if self._fallback is not None:
-            await self._fallback._write(markdown, final=final)
+            await self._fallback._write(markdown, final=final, feedback=feedback)
         elif final:
-            await self._stop()
+            await self._stop(feedback=feedback)
 
     async def _stream(self, markdown: str) -> None:
         if not markdown:
@@ -274,17 +321,22 @@ class NativeStream(_Throttled):
         if self._ts is not None:
             self._fallback.adopt(self._ts, self._markdown)
 
-    async def _stop(self) -> None:
+    async def _stop(self, *, feedback: bool = False) -> None:
+        """End the streaming message; `feedback`: it ends the answer, with the buttons under it."""
         if self._ts is None:
             return
         ts, self._ts, self._markdown = self._ts, None, ""
-        try:
-            with slack_call("chat.stopStream"):
-                await self._slack.chat_stopStream(channel=self._channel, ts=ts)
-        except SlackCallFailed as exc:  # an expired or stopped stream keeps what it showed
-            if not exc.refused:
-                raise
-            log.info("chat.stopStream %s: %s", ts, exc.error)
+        for blocks in ([feedback_block()], None) if feedback else (None,):
+            try:
+                with slack_call("chat.stopStream"):
+                    await self._slack.chat_stopStream(channel=self._channel, ts=ts, blocks=blocks)
+                return
+            except SlackCallFailed as exc:  # an expired or stopped stream keeps what it showed
+                if not exc.refused:
+                    raise
+                log.info("chat.stopStream %s: %s", ts, exc.error)
+                if not (blocks and _refused_blocks(exc)):  # else stop it without: it must not stay open
+                    return
 
     @property
     def started(self) -> bool:
@@ -317,7 +369,7 @@ class PrivateAnswer(ReplyWriter):
     async def _append(self, markdown: str) -> None:
         self._markdown += markdown
 
-    async def finish(self, note: str | None = None) -> None:
+    async def _finish(self, note: str | None, *, feedback: bool) -> None:  # noqa: ARG002 (ephemeral: none)
         mrkdwn = to_mrkdwn(f"{self._markdown}\n\n{note}" if note else self._markdown)
         pieces = split_message(mrkdwn, MESSAGE_LIMIT)
         if len(pieces) > RESPONSE_URL_USES:
@@ -334,10 +386,17 @@ def _fits_a_message(markdown: str) -> bool:
     return len(to_mrkdwn(markdown)) <= MESSAGE_LIMIT
 
 
-async def _post(slack: AsyncWebClient, channel: str, thread_ts: str | None, text: str) -> str:
+async def _post(
+    slack: AsyncWebClient,
+    channel: str,
+    thread_ts: str | None,
+    text: str,
+    blocks: list[dict[str, Any]] | None = None,
+) -> str:
     # No unfurling: Slack would fetch every link in the answer and show previews nobody asked for.
     response = await _call(
         slack.chat_postMessage,
+        blocks,
         channel=channel,
         thread_ts=thread_ts,
         text=text,
@@ -347,14 +406,28 @@ async def _post(slack: AsyncWebClient, channel: str, thread_ts: str | None, text
     return str(response["ts"])
 
 
-async def _call(method: Callable[..., Awaitable[AsyncSlackResponse]], **params: Any) -> dict[str, Any]:
+async def _call(
+    method: Callable[..., Awaitable[AsyncSlackResponse]],
+    blocks: list[dict[str, Any]] | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """Call `method`; with `blocks`, and should Slack refuse them, again with the text alone: the
+    buttons must never cost the answer."""
     name = getattr(method, "__name__", "slack")
     try:
         with slack_call(name):
-            response = await method(**params)
+            response = await method(**params, **({"blocks": blocks} if blocks else {}))
     except SlackCallFailed as exc:
-        raise ReplyFailed(str(exc)) from None
+        if not (blocks and _refused_blocks(exc)):
+            raise ReplyFailed(str(exc)) from None
+        log.info("%s refused the answer's blocks (%s): sent without them", name, exc.error)
+        return await _call(method, **params)
     return dict(response.data) if isinstance(response.data, dict) else {}
+
+
+def _refused_blocks(exc: SlackCallFailed) -> bool:
+    """Slack refused the blocks themselves (invalid_blocks, invalid_blocks_format, msg_blocks_too_long)."""
+    return exc.refused and "blocks" in exc.error
 
 
 async def _respond(response_url: str, text: str) -> None:
