@@ -39,7 +39,7 @@ from bot.pipeline.ask import BotIdentity
 from bot.policy import policy_summary
 from bot.slack_calls import SlackCallFailed, slack_call
 from bot.state import MemoryState, RedisState, State
-from bot.surfaces import assistant, direct_message, mention, resumed, shortcuts, slash_command
+from bot.surfaces import assistant, direct_message, feedback, mention, resumed, shortcuts, slash_command
 from bot.workers import worker_health_socket
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def build_app(
     direct_message.register(app, pipeline)
     slash_command.register(app, pipeline, settings.slash_command, functools.partial(policy_summary, settings))
     shortcuts.register(app, pipeline)
+    feedback.register(app)
     # Acknowledge any other event, so Slack does not redeliver what we do not handle.
     app.event(re.compile(".*"))(_acknowledge_only)
     return app
