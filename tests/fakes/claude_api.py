@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import math
 import struct
@@ -86,6 +87,13 @@ class ClaudeRequest:
 
 
 @dataclass
+class _CacheEntry:
+    tokens: int  # the prefix's, up to and including its breakpoint's block
+    ttl: str
+    expires: float  # on the fake's cache clock
+
+
+@dataclass
 class _Failure:
     kind: Literal["status", "midstream", "drop", "hang"]
     status: int = 500
@@ -147,9 +155,19 @@ class FakeClaude(LoopbackServer):
         self.thinking_started = 0  # streams that have sent a thinking delta
         self._leads: deque[list[dict[str, Any]]] = deque()
         self.rate_limited = 0  # requests refused with 429 because a rate limit was exhausted
-        # Usage fields added to each stream's message_start and message_delta usage, as the API reports a
-        # cached prefix: {"cache_read_input_tokens": 900, "cache_creation": {...}}; {}: none (no caching).
+        # Scripted usage fields added to each answer's usage instead of the emulated ones below:
+        # {"cache_read_input_tokens": 900, "cache_creation": {...}}; {}: emulate prompt caching.
         self.cache_usage: dict[str, Any] = {}
+        # Prompt caching as the API does it (`_input_usage`): the prefix up to each breakpoint
+        # (`cache_control` on a block, or the top-level one: the last block) is remembered, as a hash and
+        # its token count, for its TTL, refreshed on each hit, if it is at least `cache_min_tokens` long;
+        # a later request whose prefix up to a breakpoint, or up to one of the `cache_lookback` blocks
+        # before it, is remembered reads it. Tokens as `_estimate_tokens` counts them (text only).
+        self.cache_min_tokens = 1024
+        self.cache_lookback = 20
+        self.cache_ttl_seconds = {"5m": 300.0, "1h": 3600.0}
+        self._cache: dict[tuple[str, str], _CacheEntry] = {}
+        self._cache_clock = 0.0  # seconds passed, for TTLs: moved by `pass_time` only
         self._buckets: dict[str, _Bucket] = {}
         self.set_rate_limits()
         self._replies: deque[tuple[str, str]] = deque()
@@ -276,6 +294,52 @@ class FakeClaude(LoopbackServer):
         `text_block`), at indexes 0, 1…, and then its own text block."""
         self._leads.append(list(blocks))
 
+    def pass_time(self, seconds: float) -> None:
+        """Let `seconds` pass for the prompt cache's TTLs."""
+        self._cache_clock += seconds
+
+    def cached_prefixes(self) -> list[tuple[int, str]]:
+        """The prefixes cached now, as (tokens, TTL), shortest first."""
+        live = [e for e in self._cache.values() if e.expires > self._cache_clock]
+        return sorted((entry.tokens, entry.ttl) for entry in live)
+
+    def _input_usage(self, body: dict[str, Any]) -> dict[str, Any]:
+        """How the API reports a request's input: read from the cache, written to it, and the rest."""
+        total = _estimate_tokens(body)
+        if self.cache_usage:
+            return {"input_tokens": total, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        model = str(body.get("model"))
+        hashes, tokens, breakpoints = _prefixes(body)
+        now = self._cache_clock
+        read = 0
+        for at, _ in breakpoints:
+            for back in range(at, max(-1, at - self.cache_lookback), -1):
+                entry = self._cache.get((model, hashes[back]))
+                if entry is not None and entry.expires > now:
+                    entry.expires = now + self.cache_ttl_seconds[entry.ttl]
+                    read = max(read, entry.tokens)
+                    break
+        written = {"5m": 0, "1h": 0}
+        covered = read
+        for at, ttl in breakpoints:
+            if tokens[at] < self.cache_min_tokens:
+                continue  # too short to cache: sent as input
+            key = (model, hashes[at])
+            if key not in self._cache or self._cache[key].expires <= now:
+                self._cache[key] = _CacheEntry(tokens[at], ttl, now + self.cache_ttl_seconds[ttl])
+            if tokens[at] > covered:
+                written[ttl] += tokens[at] - covered
+                covered = tokens[at]
+        return {
+            "input_tokens": total - covered,
+            "cache_creation_input_tokens": written["5m"] + written["1h"],
+            "cache_read_input_tokens": read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written["5m"],
+                "ephemeral_1h_input_tokens": written["1h"],
+            },
+        }
+
     async def wait_for_thinking(self, count: int = 1, timeout: float = 5.0) -> None:
         """Wait until `count` streams have begun thinking (sent a thinking delta)."""
         async with self._arrived:
@@ -367,6 +431,7 @@ class FakeClaude(LoopbackServer):
             await asyncio.sleep(self.first_token_delay)
         self._spend_output(_tokens(text))
         message = _message(body, [{"type": "text", "text": text}] if text else [], stop_reason, text)
+        message["usage"].update(self._input_usage(body), **self.cache_usage)
         return web.json_response(message, headers={"request-id": _id("req"), **limits})
 
     def _take(self, input_tokens: int) -> int | None:
@@ -433,6 +498,7 @@ class FakeClaude(LoopbackServer):
         if streaming:
             return await self._stream(request, body, text, stop_reason, failure, bedrock=True)
         message = _message(body, [{"type": "text", "text": text}] if text else [], stop_reason, text)
+        message["usage"].update(self._input_usage(body), **self.cache_usage)
         return web.json_response(message, headers={"x-amzn-requestid": str(uuid.uuid4())})
 
     async def _vertex(self, request: web.Request) -> web.StreamResponse:
@@ -465,6 +531,7 @@ class FakeClaude(LoopbackServer):
         if streaming:
             return await self._stream(request, body, text, stop_reason, failure)
         message = _message(body, [{"type": "text", "text": text}] if text else [], stop_reason, text)
+        message["usage"].update(self._input_usage(body), **self.cache_usage)
         return web.json_response(message)
 
     async def _stream(
@@ -501,7 +568,7 @@ class FakeClaude(LoopbackServer):
                 await resp.write(_chunk_frame(data))
 
         start = _message(body, [], None, "")
-        start["usage"].update(self.cache_usage)
+        start["usage"].update(self._input_usage(body), **self.cache_usage)
         await send("message_start", {"type": "message_start", "message": start})
         index = await self._lead(send)  # thinking (and any other scripted blocks) first; 0 if none
         block = {"type": "text", "text": ""}
@@ -541,12 +608,17 @@ class FakeClaude(LoopbackServer):
                 self._spend_output(_tokens(text))
             await send("content_block_stop", {"type": "content_block_stop", "index": index})
             end = {"stop_reason": stop_reason, "stop_sequence": None}
-            counts = {k: v for k, v in self.cache_usage.items() if k != "cache_creation"}  # start only
+            counts = {k: v for k, v in start["usage"].items() if k in _CUMULATIVE}  # as message_start's
             usage = {"output_tokens": _tokens(text), **counts}
             await send("message_delta", {"type": "message_delta", "delta": end, "usage": usage})
             stop: dict[str, Any] = {"type": "message_stop"}
             if bedrock:
-                metrics = {"inputTokenCount": _estimate_tokens(body), "outputTokenCount": _tokens(text)}
+                metrics = {
+                    "inputTokenCount": start["usage"]["input_tokens"],
+                    "outputTokenCount": _tokens(text),
+                    "cacheReadInputTokenCount": start["usage"]["cache_read_input_tokens"],
+                    "cacheWriteInputTokenCount": start["usage"]["cache_creation_input_tokens"],
+                }
                 stop["amazon-bedrock-invocationMetrics"] = {
                     **metrics,
                     "invocationLatency": 1,
@@ -614,6 +686,71 @@ def text_block(text: str) -> dict[str, Any]:
 
 def _id(prefix: str) -> str:
     return f"{prefix}_fake{uuid.uuid4().hex[:20]}"
+
+
+_CUMULATIVE = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+_TTLS = ("5m", "1h")
+MAX_BREAKPOINTS = 4
+
+
+def _prefixes(body: dict[str, Any]) -> tuple[list[str], list[int], list[tuple[int, str]]]:
+    """The prompt as the cache sees it, block by block (system, then each message's content; a string is
+    one text block): for each block the hash of the prefix up to and including it (`cache_control`
+    aside) and its tokens, and the breakpoints as (block index, TTL)."""
+    blocks: list[tuple[str, dict[str, Any]]] = []
+    system = body.get("system")
+    for block in [{"type": "text", "text": system}] if isinstance(system, str) else system or []:
+        blocks.append(("system", block))
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        for block in [{"type": "text", "text": content}] if isinstance(content, str) else content or []:
+            blocks.append((message.get("role"), block))
+    hashes, tokens, breakpoints = [], [], []
+    running, text = hashlib.sha256(), ""
+    for index, (role, block) in enumerate(blocks):
+        control = block.get("cache_control") if isinstance(block, dict) else None
+        plain = {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
+        running.update(json.dumps([role, plain], sort_keys=True, separators=(",", ":")).encode())
+        hashes.append(running.hexdigest())
+        if isinstance(plain, dict) and isinstance(plain.get("text"), str):
+            text += plain["text"]
+        tokens.append(_tokens(text))
+        if control is not None:
+            breakpoints.append((index, control.get("ttl", "5m")))
+    top = body.get("cache_control")
+    if top is not None and blocks:  # automatic caching: the last cacheable block
+        breakpoints.append((len(blocks) - 1, top.get("ttl", "5m")))
+    return hashes, tokens, breakpoints
+
+
+def _validate_cache_control(body: dict[str, Any]) -> None:
+    """`cache_control` where the API takes it: {"type": "ephemeral"} and an optional TTL, at most
+    MAX_BREAKPOINTS of them, and no 1-hour one after a 5-minute one."""
+    controls: list[Any] = []
+    system = body.get("system")
+    for block in system if isinstance(system, list) else []:
+        if isinstance(block, dict) and "cache_control" in block:
+            controls.append(block["cache_control"])
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and "cache_control" in block:
+                controls.append(block["cache_control"])
+    if body.get("cache_control") is not None:
+        controls.append(body["cache_control"])
+    for control in controls:
+        if not isinstance(control, dict) or control.get("type") != "ephemeral":
+            raise _Invalid("cache_control.type: Input should be 'ephemeral'")
+        if set(control) - {"type", "ttl"}:
+            raise _Invalid("cache_control: Extra inputs are not permitted")
+        if control.get("ttl", "5m") not in _TTLS:
+            raise _Invalid("cache_control.ttl: Input should be '5m' or '1h'")
+    if len(controls) > MAX_BREAKPOINTS:
+        found = f"Found {len(controls)}."
+        raise _Invalid(f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. {found}")
+    ttls = [control.get("ttl", "5m") for control in controls]
+    if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
+        raise _Invalid("a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block")
 
 
 def _tokens(text: str) -> int:
@@ -693,6 +830,8 @@ def _platform_body(body: Any, version: str, model: str) -> dict[str, Any]:
         raise _Invalid("There was an error parsing the body of your request")
     if "model" in body:
         raise _Invalid("extraneous key [model] is not permitted")
+    if "cache_control" in body:  # automatic caching: documented for the Anthropic API, not these bodies
+        raise _Invalid("extraneous key [cache_control] is not permitted")
     if body.get("anthropic_version") != version:
         raise _Invalid(f"anthropic_version: must be {version}, got {body.get('anthropic_version')!r}")
     return {**{k: v for k, v in body.items() if k != "anthropic_version"}, "model": model}
@@ -788,6 +927,7 @@ def _validate(body: Any) -> None:
                 raise _Invalid(f"messages.{i}.content.{j}.text: text content blocks must be non-empty")
     if previous != "user":
         raise _Invalid(_PREFILL)
+    _validate_cache_control(body)
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, dict):
