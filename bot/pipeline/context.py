@@ -32,6 +32,7 @@ NAME_LOOKUPS_AT_ONCE = 40
 NAME_LOOKUPS_WAIT_SECONDS = 5.0  # a request waits this long for its names; the rest stay ids
 NAME_LOOKUPS_PAUSE_SECONDS = 60.0  # none after Slack rate-limits one: its limits are per minute
 DM_MAX_MESSAGES = 500
+DM_WINDOW_STEPS = 12  # the DM window's start moves forward a twelfth of it at a time (2 hours of 24)
 SPEAKER_TOKENS = 4  # the "Name: " each person's turn starts with, about 16 characters, not yet known
 MICROS = 1_000_000
 # Message subtypes that carry what a person (or another app) said; joins, topics and edits do not.
@@ -84,16 +85,25 @@ async def read_conversation(
             pages = _Pages(slack, "conversations_replies", files, channel=channel, ts=thread_ts)
             read, earlier_unread = await _read_thread(pages, thread_ts, ask.message.ts, budget_tokens)
         case RecentDirectMessages(channel):
-            oldest = f"{time.time() - dm_window_seconds:.6f}"
+            oldest = _ts(dm_window_start(time.time(), dm_window_seconds))
             pages = _Pages(slack, "conversations_history", files, channel=channel, oldest=oldest)
             read, earlier_unread = await _read_newest_first(pages, ask.message.ts, budget_tokens)
             read.reverse()  # history comes newest first
         case None:
             return Conversation([invoking])
-    invoked_at = _micros(ask.message.ts)
-    earlier = [m for m in read if _micros(m.ts) < invoked_at]
+    invoked_at = ts_micros(ask.message.ts)
+    earlier = [m for m in read if ts_micros(m.ts) < invoked_at]
     shared = next((m.files for m in read if m.ts == ask.message.ts and m.files), ())
     return Conversation([*earlier, replace(invoking, files=shared) if shared else invoking], earlier_unread)
+
+
+def dm_window_start(now: float, window_seconds: float) -> int:
+    """Where a DM's recent messages begin, in microseconds: `window_seconds` back, moved forward to the
+    next line of a grid of DM_WINDOW_STEPS steps a window, so that consecutive questions read from the
+    same point (prompt caching wants the same prefix) and never from further back than the window."""
+    step = max(1, int(window_seconds * MICROS) // DM_WINDOW_STEPS)
+    earliest = int((now - window_seconds) * MICROS)
+    return -(-earliest // step) * step
 
 
 def asks_about_channel(question: str, channel_id: str) -> bool:
@@ -234,7 +244,7 @@ class _Pages:
         raw = [m for m in response.get("messages") or [] if isinstance(m, dict)]
         return _Page(
             messages=[message for m in raw if (message := slim(m, files=self._files))],
-            stamps=[_micros(m["ts"]) for m in raw if isinstance(m.get("ts"), str)],
+            stamps=[ts_micros(m["ts"]) for m in raw if isinstance(m.get("ts"), str)],
             cursor=(response.get("response_metadata") or {}).get("next_cursor") or None,
         )
 
@@ -270,9 +280,9 @@ async def _read_thread(
         return read, cursor is not None
     capacity = max(1, len(first.stamps))
     target = max(1, capacity * 3 // 4)
-    start_end = max(first.stamps, default=_micros(thread_ts))  # the first page reaches this far
-    width = max(1, (start_end - _micros(thread_ts) + 1) * target // capacity)
-    hi, windows, used = _micros(until), list[list[SlackMessage]](), 0
+    start_end = max(first.stamps, default=ts_micros(thread_ts))  # the first page reaches this far
+    width = max(1, (start_end - ts_micros(thread_ts) + 1) * target // capacity)
+    hi, windows, used = ts_micros(until), list[list[SlackMessage]](), 0
     while hi > start_end:
         if not pages.left:
             return _oldest_first(windows), True
@@ -283,7 +293,7 @@ async def _read_thread(
             covered = (max(stamps) if stamps else lo + (hi - lo) // 2) - lo + 1
             width = max(1, min(covered * target // capacity, (hi - lo + 1) // 2))
             continue
-        window = [m for m in page.messages if lo <= _micros(m.ts) <= hi]
+        window = [m for m in page.messages if lo <= ts_micros(m.ts) <= hi]
         windows.append(window)
         used += _cost(window)
         if used >= budget_tokens:
@@ -322,7 +332,7 @@ def _oldest_first(windows: list[list[SlackMessage]]) -> list[SlackMessage]:
     return [message for window in reversed(windows) for message in window]
 
 
-def _micros(ts: str) -> int:
+def ts_micros(ts: str) -> int:
     """A Slack timestamp ("1790000100.000200") in whole microseconds: exact, unlike a float."""
     seconds, _, fraction = ts.partition(".")
     try:

@@ -10,6 +10,8 @@ the same situation, so that an unchanged thread makes the same prompt.
 from __future__ import annotations
 
 import re
+import sys
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -17,6 +19,7 @@ from typing import Literal
 from anthropic.types import ContentBlockParam, MessageParam, TextBlockParam
 
 from bot.pipeline.ask import BotIdentity, FileRef, SlackMessage
+from bot.pipeline.context import ts_micros
 from bot.pipeline.files import Attached, Files
 from bot.pipeline.tokens import CHARS_PER_TOKEN, estimate_tokens
 
@@ -26,6 +29,10 @@ EARLIER_UNREAD = (
     "The oldest messages of this conversation were left out to fit the context budget; say so if the "
     "answer may depend on them."
 )
+# The window's start moves in steps of up to a quarter of the budget (`_stepped_start`), on a grid of
+# times from 2**GRID_LEVELS microseconds (about 4.5 years) down to one.
+STEP_FRACTION = 4
+GRID_LEVELS = 47
 _COUNTS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
@@ -75,40 +82,43 @@ def build_prompt(
 
     `viewed` is the channel an assistant thread's asker is viewing, read only because they asked
     about it; its newest messages get up to half the budget, in the system prompt. `redact` rewrites
-    every message's text before it is measured or sent: all of them, oldest first and the conversation
-    before the viewed channel, so that placeholders are numbered as the thread was written and its
-    unchanged part renders byte for byte the same on the next question. `files` are the blocks fetched
-    for the messages' files (`bot.pipeline.files`), or why each was left out. `earlier_unread`: the
-    conversation goes back further than `messages`, which the reader stopped short of for the budget.
+    the text of every message sent, after the window is chosen (by the unredacted lengths): the
+    conversation's oldest first, then the viewed channel's, so that placeholders are numbered from the
+    window's start as the thread was written and do not depend on how far back the read went. `files`
+    are the blocks fetched for the messages' files (`bot.pipeline.files`), or why each was left out.
+    `earlier_unread`: the conversation goes back further than `messages`, which the reader stopped short
+    of for the budget.
+
+    Prompt caching wants the part of one question's prompt that the next question repeats to render
+    byte for byte the same: every message renders from itself alone (a message is sent whole, with its
+    files, or not at all; only the invoking message may be shortened or lose files), and the window's
+    start moves in steps (`_stepped_start`), so the left-out note keeps its words for several questions.
     """
-    texts, files = _redacted(messages, bot, names, redact, files)
+    nobody = BotIdentity(None, None)
+    shown = _window(viewed, nobody, names, budget_tokens // 2, None, stepped=False)
+    budget_tokens -= shown.cost
+    window = _window(messages, bot, names, budget_tokens, files)
+    kept_messages = messages[window.start :]
+    texts, files = _redacted(kept_messages, bot, names, redact, files)  # before the viewed channel's
     if viewed:
-        nobody = BotIdentity(None, None)
-        viewed_texts, _ = _redacted(viewed, nobody, names, redact)
-        lines = [
-            f"{turn.text}"
-            for turn in _newest_within_budget(
-                viewed, viewed_texts, nobody, names, budget_tokens // 2, None, []
-            )
-        ]
-        budget_tokens -= sum(estimate_tokens(line) for line in lines)
+        seen = viewed[shown.start :]
+        seen_texts = [redact(_readable(message.text, nobody, names)) for message in seen]
+        lines = [turn.text for turn in _turns(seen, seen_texts, nobody, names, budget_tokens, None, [])]
         system += (
             "\n\nThe person is viewing a Slack channel and asked about it. Its most recent messages, oldest "
             "first:\n" + "\n".join(lines)
         )
-    left_out: list[str] = []  # why each file of a kept message was not sent
-    kept = _newest_within_budget(messages, texts, bot, names, budget_tokens, files, left_out)
-    omitted = len(messages) - len(kept)
-    turns = _merge(kept)
-    if omitted or earlier_unread:
-        system += "\n\n" + messages_left_out_note(omitted, earlier_unread)
+    left_out: list[str] = []  # why each file of a kept message was not sent, newest message first
+    turns = _turns(kept_messages, texts, bot, names, budget_tokens, files, left_out)
+    if window.start or earlier_unread:
+        system += "\n\n" + messages_left_out_note(window.start, earlier_unread)
     if left_out:
         system += "\n\n" + files_left_out_note(left_out)
     return Prompt(
         system=_encodable(system),
-        messages=[_message_param(turn) for turn in turns],
-        kept=len(kept),
-        omitted=omitted,
+        messages=[_message_param(turn) for turn in _merge(list(turns))],
+        kept=len(turns),
+        omitted=window.start,
     )
 
 
@@ -172,7 +182,84 @@ def _redacted(
     return texts, (replace(files, attached=attached) if files else None)
 
 
-def _newest_within_budget(
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: int  # the index of the oldest message kept
+    cost: int  # about what the kept messages cost of the budget
+
+
+def _window(
+    messages: Sequence[SlackMessage],
+    bot: BotIdentity,
+    names: Mapping[str, str],
+    budget_tokens: int,
+    files: Files | None,
+    *,
+    stepped: bool = True,
+) -> _Window:
+    """The newest messages that fit, measured on their unredacted text: the invoking message always
+    (shortened to the budget if it must be, with those of its files that fit in what is left), then
+    each older one whole, text and files, back to the first that does not fit, from where the start
+    moves on in steps (`_stepped_start`)."""
+    if not messages:
+        return _Window(0, 0)
+    costs = [
+        _cost(message, bot, names, files, newest=False) if i < len(messages) - 1 else 0
+        for i, message in enumerate(messages)
+    ]
+    newest = messages[-1]
+    with_files = bool(files and newest.files)
+    turn = _turn_of(newest, _readable(newest.text, bot, names), bot, names, with_files, newest=True)
+    first = min(estimate_tokens(turn.text), budget_tokens) if turn else 0
+    if turn is not None and turn.role == "user" and files and newest.files:
+        _, left = _with_files(turn, newest.files, files, budget_tokens - first, [])
+        first = budget_tokens - left
+    costs[-1] = first
+    left, start = budget_tokens - first, len(messages) - 1
+    while start > 0 and costs[start - 1] <= left:
+        start -= 1
+        left -= costs[start]
+    if stepped and start > 0:
+        start = _stepped_start(messages, costs, start, budget_tokens // STEP_FRACTION)
+    return _Window(start, sum(costs[start:]))
+
+
+def _stepped_start(messages: Sequence[SlackMessage], costs: Sequence[int], lo: int, step: int) -> int:
+    """Where a window that could start at `lo` starts: at the first message on or after the coarsest line
+    of a grid of times (every 2**k microseconds) that leaves out at most `step` more tokens. The lines
+    are the same for every question, and `lo` only moves forward as a thread grows, so the start stays
+    put until the thread has grown by about a step: the prefix the next question repeats stays cacheable,
+    where dropping one message at a time would change it on every question. Stateless: it needs neither
+    the thread's first message (long threads are not read that far) nor anything kept between requests."""
+    stamps = [ts_micros(message.ts) for message in messages]
+    last = len(messages) - 1
+    dropped = [0]
+    for cost in costs[lo:last]:
+        dropped.append(dropped[-1] + cost)
+    for level in range(GRID_LEVELS, -1, -1):
+        spacing = 1 << level
+        line = -(-stamps[lo] // spacing) * spacing  # the first line at or after `lo`'s time
+        at = bisect_left(stamps, line, lo, last)
+        if stamps[at] >= line and dropped[at - lo] <= step:
+            return at
+    return lo
+
+
+def _cost(
+    message: SlackMessage, bot: BotIdentity, names: Mapping[str, str], files: Files | None, *, newest: bool
+) -> int:
+    """A message's cost of the budget, sent whole: its text and, in a person's turn, its files."""
+    with_files = bool(files and message.files)
+    turn = _turn_of(message, _readable(message.text, bot, names), bot, names, with_files, newest=newest)
+    if turn is None:
+        return 0
+    cost = estimate_tokens(turn.text)
+    if files and turn.role == "user":
+        cost += sum(found.tokens for ref in message.files if (found := files.attached.get(ref.id)))
+    return cost
+
+
+def _turns(
     messages: Sequence[SlackMessage],
     texts: Sequence[str],
     bot: BotIdentity,
@@ -181,27 +268,51 @@ def _newest_within_budget(
     files: Files | None,
     left_out: list[str],
 ) -> list[Turn]:
-    """The newest messages that fit, as turns; `texts` are the messages' redacted texts."""
+    """The window's messages as turns, oldest first (`texts`: their redacted texts). Each renders from
+    itself alone but the invoking one, the last, which is shortened to the budget if it must be and
+    keeps those of its files that fit in what is left."""
     turns: list[Turn] = []
-    left = budget_tokens
-    for message, text in zip(reversed(messages), reversed(texts), strict=True):
-        turn = _to_turn(message, text, bot, names, bool(files and message.files))
-        if turn is None and not turns:  # a bare mention still asks about the conversation
-            turn = Turn("user", f"{_speaker(message, names)}: (mentioned you with no further text)")
+    reasons: list[list[str]] = []
+    for i, (message, text) in enumerate(zip(messages, texts, strict=True)):
+        newest = i == len(messages) - 1
+        with_files = bool(files and message.files)
+        turn = _turn_of(message, text, bot, names, with_files, newest=newest)
         if turn is None:
             continue
-        cost = estimate_tokens(turn.text)
-        if not turns and cost > left:  # the invoking message always goes, shortened if it must
-            turn = Turn(turn.role, turn.text[: left * CHARS_PER_TOKEN] + SHORTENED)
-            cost = left
-        elif cost > left:
-            break
-        left -= cost
+        left = sys.maxsize  # an older message was measured whole: all of its files fit
+        if newest:
+            cost = estimate_tokens(turn.text)
+            if cost > budget_tokens:
+                turn = Turn(turn.role, turn.text[: budget_tokens * CHARS_PER_TOKEN] + SHORTENED)
+                cost = budget_tokens
+            left = budget_tokens - cost
+        reasons.append([])
         if files and message.files and turn.role == "user":
-            turn, left = _with_files(turn, message.files, files, left, left_out)
+            turn, _ = _with_files(turn, message.files, files, left, reasons[-1])
         turns.append(turn)
-    turns.reverse()
+    left_out.extend(reason for found in reversed(reasons) for reason in found)
     return turns
+
+
+def _turn_of(
+    message: SlackMessage,
+    text: str,
+    bot: BotIdentity,
+    names: Mapping[str, str],
+    with_files: bool,
+    *,
+    newest: bool,
+) -> Turn | None:
+    """A message's turn, or None if it says nothing. A bare mention of the bot still asks about the
+    conversation, and renders the same when it is asked and when it is an earlier turn."""
+    turn = _to_turn(message, text, bot, names, with_files)
+    if turn is None and (newest or (not bot.wrote(message) and _mentions(message.text, bot))):
+        turn = Turn("user", f"{_speaker(message, names)}: (mentioned you with no further text)")
+    return turn
+
+
+def _mentions(text: str, bot: BotIdentity) -> bool:
+    return bot.user_id is not None and bot.user_id in _MENTION.findall(text)
 
 
 def _with_files(
