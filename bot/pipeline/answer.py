@@ -279,6 +279,7 @@ class Pipeline:
             on_text=meter.on_text(writer.append),
             limits=self._turns,
             usage=usage,
+            cache_ttl=self._settings.claude_cache_ttl,
         )
         await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
         meter.answered()

@@ -32,7 +32,7 @@ import botocore.exceptions  # type: ignore[import-untyped]
 import google.auth.exceptions
 import httpx2
 from anthropic import APIRequest, AsyncAnthropicBedrock, AsyncAPIResponse, AsyncCallNext, Middleware, omit
-from anthropic.types import MetadataParam, RawMessageStreamEvent
+from anthropic.types import CacheControlEphemeralParam, MessageParam, MetadataParam, RawMessageStreamEvent
 
 from bot.backends import BODY_VERSIONS, ClaudeClient, claude_model_id
 from bot.config import BackendSettings
@@ -152,6 +152,7 @@ async def ask_claude(
     on_text: Callable[[str], Awaitable[None]],
     limits: RateLimits | None = None,
     usage: Usage | None = None,
+    cache_ttl: str = "5m",
 ) -> ClaudeOutcome:
     """Stream Claude's answer, awaiting `on_text` for each piece as it is generated; `usage`, if given, holds
     the tokens reported so far even when this raises.
@@ -161,6 +162,9 @@ async def ask_claude(
     SDK's typed `messages.stream` helper. Bedrock answers in AWS's binary event-stream, which the SDK
     decodes into typed events; both feed `_read_events`. An exception from `on_text` (the reader pressed
     Stop, say) leaves the stream at once, which closes the connection so that no more tokens are generated.
+
+    The prompt is cached for `cache_ttl` (CLAUDE_CACHE_TTL), so that the next question in the conversation
+    reads what it repeats (the system prompt and every earlier turn) from the cache (`cached`).
     """
     if limits is not None:
         claude = _reporting(claude, limits)
@@ -178,6 +182,7 @@ async def ask_claude(
         "metadata": metadata,
         "inference_geo": geo,
         "extra_body": extra_body,
+        **cached(backend.kind, prompt.messages, cache_ttl),
     }
     try:
         if isinstance(claude, AsyncAnthropicBedrock):
@@ -213,6 +218,35 @@ async def ask_claude(
         raise ClaudeUnavailable() from None
     except botocore.exceptions.BotoCoreError:
         raise ClaudeMisconfigured() from None
+
+
+def cached(kind: str, messages: list[MessageParam], ttl: str) -> dict[str, Any]:
+    """The request's prompt caching: one breakpoint on the last block of the last message, so that the
+    whole prompt is cached and the next question, which repeats all of it but its new turns, reads it.
+
+    On the Anthropic API that is automatic caching, the top-level `cache_control` (SDK 2.15): the request
+    is otherwise unchanged, and the breakpoint moves forward with the conversation. Bedrock's and Vertex
+    AI's bodies document only breakpoints on blocks, so there the last block carries it (the last message
+    becomes a list of blocks). Either way a later request finds the earlier entry by looking back up to
+    20 blocks from its breakpoint: a follow-up adds two turns (the answer and the question). No breakpoint
+    on the system prompt: it is a string, and it stays one; it is part of every cached prefix anyway,
+    and alone it is mostly under the minimum that can be cached (1,024 tokens and more). Whatever varies
+    between questions (the viewed channel, a note that changes) is therefore a miss for that question,
+    not a wrong answer; `bot.pipeline.prompt` keeps it from varying where it can."""
+    control: CacheControlEphemeralParam = {"type": "ephemeral"}
+    if ttl == "1h":  # "5m" is the default: the request need not say it
+        control["ttl"] = "1h"
+    if kind not in BODY_VERSIONS:
+        return {"cache_control": control}
+    if not messages:
+        return {}
+    last = messages[-1]
+    content = last["content"]
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    )
+    blocks[-1]["cache_control"] = control
+    return {"messages": [*messages[:-1], {**last, "content": blocks}]}
 
 
 class _Reporter(Middleware):
