@@ -1,4 +1,5 @@
-"""`python -m benchmarks [--quick] [--json PATH]`: run the load and context benchmarks, print figures."""
+"""`python -m benchmarks [--quick] [--json PATH]`: run the load, context and caching benchmarks, print
+figures."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import uvloop
 
+from benchmarks.caching import CachingRun, caching_lines, caching_runs, caching_target
 from benchmarks.context import ContextResult, run_context
 from benchmarks.harness import REPO
 from benchmarks.load import BOT, BOT_X2, PLAIN, LevelResult, LoadConfig, run_load
@@ -50,6 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-probes", action="store_true", help="send no no-op events while answers stream")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-context", action="store_true")
+    parser.add_argument("--skip-caching", action="store_true")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
     try:
@@ -117,7 +120,7 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
     )
 
 
-async def run(args: argparse.Namespace) -> tuple[list[LevelResult], list[ContextResult]]:
+async def run(args: argparse.Namespace) -> tuple[list[LevelResult], list[ContextResult], list[CachingRun]]:
     config = load_config(args)
     # A hard limit on the whole run, on top of each round's own: it always stops by itself.
     budget = 300.0 if args.quick else 1800.0
@@ -125,7 +128,8 @@ async def run(args: argparse.Namespace) -> tuple[list[LevelResult], list[Context
         levels = [] if args.skip_load else await run_load(config)
         repeats = context_repeats(args.quick)
         context = [] if args.skip_context else await run_context(CONTEXT_SIZES, repeats, args.page_size)
-    return levels, context
+        caching = [] if args.skip_caching else await caching_runs()
+    return levels, context, caching
 
 
 def main(argv: list[str]) -> int:
@@ -134,13 +138,15 @@ def main(argv: list[str]) -> int:
     started, revision = time.monotonic(), bot_revision()
     try:
         # The fakes on uvloop: their share of every round trip is the apparatus, not the bot.
-        levels, context = uvloop.run(run(args))
+        levels, context, caching = uvloop.run(run(args))
     except TimeoutError:
         print("FAIL  the run passed its overall time limit; the bot was stopped", file=sys.stderr)  # noqa: T201
         return 2
     path = critical_path(levels, config.slack_latency)
     figures = [level_figures(level, config, path.k) for level in levels]
     checks = targets(figures, context)
+    if caching:
+        checks.append(caching_target(caching))
 
     quick = " (quick)" if args.quick else ""
     lines = [f"Benchmarks of `python -m bot` ({revision}) against loopback fakes{quick}", ""]
@@ -150,6 +156,8 @@ def main(argv: list[str]) -> int:
         lines += [*context_lines(context, context_repeats(args.quick)), ""]
     if not args.skip_context:
         lines += [*redaction_lines(context_repeats(args.quick)), ""]
+    if caching:
+        lines += [*caching_lines(caching), ""]
     lines += [check.line() for check in checks]
     lines.append(f"(ran {time.monotonic() - started:.0f} s)")
     print("\n".join(lines))  # noqa: T201 (printing the figures is the point)
@@ -161,6 +169,7 @@ def main(argv: list[str]) -> int:
             "critical_path": asdict(path),
             "levels": [figure.to_dict() for figure in figures],
             "context": [result.to_dict() for result in context],
+            "caching": [run.to_dict() for run in caching],
             "targets": [{**asdict(check), "verdict": check.verdict} for check in checks],
         }
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
