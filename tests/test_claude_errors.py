@@ -103,7 +103,8 @@ async def test_request_carries_no_retention_flag_and_an_opaque_user(bot):
 
     [request] = bot.claude.requests
     assert "data_retention" not in request.body
-    assert set(request.body) <= {"model", "max_tokens", "system", "messages", "metadata", "stream"}
+    allowed = {"model", "max_tokens", "system", "messages", "metadata", "stream", "cache_control"}
+    assert set(request.body) <= allowed
     user_hash = request.body["metadata"]["user_id"]
     assert len(user_hash) == 64 and "U0ALICE" not in user_hash
     assert request.body["model"] == "claude-sonnet-5-5"
