@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from bot.pipeline.said import HANDED_OVER
 from bot.surfaces.resumed import CUT_OFF
 from tests.bot_process import BotProcess
-from tests.conftest import ALICE, CHANNEL, bot_env, mention, said
+from tests.conftest import ALICE, CHANNEL, DM, bot_env, direct_message, mention, said
 from tests.redis_server import RedisServer
 
 LEASE = "3"  # ANSWER_LEASE_SECONDS: short, so that a takeover comes within seconds
@@ -199,3 +199,41 @@ async def test_redis_lost_while_running_keeps_answering_warns_once_and_recovers(
     for output in outputs:
         assert output.count("Redis unreachable") == 1  # once per outage
         assert_clean(output)
+
+
+async def test_a_stop_delivered_to_the_other_replica_ends_the_answer(tmp_path, slack, slow_claude, redis_url):
+    async with replicas(tmp_path, slack, slow_claude, redis_url) as (first, second):
+        slack.add_thread(DM, [said(ALICE, "Tell me everything", "60.000001")])
+        asked = direct_message("Tell me everything", ts="60.000001", thread_ts="60.000001")
+        await send_to(slack, 0, slack.events_api_envelope(asked))
+        await slack.wait_for("chat.appendStream", timeout=10)
+
+        # No stream named: Slack has stopped nothing, so only the replica writing the answer can.
+        stop = slack.agent_session_stopped_envelope(
+            channel_id=DM, user_id=ALICE, thread_ts="60.000001", streaming_message_ts=[]
+        )
+        await send_to(slack, 1, stop)
+
+        await slow_claude.wait_for_abandoned(timeout=10)
+        await first.wait_for_output("cancelled", timeout=10)
+        outputs = [await bot.stop() for bot in (first, second)]
+
+    [answer] = slack.thread_texts(DM, "60.000001")
+    assert answer.endswith("_(Stopped.)_") and len(answer) < len(ANSWER)
+    assert "passed on to every replica" in outputs[1]
+    for output in outputs:
+        assert_clean(output)
+
+
+async def test_the_rate_limit_counts_a_person_once_across_replicas(tmp_path, slack, claude, redis_url):
+    async with replicas(tmp_path, slack, claude, redis_url, USER_REQUESTS_PER_MINUTE="2") as bots:
+        for n in range(3):
+            _, event = question(slack, n)
+            await send_to(slack, n % 2, slack.events_api_envelope(event))
+            await slack.wait_for("chat.postEphemeral" if n == 2 else "reactions.remove", count=1 + (n == 1))
+        for bot in bots:
+            await bot.stop()
+
+    assert len(claude.requests) == 2  # the third, on the first replica again, was over the limit
+    [notice] = slack.calls_to("chat.postEphemeral")
+    assert "a lot in the last minute" in notice.params["text"]
