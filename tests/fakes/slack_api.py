@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import bisect
 import itertools
 import json
 import random
@@ -197,6 +198,7 @@ class FakeSlack(LoopbackServer):
         self.members: dict[str, list[str]] = {}  # channel -> its members' ids, for conversations.members
         self.enterprise_id: str | None = None  # the Enterprise Grid org auth.test names, if any
         self.sockets: list[web.WebSocketResponse] = []
+        self._sorted_cache: tuple[tuple[str, ...], list[Params], list[Decimal]] | None = None
         self.socket_connections = 0
         # As Slack does with several connections: each envelope to one of them at random (seeded, so a
         # failure can be replayed), and a redelivery to another one.
@@ -859,6 +861,15 @@ class FakeSlack(LoopbackServer):
         )
         return self._history.get(channel, {}).get(ts) or next(replies, None)
 
+    def _sorted(self, messages: list[Params]) -> tuple[list[Params], list[Decimal]]:
+        """Messages oldest first with their ts as numbers, sorted once while they stay the same (a
+        5,000-message thread is read in 25 pages: sorting it for each cost more than the bot's work)."""
+        key = tuple(m["ts"] for m in messages)
+        if self._sorted_cache is None or self._sorted_cache[0] != key:
+            ordered = sorted(messages, key=_ts)
+            self._sorted_cache = (key, ordered, [_ts(m) for m in ordered])
+        return self._sorted_cache[1], self._sorted_cache[2]
+
     def _page(self, messages: list[Params], params: Params, *, newest_first: bool) -> Params:
         inclusive = _truthy(params.get("inclusive"))
         try:
@@ -868,13 +879,21 @@ class FakeSlack(LoopbackServer):
             start = Decimal(base64.b64decode(cursor).decode().removeprefix("next_ts:")) if cursor else None
         except (InvalidOperation, binascii.Error, UnicodeDecodeError):
             return _err("invalid_cursor" if params.get("cursor") else "invalid_arguments")
-        selected = [
-            m
-            for m in sorted(messages, key=_ts, reverse=newest_first)
-            if (_ts(m) >= oldest if inclusive else _ts(m) > oldest)
-            and (latest is None or (_ts(m) <= latest if inclusive else _ts(m) < latest))
-            and (start is None or (_ts(m) <= start if newest_first else _ts(m) >= start))
-        ]
+        ordered, keys = self._sorted(messages)  # oldest first
+        # The first index past `oldest` and the last before `latest`, each inclusive when asked.
+        after, before = (
+            (bisect.bisect_left, bisect.bisect_right)
+            if inclusive
+            else (bisect.bisect_right, bisect.bisect_left)
+        )
+        low = after(keys, oldest)
+        high = len(keys) if latest is None else before(keys, latest)
+        if start is not None:  # a cursor names the first message of the next page
+            if newest_first:
+                high = min(high, bisect.bisect_right(keys, start))
+            else:
+                low = max(low, bisect.bisect_left(keys, start))
+        selected = ordered[low:high][::-1] if newest_first else ordered[low:high]
         size = min(int(params.get("limit") or 1000), self.page_size)
         page, rest = selected[:size], selected[size:]
         if not _truthy(params.get("include_all_metadata")):  # Slack returns metadata only when asked
