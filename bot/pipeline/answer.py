@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -21,7 +21,7 @@ from bot.config import Settings
 from bot.limits import UserRateLimit, UserTokenBudget
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
-from bot.pipeline.ask import Ask, Privately, SlackMessage
+from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.capacity import ClaudeCapacity
 from bot.pipeline.claude import ClaudeError, Usage, ask_claude, opaque_user_id
 from bot.pipeline.context import (
@@ -31,9 +31,11 @@ from bot.pipeline.context import (
     look_up_names,
     read_channel,
     read_conversation,
+    read_linked_thread,
 )
 from bot.pipeline.files import fetch_files
 from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
+from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, EphemeralAnswer, find_links, is_private
 from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
@@ -49,6 +51,7 @@ from bot.pipeline.said import (
 )
 from bot.pipeline.url_caches import clear_url_caches
 from bot.pricing import prices_for
+from bot.slack_calls import SlackCallFailed, slack_call
 from bot.state import MemoryState, State, StateKeys
 
 log = logging.getLogger(__name__)
@@ -268,6 +271,7 @@ class Pipeline:
         meter: metrics.RequestMeter,
     ) -> None:
         prompt = await self._prompt_for(ask, asker_name)
+        writer = await self._private_writer(ask, prompt, writer)
         timings.read = time.perf_counter()
         outcome = await ask_claude(
             self._claude,
@@ -337,7 +341,7 @@ class Pipeline:
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
         """Read what the Ask names, no further back than the budget goes, and build Claude's input from it."""
         settings, slack, outbound = self._settings, self._slack, self._settings.outbound
-        read, viewed = await asyncio.gather(
+        read, viewed, (linked, private) = await asyncio.gather(
             read_conversation(
                 slack,
                 ask,
@@ -346,6 +350,7 @@ class Pipeline:
                 budget_tokens=settings.context_budget_tokens,
             ),
             self._read_viewed_channel(ask),
+            self._read_linked_threads(ask),
         )
         conversation = read.messages
         first_question = sum(not ask.bot.wrote(message) for message in conversation) == 1
@@ -353,7 +358,7 @@ class Pipeline:
         names, _, files = await asyncio.gather(
             look_up_names(
                 slack,
-                people_to_name([*conversation, *viewed], ask.bot),
+                people_to_name([*conversation, *viewed, *(m for _, t in linked for m in t)], ask.bot),
                 known={ask.origin.user_id: asker_name} if asker_name else None,
                 lookups=self._names,
             ),
@@ -370,10 +375,11 @@ class Pipeline:
             redact=redactor,
             files=files,
             earlier_unread=read.earlier_unread,
+            linked=linked,
         )
         if redactor.counts:
             log.info("request=%s redacted %s", ask.request_id, redactor.counts)
-        return prompt
+        return replace(prompt, answer_privately=private)
 
     def _system_prompt(self, ask: Ask) -> str:
         """The same bytes for every question in one conversation (prompt caching): the prompt, the
@@ -399,6 +405,50 @@ class Pipeline:
                 log.warning("request=%s viewed channel=%s not read: %s", ask.request_id, channel, exc)
         await say_privately(self._slack, ask, VIEWED_CHANNEL_NOT_READ)
         return []
+
+    async def _read_linked_threads(self, ask: Ask) -> tuple[list[tuple[str, list[SlackMessage]]], bool]:
+        """The threads the question itself links to (`bot.pipeline.links`), each only if the asker may read
+        its channel now, and whether the answer must be private: a linked conversation is private and is
+        not the one answered in, where others may read the answer. A link not read is left out, and the
+        asker is told privately, once, without naming it."""
+        links = find_links(ask.message.text)
+        if not links:
+            return [], False
+        budget = self._settings.context_budget_tokens // 3
+        read: list[tuple[str, list[SlackMessage]]] = []
+        private, refused = False, False
+        for link in links:
+            if not await self._access.may_read(ask, link.channel):
+                refused = True
+                continue
+            try:
+                thread = await read_linked_thread(self._slack, link.channel, link.thread_ts, budget)
+                with slack_call("conversations.info"):
+                    info = await self._slack.conversations_info(channel=link.channel)
+            except (ContextUnavailable, SlackCallFailed) as exc:
+                log.warning("request=%s linked channel=%s not read: %s", ask.request_id, link.channel, exc)
+                refused = True
+                continue
+            channel = info.get("channel")
+            private |= is_private(link.channel, channel if isinstance(channel, dict) else None) and (
+                link.channel != ask.origin.channel_id
+            )
+            read.append((link.channel, thread))
+        if refused:
+            await say_privately(self._slack, ask, LINK_NOT_READ)
+        return read, private and self._seen_by_others(ask)
+
+    @staticmethod
+    def _seen_by_others(ask: Ask) -> bool:
+        """Whether others than the asker may see the answer where it goes: not in a DM, nor privately."""
+        return isinstance(ask.reply_to, InConversation) and not ask.reply_to.channel.startswith("D")
+
+    async def _private_writer(self, ask: Ask, prompt: Prompt, writer: ReplyWriter) -> ReplyWriter:
+        """The answer goes to the asker alone when it holds what others in the conversation may not see."""
+        if not prompt.answer_privately:
+            return writer
+        await say_privately(self._slack, ask, ANSWERED_PRIVATELY)
+        return EphemeralAnswer(self._slack, ask)
 
 
 def _quote(text: str, limit: int = 300) -> str:

@@ -128,6 +128,17 @@ async def read_channel(slack: AsyncWebClient, channel: str) -> list[SlackMessage
     return read
 
 
+async def read_linked_thread(
+    slack: AsyncWebClient, channel: str, thread_ts: str, budget_tokens: int
+) -> list[SlackMessage]:
+    """A linked message's thread, oldest first, newest kept: read back from now as far as the budget
+    goes (conversations.replies; no files)."""
+    pages = _Pages(slack, "conversations_replies", False, channel=channel, ts=thread_ts)
+    now = _ts(int(time.time() * MICROS))
+    read, _ = await _read_thread(pages, thread_ts, now, budget_tokens)
+    return read
+
+
 def slim(raw: Mapping[str, Any], *, files: bool = False) -> SlackMessage | None:
     """Keep author, timestamp and text of a message someone said (and its files' references, if
     `files`); None for anything else."""

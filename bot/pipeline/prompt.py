@@ -53,6 +53,7 @@ class Prompt:
     messages: list[MessageParam]
     kept: int  # Slack messages in the prompt
     omitted: int  # older Slack messages left out for the budget
+    answer_privately: bool = False  # it holds a private thread that the answer's readers may not see
 
 
 def people_to_name(messages: Iterable[SlackMessage], bot: BotIdentity) -> set[str]:
@@ -77,6 +78,7 @@ def build_prompt(
     redact: Callable[[str], str] = str,
     files: Files | None = None,
     earlier_unread: bool = False,
+    linked: Sequence[tuple[str, Sequence[SlackMessage]]] = (),
 ) -> Prompt:
     """Turn a conversation (oldest first, ending on the invoking message) into Claude's input.
 
@@ -93,10 +95,21 @@ def build_prompt(
     byte for byte the same: every message renders from itself alone (a message is sent whole, with its
     files, or not at all; only the invoking message may be shortened or lose files), and the window's
     start moves in steps (`_stepped_start`), so the left-out note keeps its words for several questions.
+
+    `linked` are the threads the question links to, as (channel id, messages oldest first): their newest
+    messages share up to a third of the budget, and they go into the question's own turn, the last one,
+    after its text, so that the system prompt and the earlier turns, the part prompt caching reuses, are
+    the same bytes whether or not a question links to a thread.
     """
     nobody = BotIdentity(None, None)
     shown = _window(viewed, nobody, names, budget_tokens // 2, None, stepped=False)
     budget_tokens -= shown.cost
+    linked_windows = []
+    for channel, thread in linked:
+        share = budget_tokens // 3 // len(linked)
+        window_of = _window(thread, nobody, names, share, None, stepped=False)
+        linked_windows.append((channel, thread[window_of.start :]))
+        budget_tokens -= window_of.cost
     window = _window(messages, bot, names, budget_tokens, files)
     kept_messages = messages[window.start :]
     texts, files = _redacted(kept_messages, bot, names, redact, files)  # before the viewed channel's
@@ -114,12 +127,40 @@ def build_prompt(
         system += "\n\n" + messages_left_out_note(window.start, earlier_unread)
     if left_out:
         system += "\n\n" + files_left_out_note(left_out)
+    merged = _merge(list(turns))
+    if linked_windows and merged:  # redacted last: the conversation's placeholders come first
+        merged[-1] = _with_linked(merged[-1], linked_windows, names, redact)
     return Prompt(
         system=_encodable(system),
-        messages=[_message_param(turn) for turn in _merge(list(turns))],
+        messages=[_message_param(turn) for turn in merged],
         kept=len(turns),
         omitted=window.start,
     )
+
+
+def _with_linked(
+    turn: Turn,
+    linked: Sequence[tuple[str, Sequence[SlackMessage]]],
+    names: Mapping[str, str],
+    redact: Callable[[str], str],
+) -> Turn:
+    """The question's turn with the linked threads after it, each marked with the channel it is from."""
+    nobody = BotIdentity(None, None)
+    parts = []
+    for channel, thread in linked:
+        lines = [
+            f"{_speaker(m, names)}: {redact(text)}"
+            for m in thread
+            if (text := _readable(m.text, nobody, names))
+        ]
+        parts.append(
+            f"A Slack thread the question links to, linked from #{channel}, oldest first:\n"
+            + "\n".join(lines)
+        )
+    text = "\n\n".join(parts)
+    if turn.blocks:
+        return Turn(turn.role, turn.text, (*turn.blocks, _text_block(text)))
+    return Turn(turn.role, f"{turn.text}\n\n{text}")
 
 
 def _message_param(turn: Turn) -> MessageParam:

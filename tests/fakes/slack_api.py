@@ -231,6 +231,11 @@ class FakeSlack(LoopbackServer):
             "chat.update": self._update,
             "chat.postEphemeral": lambda _: {"ok": True, "message_ts": self._new_ts()},
             "chat.delete": self._delete,
+            "chat.getPermalink": lambda p: {
+                "ok": True,
+                "channel": p.get("channel", ""),
+                "permalink": self.permalink(p.get("channel", ""), p.get("message_ts", "")),
+            },
             "chat.startStream": self._start_stream,
             "chat.appendStream": lambda p: self._append_stream(p, stop=False),
             "chat.stopStream": lambda p: self._append_stream(p, stop=True),
@@ -296,6 +301,11 @@ class FakeSlack(LoopbackServer):
     def add_channel(self, channel_id: str, **fields: Any) -> Params:
         self.channels[channel_id] = {**self._channel_info(channel_id), **fields}
         return self.channels[channel_id]
+
+    def permalink(self, channel: str, ts: str, thread_ts: str | None = None) -> str:
+        """A message's link as chat.getPermalink makes it (a reply's names its thread and channel)."""
+        link = f"https://fake.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        return f"{link}?thread_ts={thread_ts}&cid={channel}" if thread_ts else link
 
     def set_members(self, channel_id: str, user_ids: list[str]) -> None:
         """Who is in a channel now, as conversations.members answers it (the bot is added, as it must be)."""

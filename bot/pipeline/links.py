@@ -1,0 +1,100 @@
+"""Slack message links in the question, and the threads they point to.
+
+Only the question itself is looked at (never older messages), at most MAX_LINKS distinct threads, each
+read only if the asker may read its channel now (`AccessCheck.may_read`: the channel lists, never a DM
+nor another organization's channel, a private one only while the asker is a member). A thread from a
+private conversation other than the one answered in makes the answer private (`private_reason`).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.pipeline.ask import Ask, InConversation
+from bot.pipeline.mrkdwn import to_mrkdwn
+from bot.pipeline.reply import MESSAGE_LIMIT, ReplyFailed, ReplyWriter
+from bot.pipeline.rollover import split_message
+from bot.slack_calls import SlackCallFailed, slack_call
+
+MAX_LINKS = 3
+LINK_NOT_READ = (
+    "I couldn't read a Slack link in your question, so I answered without it. (I read only channels an "
+    "admin enabled and I was invited to, and a private one only if you're a member.)"
+)
+ANSWERED_PRIVATELY = (
+    "I answered you privately: your question links to a private conversation that not everyone here can see."
+)
+# A permalink, as Slack writes it in text (`<url|label>` or `<url>`, `&` as `&amp;`) or bare.
+_PERMALINK = re.compile(
+    r"https://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.slack\.com/archives/([CGD][A-Z0-9]{2,})/p(\d+)(\d{6})"
+    r"(?:\?([^\s|>]*))?"
+)
+_QUERY_TS = re.compile(r"(?:^|&)thread_ts=(\d+\.\d{6})(?:&|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A linked message's channel and the thread it belongs to (its own ts when it names no thread)."""
+
+    channel: str
+    thread_ts: str
+
+
+def find_links(question: str) -> list[Link]:
+    """The first MAX_LINKS distinct threads the question links to, in the order they appear."""
+    links: list[Link] = []
+    for match in _PERMALINK.finditer(question):
+        channel, seconds, micros, query = match.groups()
+        thread = _QUERY_TS.search(html.unescape(query or ""))
+        link = Link(channel, thread.group(1) if thread else f"{seconds}.{micros}")
+        if link not in links:
+            links.append(link)
+        if len(links) == MAX_LINKS:
+            break
+    return links
+
+
+def is_private(channel_id: str, info: Mapping[str, object] | None) -> bool:
+    """Whether a conversation is private (unknown counts as private: the answer is then private too)."""
+    if info is None or channel_id.startswith(("G", "D")):
+        return True
+    return bool(info.get("is_private") or info.get("is_mpim") or info.get("is_im"))
+
+
+class EphemeralAnswer(ReplyWriter):
+    """The answer, collected whole and posted with chat.postEphemeral in the thread: only the asker sees
+    it (ephemeral messages cannot stream nor be edited), split where it is long."""
+
+    def __init__(self, slack: AsyncWebClient, ask: Ask) -> None:
+        super().__init__()
+        self._slack, self._ask = slack, ask
+        self._markdown = ""
+
+    @property
+    def started(self) -> bool:
+        return self.chars > 0
+
+    async def _append(self, markdown: str) -> None:
+        self._markdown += markdown
+
+    async def _finish(self, note: str | None, *, feedback: bool) -> None:  # noqa: ARG002 (ephemeral: none)
+        mrkdwn = to_mrkdwn(f"{self._markdown}\n\n{note}" if note else self._markdown)
+        for piece in split_message(mrkdwn, MESSAGE_LIMIT):
+            await self._say(piece)
+
+    async def _say(self, mrkdwn: str) -> None:
+        assert isinstance(self._ask.reply_to, InConversation)
+        channel, thread_ts = self._ask.reply_to.channel, self._ask.reply_to.thread_ts
+        try:
+            with slack_call("chat.postEphemeral"):
+                await self._slack.chat_postEphemeral(
+                    channel=channel, user=self._ask.origin.user_id, text=mrkdwn, thread_ts=thread_ts
+                )
+        except SlackCallFailed as exc:
+            raise ReplyFailed(str(exc)) from None
+        self.messages += 1

@@ -1,0 +1,165 @@
+"""Threads the question links to: read only from the question, at most three, only what the asker may
+read now, and an answer holding a private thread goes to the asker alone when others could see it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, Link, find_links
+from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, said
+
+ANSWER = "Hello from fake Claude."
+PUBLIC, SECRET = "C0RELEASE", "G0SECRET"
+
+
+def last_user_turn(bot, n: int = 0) -> str:
+    content = bot.claude.requests[n].body["messages"][-1]["content"]
+    return content if isinstance(content, str) else "\n".join(b.get("text", "") for b in content)
+
+
+def replies_read(bot, channel: str) -> int:
+    return len([c for c in bot.slack.calls_to("conversations.replies") if c.params.get("channel") == channel])
+
+
+def ephemerals(bot) -> list[str]:
+    return [c.params["text"] for c in bot.slack.calls_to("chat.postEphemeral")]
+
+
+async def ask(bot, question: str, root: str = "500.000001") -> None:
+    asked = f"{root[:-1]}2"
+    bot.slack.add_thread(CHANNEL, [said(BOB, "root", root), said(ALICE, question, asked)])
+    await bot.send_event(
+        {
+            "type": "app_mention",
+            "user": ALICE,
+            "text": question,
+            "ts": asked,
+            "channel": CHANNEL,
+            "event_ts": asked,
+            "thread_ts": root,
+        }
+    )
+    await bot.finished()
+
+
+def link_to(bot, channel: str, ts: str, *, thread_ts: str | None = None, label: str | None = None) -> str:
+    url = bot.slack.permalink(channel, ts, thread_ts).replace("&", "&amp;")
+    return f"<{url}|{label}>" if label else f"<{url}>"
+
+
+def test_links_are_found_in_slack_text_with_labels_and_escaped_ampersands():
+    text = (
+        "see <https://acme.slack.com/archives/C0A/p1700000000000100?thread_ts=1700000000.000050&amp;cid=C0A|this>"
+        " and https://acme.slack.com/archives/G0B/p1700000001000200 and again "
+        "<https://acme.slack.com/archives/C0A/p1700000000000050>"
+    )
+    assert find_links(text) == [Link("C0A", "1700000000.000050"), Link("G0B", "1700000001.000200")]
+
+
+async def test_a_public_channels_linked_thread_is_read_and_marked_as_linked(bot):
+    bot.slack.add_thread(
+        PUBLIC, [said(BOB, "Ship 2.0 on Friday.", "400.000001"), said(BOB, "Agreed.", "400.000002")]
+    )
+
+    await ask(
+        bot,
+        f"<@{BOT_USER}> what did they decide in "
+        + link_to(bot, PUBLIC, "400.000002", thread_ts="400.000001", label="thread"),
+    )
+
+    turn = last_user_turn(bot)
+    assert f"linked from #{PUBLIC}" in turn
+    assert "Ship 2.0 on Friday." in turn and "Agreed." in turn
+    assert "Ship 2.0" not in bot.claude.requests[0].body["system"]  # the cached prefix stays the same
+    assert bot.replies(CHANNEL, "500.000001")[-1] == ANSWER
+    assert not ephemerals(bot)
+
+
+async def test_a_link_in_an_older_message_is_not_read(bot):
+    bot.slack.add_thread(PUBLIC, [said(BOB, "Ship 2.0 on Friday.", "400.000001")])
+    old = said(BOB, f"see {link_to(bot, PUBLIC, '400.000001')}", "500.000002")
+    question = said(ALICE, f"<@{BOT_USER}> summarize", "500.000003")
+    bot.slack.add_thread(CHANNEL, [said(BOB, "root", "500.000001"), old, question])
+    await bot.send_event(
+        {
+            "type": "app_mention",
+            "user": ALICE,
+            "text": question["text"],
+            "ts": "500.000003",
+            "channel": CHANNEL,
+            "event_ts": "500.000003",
+            "thread_ts": "500.000001",
+        }
+    )
+    await bot.finished()
+
+    assert replies_read(bot, PUBLIC) == 0
+    assert "linked from" not in last_user_turn(bot)
+
+
+async def test_at_most_three_linked_threads_are_read(bot):
+    channels = [f"C0LINK{i}" for i in range(5)]
+    for channel in channels:
+        bot.slack.add_thread(channel, [said(BOB, f"News from {channel}.", "400.000001")])
+
+    await ask(bot, f"<@{BOT_USER}> compare " + " ".join(link_to(bot, c, "400.000001") for c in channels))
+
+    assert [replies_read(bot, c) for c in channels] == [1, 1, 1, 0, 0]
+    assert last_user_turn(bot).count("linked from #") == 3
+
+
+async def test_a_direct_message_link_is_never_read(bot):
+    bot.slack.add_history("D0BOBCAROL", [said(BOB, "The offer is 120k.", "400.000001")])
+
+    await ask(bot, f"<@{BOT_USER}> what about {link_to(bot, 'D0BOBCAROL', '400.000001')}")
+
+    assert not [c for c in bot.slack.calls if c.params.get("channel") == "D0BOBCAROL"]
+    assert "offer" not in last_user_turn(bot)
+    assert ephemerals(bot) == [LINK_NOT_READ]
+    assert bot.replies(CHANNEL, "500.000001")[-1] == ANSWER
+
+
+async def test_a_private_thread_linked_by_a_member_is_read_and_answered_privately(bot):
+    bot.slack.add_thread(SECRET, [said(BOB, "Reorg on Monday.", "400.000001")])
+    bot.slack.set_members(SECRET, [BOB, ALICE])
+
+    await ask(bot, f"<@{BOT_USER}> what was decided? {link_to(bot, SECRET, '400.000001')}")
+
+    assert "Reorg on Monday." in last_user_turn(bot)
+    assert bot.replies(CHANNEL, "500.000001") == []  # nothing in the public thread
+    private = bot.slack.calls_to("chat.postEphemeral")
+    assert [c.params["text"] for c in private] == [ANSWERED_PRIVATELY, ANSWER]
+    assert all(c.params["user"] == ALICE and c.params["thread_ts"] == "500.000001" for c in private)
+
+
+async def test_a_private_thread_linked_by_a_non_member_is_not_read(bot):
+    bot.slack.add_channel("C0HUSH", is_private=True)
+    bot.slack.add_thread("C0HUSH", [said(BOB, "Reorg on Monday.", "400.000001")])
+    bot.slack.set_members("C0HUSH", [BOB])
+
+    await ask(bot, f"<@{BOT_USER}> what was decided? {link_to(bot, 'C0HUSH', '400.000001')}")
+
+    assert replies_read(bot, "C0HUSH") == 0
+    assert "Reorg" not in last_user_turn(bot)
+    assert ephemerals(bot) == [LINK_NOT_READ]
+    assert bot.replies(CHANNEL, "500.000001")[-1] == ANSWER  # from the thread alone, in public
+
+
+@pytest.mark.parametrize("bot_overrides", [{"ALLOWED_CHANNELS": f"{CHANNEL}"}], indirect=True)
+async def test_a_channel_outside_the_allow_list_is_not_read(bot):
+    bot.slack.add_thread(PUBLIC, [said(BOB, "Ship 2.0 on Friday.", "400.000001")])
+
+    await ask(bot, f"<@{BOT_USER}> see {link_to(bot, PUBLIC, '400.000001')}")
+
+    assert replies_read(bot, PUBLIC) == 0
+    assert ephemerals(bot) == [LINK_NOT_READ]
+
+
+async def test_another_organizations_channel_is_not_read(bot):
+    bot.slack.add_channel(PUBLIC, is_shared=True, is_ext_shared=True, conversation_host_id="T0PARTNER")
+    bot.slack.add_thread(PUBLIC, [said(BOB, "Partner roadmap.", "400.000001")])
+
+    await ask(bot, f"<@{BOT_USER}> see {link_to(bot, PUBLIC, '400.000001')}")
+
+    assert replies_read(bot, PUBLIC) == 0
+    assert ephemerals(bot) == [LINK_NOT_READ]
