@@ -74,6 +74,16 @@ class BackendSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSearchSettings:
+    """Anthropic's web search server tool (WEB_SEARCH): direct calls only, never web fetch."""
+
+    enabled: bool = False
+    max_uses: int = 3  # searches per answer
+    allowed_domains: tuple[str, ...] = ()  # at most one of these two lists is given
+    blocked_domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     slack_bot_token: str
     slack_app_token: str | None
@@ -108,6 +118,7 @@ class Settings:
     access: AccessSettings = AccessSettings()
     outbound: OutboundSettings = OutboundSettings()
     backend: BackendSettings = BackendSettings()
+    web_search: WebSearchSettings = WebSearchSettings()
 
     @property
     def socket_mode(self) -> bool:
@@ -179,6 +190,7 @@ class Settings:
             access=_access(read),
             outbound=_outbound(read),
             backend=backend,
+            web_search=_web_search(read, backend.kind),
         )
 
 
@@ -209,6 +221,38 @@ def _outbound(read: _Reader) -> OutboundSettings:
         max_file_bytes=read.or_default("MAX_FILE_BYTES", _int_between(1, 30_000_000), 5_000_000),
         max_files=read.or_default("MAX_FILES", _int_between(1, 20), 5),
     )
+
+
+def _web_search(read: _Reader, kind: str) -> WebSearchSettings:
+    if not read.or_default("WEB_SEARCH", _switch, False):
+        return WebSearchSettings()
+    if kind == "bedrock":
+        raise ConfigError(
+            "WEB_SEARCH: Claude on Bedrock has no web search tool; set WEB_SEARCH=off or use another backend"
+        )
+    allowed = read.optional("WEB_SEARCH_ALLOWED_DOMAINS", _domains) or ()
+    blocked = read.optional("WEB_SEARCH_BLOCKED_DOMAINS", _domains) or ()
+    if allowed and blocked:
+        raise ConfigError(
+            "WEB_SEARCH_ALLOWED_DOMAINS: cannot be used with WEB_SEARCH_BLOCKED_DOMAINS; set one of them"
+        )
+    return WebSearchSettings(
+        enabled=True,
+        max_uses=read.or_default("WEB_SEARCH_MAX_USES", _int_between(1, 20), 3),
+        allowed_domains=allowed,
+        blocked_domains=blocked,
+    )
+
+
+def _domains(raw: str) -> tuple[str, ...]:
+    """Comma-separated domains such as example.com or docs.example.com/api (no scheme)."""
+    domains = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    odd = [
+        d for d in domains if "://" in d or not re.fullmatch(r"[a-z0-9*][a-z0-9.*-]*\.[a-z0-9-]+(/\S*)?", d)
+    ]
+    if odd:
+        raise ValueError(f"expected domains separated by commas, such as example.com, got {', '.join(odd)}")
+    return domains
 
 
 def _backend(read: _Reader) -> BackendSettings:

@@ -29,6 +29,7 @@ def policy_summary(settings: Settings, channel_id: str | None = None) -> str:
             f"• *Removed first:* {_redaction(settings.outbound)}",
             f"• *Files and images:* {_files(settings.outbound)}",
             f"• *Where it goes:* {describe_backend(settings)}",
+            f"• *Web search:* {_web_search(settings)}",
             *_instructions_here(settings, channel_id),
             *_retained_models(settings),
             "• *What this app keeps:* nothing of what you write. No database, no transcripts, no message "
@@ -161,6 +162,27 @@ def _files(outbound: OutboundSettings) -> str:
     return (
         f"sent inside the request (never uploaded to a file store): up to {outbound.max_files} per "
         f"question, {megabytes:g} MB each; images, PDFs and text."
+    )
+
+
+def _web_search(settings: Settings) -> str:
+    search = settings.web_search
+    if not search.enabled:
+        return "off; Claude answers from the conversation and what it already knows."
+    provider = (
+        "Google Cloud's Vertex AI and its search provider, under the same terms as above"
+        if settings.backend.kind == "vertex"
+        else "Anthropic's search provider, under the same agreement with Anthropic as above"
+    )
+    domains = ""
+    if search.allowed_domains:
+        domains = f" Only these sites are searched: {', '.join(search.allowed_domains)}."
+    elif search.blocked_domains:
+        domains = f" These sites are never searched: {', '.join(search.blocked_domains)}."
+    return (
+        f"on. Claude may search the web, up to {search.max_uses} times per answer; its search queries, "
+        f"which it writes from the conversation, go to {provider}. Pages are not fetched: Claude reads "
+        f"the search results only, and the sources it cites are listed under the answer.{domains}"
     )
 
 

@@ -10,6 +10,9 @@ missing here costs "unknown", never 0, until CLAUDE_PRICES gives the configured 
 
 (`cache_write` is the 5-minute write price.) The estimate uses the standard rates only: Haiku 5.5's
 price is for prompts up to 100k tokens, and batch or priority tiers are not used by this bot.
+
+Web searches (WEB_SEARCH) cost $10 per 1,000 on every model (platform.claude.com pricing, web search
+tool), besides the tokens their results add to the input; CLAUDE_PRICES does not change that.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 CACHE_READ, CACHE_WRITE_5M, CACHE_WRITE_1H = 0.1, 1.25, 2.0  # times the input price
+WEB_SEARCH_USD = 10 / 1000  # per search
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +48,10 @@ class Prices:
         cache_write_tokens: int = 0,
         cache_write_1h_tokens: int | None = None,
         cache_ttl: str = "5m",
+        web_searches: int = 0,
     ) -> float:
-        """USD for one request's usage. Cache writes Claude did not break down by TTL (None) are priced at
-        `cache_ttl`'s rate (CLAUDE_CACHE_TTL, the one the bot asks for)."""
+        """USD for one request's usage, its web searches included. Cache writes Claude did not break down
+        by TTL (None) are priced at `cache_ttl`'s rate (CLAUDE_CACHE_TTL, the one the bot asks for)."""
         if cache_write_1h_tokens is None:
             cache_write_1h_tokens = cache_write_tokens if cache_ttl == "1h" else 0
         one_hour = min(cache_write_1h_tokens, cache_write_tokens)
@@ -56,7 +61,7 @@ class Prices:
             + cache_read_tokens * self.cache_read
             + (cache_write_tokens - one_hour) * self.cache_write_5m
             + one_hour * self.cache_write_1h
-        ) / 1_000_000
+        ) / 1_000_000 + web_searches * WEB_SEARCH_USD
 
 
 # First-party model ids (undated); every backend's form of them is matched by `base_model`.

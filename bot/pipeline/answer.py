@@ -21,9 +21,9 @@ from bot.config import Settings
 from bot.limits import UserRateLimit, UserTokenBudget
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
-from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
+from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage, ThreadStatus
 from bot.pipeline.capacity import ClaudeCapacity
-from bot.pipeline.claude import ClaudeError, Usage, ask_claude, opaque_user_id
+from bot.pipeline.claude import ClaudeError, Source, Usage, ask_claude, opaque_user_id
 from bot.pipeline.context import (
     ContextUnavailable,
     NameLookups,
@@ -36,7 +36,7 @@ from bot.pipeline.context import (
 from bot.pipeline.files import fetch_files
 from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
 from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, EphemeralAnswer, find_links, is_private
-from bot.pipeline.progress import clear_progress, name_thread, show_progress, show_waiting
+from bot.pipeline.progress import clear_progress, name_thread, quietly, show_progress, show_waiting
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
 from bot.pipeline.reply import ReplyWriter, StoppedByReader, open_writer, say_privately, stop_note
@@ -62,6 +62,7 @@ REDACTION_NOTE = (
     "[email 1] or [slack token 1]; the same value has the same placeholder. Refer to them as they are."
 )
 CHANNEL_INSTRUCTIONS = "\n\nInstructions from this workspace's administrators for this conversation:\n"
+SEARCHING_STATUS = "is searching the web…"
 SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
 
 
@@ -273,6 +274,18 @@ class Pipeline:
         prompt = await self._prompt_for(ask, asker_name)
         writer = await self._private_writer(ask, prompt, writer)
         timings.read = time.perf_counter()
+        progress, searching = ask.progress, False
+
+        async def on_search() -> None:  # the step, never its query (content, perhaps not for this status)
+            nonlocal searching
+            if isinstance(progress, ThreadStatus) and not searching:
+                searching = True
+                await quietly(
+                    self._slack.assistant_threads_setStatus(
+                        channel_id=progress.channel, thread_ts=progress.thread_ts, status=SEARCHING_STATUS
+                    )
+                )
+
         outcome = await ask_claude(
             self._claude,
             prompt,
@@ -284,8 +297,12 @@ class Pipeline:
             limits=self._turns,
             usage=usage,
             cache_ttl=self._settings.claude_cache_ttl,
+            web_search=self._settings.web_search,
+            on_search=on_search,
         )
-        await writer.finish(stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER))
+        ended = stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER)
+        notes = [note for note in (ended, _sources_note(outcome.sources)) if note]
+        await writer.finish("\n\n".join(notes) or None)
         meter.answered()
         now = time.perf_counter()
         log.info(
@@ -318,6 +335,7 @@ class Pipeline:
             cache_write_tokens=usage.cache_write_tokens,
             cache_write_1h_tokens=usage.cache_write_1h_tokens,
             cache_ttl=self._settings.claude_cache_ttl,
+            web_searches=usage.web_searches,
         )
 
     def _used(self, usage: Usage) -> str:
@@ -327,6 +345,7 @@ class Pipeline:
             f"input_tokens={usage.input_tokens} output_tokens={usage.output_tokens} "
             f"cache_read_tokens={usage.cache_read_tokens} cache_write_tokens={usage.cache_write_tokens} "
             f"cost_usd={'unknown' if cost is None else f'{cost:.6f}'} model={usage.model}"
+            + (f" web_searches={usage.web_searches}" if usage.web_searches else "")
         )
 
     def _instructions_name(self, ask: Ask) -> str:
@@ -449,6 +468,19 @@ class Pipeline:
             return writer
         await say_privately(self._slack, ask, ANSWERED_PRIVATELY)
         return EphemeralAnswer(self._slack, ask)
+
+
+def _sources_note(sources: tuple[Source, ...]) -> str | None:
+    """The cited pages under the answer, as Markdown links (`bot.pipeline.mrkdwn` makes Slack's), each
+    once; a title's brackets and a URL's parentheses and spaces would end the link early."""
+    if not sources:
+        return None
+    links = []
+    for source in sources:
+        title = (source.title or source.url).replace("[", "(").replace("]", ")")
+        url = source.url.replace("(", "%28").replace(")", "%29").replace(" ", "%20")
+        links.append(f"[{title}]({url})")
+    return "**Sources:** " + " · ".join(links)
 
 
 def _quote(text: str, limit: int = 300) -> str:

@@ -15,6 +15,10 @@ Given `limits` (`bot.pipeline.capacity.ClaudeCapacity`), every HTTP response, ea
 included, reports its status and headers (the rate limits, `retry-after`) through SDK middleware, and a
 retry waits for any pause those set; an overload or throttle mid-stream and each answer's usage are
 reported too.
+
+With WEB_SEARCH on, Claude gets Anthropic's web search server tool (`web_search_tool`): the searches run
+on Anthropic's side within the same request; their queries and results stream past here unread, and
+only the cited sources' URLs and titles are kept, for the answer's own message.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from anthropic import APIRequest, AsyncAnthropicBedrock, AsyncAPIResponse, Async
 from anthropic.types import CacheControlEphemeralParam, MessageParam, MetadataParam, RawMessageStreamEvent
 
 from bot.backends import BODY_VERSIONS, ClaudeClient, claude_model_id
-from bot.config import BackendSettings
+from bot.config import BackendSettings, WebSearchSettings
 from bot.pipeline.prompt import Prompt
 from bot.pipeline.said import VisibleError
 
@@ -88,6 +92,7 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int | None = None  # of cache_write_tokens; None: not broken down by TTL
+    web_searches: int = 0  # web search tool calls (usage.server_tool_use), billed per search
 
     def update(self, reported: Mapping[str, Any]) -> None:
         """Take the counts one event reports; later counts replace earlier ones, a missing one keeps it."""
@@ -98,6 +103,9 @@ class Usage:
         breakdown = reported.get("cache_creation")
         if isinstance(breakdown, Mapping) and isinstance(breakdown.get("ephemeral_1h_input_tokens"), int):
             self.cache_write_1h_tokens = breakdown["ephemeral_1h_input_tokens"]
+        server_tools = reported.get("server_tool_use")
+        if isinstance(server_tools, Mapping) and isinstance(server_tools.get("web_search_requests"), int):
+            self.web_searches = server_tools["web_search_requests"]
 
     @property
     def total(self) -> int:
@@ -114,11 +122,42 @@ _USAGE_FIELDS = (
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """A web page Claude cited (a `web_search_result_location` citation): shown under the answer."""
+
+    url: str
+    title: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaudeOutcome:
-    """How Claude's answer ended (its text went to `on_text` as it came) and the tokens it used."""
+    """How Claude's answer ended (its text went to `on_text` as it came), the tokens it used and the web
+    pages it cited, each once, in the order first cited."""
 
     stop_reason: str | None
     usage: Usage
+    sources: tuple[Source, ...] = ()
+
+
+# The current web search tool on the Anthropic API; Vertex AI documents only the first version.
+WEB_SEARCH_TOOL = "web_search_20260318"
+VERTEX_WEB_SEARCH_TOOL = "web_search_20250305"
+
+
+def web_search_tool(kind: str, settings: WebSearchSettings) -> dict[str, Any]:
+    """The web search tool's definition. `allowed_callers: ["direct"]`: Claude alone calls it, never code
+    it writes (dynamic filtering runs code, which zero data retention does not cover). No web fetch:
+    publishers may log the pages fetched."""
+    tool: dict[str, Any] = {"type": WEB_SEARCH_TOOL, "name": "web_search", "max_uses": settings.max_uses}
+    if kind == "vertex":  # its one version has no code callers; Google documents no allowed_callers
+        tool["type"] = VERTEX_WEB_SEARCH_TOOL
+    else:
+        tool["allowed_callers"] = ["direct"]
+    if settings.allowed_domains:
+        tool["allowed_domains"] = list(settings.allowed_domains)
+    if settings.blocked_domains:
+        tool["blocked_domains"] = list(settings.blocked_domains)
+    return tool
 
 
 _BY_ERROR_TYPE: dict[str, type[ClaudeError]] = {
@@ -153,6 +192,8 @@ async def ask_claude(
     limits: RateLimits | None = None,
     usage: Usage | None = None,
     cache_ttl: str = "5m",
+    web_search: WebSearchSettings | None = None,
+    on_search: Callable[[], Awaitable[None]] | None = None,
 ) -> ClaudeOutcome:
     """Stream Claude's answer, awaiting `on_text` for each piece as it is generated; `usage`, if given, holds
     the tokens reported so far even when this raises.
@@ -165,6 +206,9 @@ async def ask_claude(
 
     The prompt is cached for `cache_ttl` (CLAUDE_CACHE_TTL), so that the next question in the conversation
     reads what it repeats (the system prompt and every earlier turn) from the cache (`cached`).
+
+    With `web_search` enabled, Claude may search the web (`web_search_tool`); `on_search` is awaited as
+    each search starts, told nothing of it (its query is content).
     """
     if limits is not None:
         claude = _reporting(claude, limits)
@@ -184,16 +228,20 @@ async def ask_claude(
         "extra_body": extra_body,
         **cached(backend.kind, prompt.messages, cache_ttl),
     }
+    if web_search is not None and web_search.enabled:
+        request["tools"] = [web_search_tool(backend.kind, web_search)]
     try:
         if isinstance(claude, AsyncAnthropicBedrock):
             stream = await claude.messages.create(**request, stream=True)
             async with stream:
                 request_id = stream.response.headers.get("x-amzn-requestid")
-                outcome = await _read_events(_as_dicts(stream), on_text, request_id, usage)
+                outcome = await _read_events(_as_dicts(stream), on_text, request_id, usage, on_search)
         else:
             async with claude.messages.with_streaming_response.create(**request, stream=True) as response:
                 request_id = response.headers.get("request-id")
-                outcome = await _read_events(_server_sent(response.iter_lines()), on_text, request_id, usage)
+                outcome = await _read_events(
+                    _server_sent(response.iter_lines()), on_text, request_id, usage, on_search
+                )
         if limits is not None:
             limits.used(usage.input_tokens, usage.output_tokens)
         return outcome
@@ -301,23 +349,51 @@ async def _read_events(
     on_text: Callable[[str], Awaitable[None]],
     request_id: str | None,
     usage: Usage,
+    on_search: Callable[[], Awaitable[None]] | None = None,
 ) -> ClaudeOutcome:
     """The Messages API's stream events: text deltas go to `on_text`, usage into `usage`; the end gives the
-    outcome."""
+    outcome.
+
+    Web search, when on: a `server_tool_use` block starts a search (`on_search`), its query follows as
+    `input_json_delta`s, and a `web_search_tool_result` block holds the results or an `error_code`; both
+    are skipped whole, so that nothing of them is shown or logged (a failed search is Claude's to answer
+    around). Citations arrive as `citations_delta`s on the text blocks, whose text deltas are the text
+    alone: only the cited pages' URLs and titles are taken. Text after a search starts a new paragraph
+    when text came before it (the blocks around a search are separate thoughts; cited blocks in one
+    sentence are not separated)."""
     stop_reason: str | None = None
+    sources: dict[str, Source] = {}  # by URL, in the order first cited
+    wrote = searched = False  # text so far; a search since the last text
     async for event in events:
         kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                await on_text(delta["text"])
+            delta_kind = delta.get("type")
+            if delta_kind == "text_delta" and delta.get("text"):
+                text = delta["text"]
+                if searched and wrote and not text[:1].isspace():
+                    text = "\n\n" + text
+                searched, wrote = False, True
+                await on_text(text)
+            elif delta_kind == "citations_delta":
+                cited = delta.get("citation") or {}
+                url = cited.get("url")
+                if cited.get("type") == "web_search_result_location" and isinstance(url, str) and url:
+                    title = cited.get("title")
+                    sources.setdefault(url, Source(url, title if isinstance(title, str) and title else None))
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "server_tool_use" and block.get("name") == "web_search":
+                searched = True
+                if on_search is not None:
+                    await on_search()
         elif kind == "message_start":
             usage.update((event.get("message") or {}).get("usage") or {})
         elif kind == "message_delta":
             stop_reason = (event.get("delta") or {}).get("stop_reason")
             usage.update(event.get("usage") or {})
         elif kind == "message_stop":
-            return ClaudeOutcome(stop_reason, usage)
+            return ClaudeOutcome(stop_reason, usage, tuple(sources.values()))
         elif kind == "error":  # an error after HTTP 200, such as overloaded mid-stream
             raise _classify(event, 200, request_id)
     raise ClaudeUnavailable(200, request_id)  # the stream ended without message_stop

@@ -294,6 +294,22 @@ class FakeClaude(LoopbackServer):
         `text_block`), at indexes 0, 1…, and then its own text block."""
         self._leads.append(list(blocks))
 
+    def search(
+        self,
+        query: str,
+        results: list[tuple[str, str]] | None = None,
+        *,
+        error_code: str | None = None,
+        then: tuple[dict[str, Any], ...] = (),
+    ) -> None:
+        """The next streamed answer searches the web as the API streams it: a `server_tool_use` block (its
+        query as `input_json_delta`s), a `web_search_tool_result` block with `results` ((url, title)
+        pairs) or an `error_code` (`max_uses_exceeded`, `unavailable`…), then the `then` blocks
+        (`text_block`, `cited_text`, more searches' blocks), then its own text block; the answer's usage
+        counts the searches (`usage.server_tool_use.web_search_requests`)."""
+        use = web_search_use(query)
+        self.lead_with(use, web_search_result(use["id"], results or [], error_code=error_code), *then)
+
     def pass_time(self, seconds: float) -> None:
         """Let `seconds` pass for the prompt cache's TTLs."""
         self._cache_clock += seconds
@@ -570,7 +586,7 @@ class FakeClaude(LoopbackServer):
         start = _message(body, [], None, "")
         start["usage"].update(self._input_usage(body), **self.cache_usage)
         await send("message_start", {"type": "message_start", "message": start})
-        index = await self._lead(send)  # thinking (and any other scripted blocks) first; 0 if none
+        index, searches = await self._lead(send)  # thinking and other scripted blocks first; 0 if none
         block = {"type": "text", "text": ""}
         await send(
             "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
@@ -609,7 +625,9 @@ class FakeClaude(LoopbackServer):
             await send("content_block_stop", {"type": "content_block_stop", "index": index})
             end = {"stop_reason": stop_reason, "stop_sequence": None}
             counts = {k: v for k, v in start["usage"].items() if k in _CUMULATIVE}  # as message_start's
-            usage = {"output_tokens": _tokens(text), **counts}
+            usage: dict[str, Any] = {"output_tokens": _tokens(text), **counts}
+            if searches:
+                usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
             await send("message_delta", {"type": "message_delta", "delta": end, "usage": usage})
             stop: dict[str, Any] = {"type": "message_stop"}
             if bedrock:
@@ -628,11 +646,15 @@ class FakeClaude(LoopbackServer):
         await resp.write_eof()
         return resp
 
-    async def _lead(self, send: Callable[[str, dict[str, Any]], Awaitable[None]]) -> int:
+    async def _lead(self, send: Callable[[str, dict[str, Any]], Awaitable[None]]) -> tuple[int, int]:
         """Stream the blocks `lead_with` scripted for this answer, each as the API does: thinking as a
         start with empty `thinking` and `signature`, `thinking_delta`s, one `signature_delta`, a stop;
-        redacted thinking whole in its start; text as `text_delta`s. Returns the next block's index."""
+        redacted thinking whole in its start; text as `text_delta`s, after a `citations_delta` for each
+        of its citations; a `server_tool_use` as a start with empty `input` and its input as
+        `input_json_delta`s; a `web_search_tool_result` whole in its start. Returns the next block's
+        index and the number of web searches."""
         blocks = self._leads.popleft() if self._leads else []
+        searches = 0
         size = max(1, self.chunk_chars)
 
         async def delta(index: int, delta: dict[str, Any]) -> None:
@@ -641,12 +663,30 @@ class FakeClaude(LoopbackServer):
         try:
             for index, block in enumerate(blocks):
                 kind = block["type"]
+                if kind in ("server_tool_use", "web_search_tool_result"):
+                    searches += kind == "server_tool_use"
+                    shell = {**block, "input": {}} if kind == "server_tool_use" else block
+                    start = {"type": "content_block_start", "index": index, "content_block": shell}
+                    await send("content_block_start", start)
+                    if kind == "server_tool_use":
+                        partial = json.dumps(block["input"])
+                        for i in range(0, len(partial), size):
+                            await delta(
+                                index, {"type": "input_json_delta", "partial_json": partial[i : i + size]}
+                            )
+                    await send("content_block_stop", {"type": "content_block_stop", "index": index})
+                    continue
                 field = "thinking" if kind == "thinking" else "text"
                 shell = {**block, "thinking": "", "signature": ""} if kind == "thinking" else dict(block)
+                citations = shell.pop("citations", None) or []
                 if kind == "text":
                     shell["text"] = ""
+                    if citations:
+                        shell["citations"] = []
                 start = {"type": "content_block_start", "index": index, "content_block": shell}
                 await send("content_block_start", start)
+                for citation in citations:
+                    await delta(index, {"type": "citations_delta", "citation": citation})
                 whole = "" if kind == "redacted_thinking" else block[field]  # redacted: all in the start
                 for i in range(0, len(whole), size):
                     if i and kind == "thinking" and self.thinking_delay:
@@ -666,7 +706,7 @@ class FakeClaude(LoopbackServer):
                 self.abandoned += 1
                 self._arrived.notify_all()
             raise
-        return len(blocks)
+        return len(blocks), searches
 
 
 def thinking_block(thinking: str) -> dict[str, Any]:
@@ -682,6 +722,80 @@ def redacted_thinking() -> dict[str, Any]:
 
 def text_block(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
+
+
+def web_search_use(query: str) -> dict[str, Any]:
+    """Claude's call of the web search tool (anthropic.types.ServerToolUseBlock)."""
+    return {"type": "server_tool_use", "id": _id("srvtoolu"), "name": "web_search", "input": {"query": query}}
+
+
+def web_search_result(
+    tool_use_id: str, results: list[tuple[str, str]], *, error_code: str | None = None
+) -> dict[str, Any]:
+    """The search's results (anthropic.types.WebSearchToolResultBlock), their page content encrypted, or
+    its error (WebSearchToolResultErrorObject)."""
+    content: Any = (
+        {"type": "web_search_tool_result_error", "error_code": error_code}
+        if error_code
+        else [
+            {
+                "type": "web_search_result",
+                "url": url,
+                "title": title,
+                "encrypted_content": base64.b64encode(uuid.uuid4().bytes * 6).decode(),
+                "page_age": "April 30, 2026",
+            }
+            for url, title in results
+        ]
+    )
+    return {"type": "web_search_tool_result", "tool_use_id": tool_use_id, "content": content}
+
+
+def cited_text(text: str, *sources: tuple[str, str, str]) -> dict[str, Any]:
+    """A text block citing search results: (url, title, cited_text) each, as
+    anthropic.types.CitationsWebSearchResultLocation."""
+    citations = [
+        {
+            "type": "web_search_result_location",
+            "url": url,
+            "title": title,
+            "encrypted_index": base64.b64encode(uuid.uuid4().bytes).decode(),
+            "cited_text": cited,
+        }
+        for url, title, cited in sources
+    ]
+    return {"type": "text", "text": text, "citations": citations}
+
+
+WEB_SEARCH_TYPES = ("web_search_20250305", "web_search_20260209", "web_search_20260318")
+_WEB_SEARCH_FIELDS = frozenset(
+    "name type allowed_callers allowed_domains blocked_domains cache_control defer_loading max_uses"
+    " response_inclusion strict user_location".split()
+)
+_CALLERS = ("direct", "code_execution_20250825", "code_execution_20260120", "code_execution_20260521")
+
+
+def _validate_tools(tools: Any) -> None:
+    """The web search tool as the API checks it (the SDK's WebSearchTool*Param); other tools pass."""
+    if not isinstance(tools, list):
+        raise _Invalid("tools: Input should be a valid list")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not str(tool.get("type", "")).startswith("web_search"):
+            continue
+        if tool["type"] not in WEB_SEARCH_TYPES:
+            raise _Invalid(f"tools.{i}.type: unknown tool type {tool['type']!r}")
+        for key in tool:
+            if key not in _WEB_SEARCH_FIELDS:
+                raise _Invalid(f"tools.{i}.{key}: Extra inputs are not permitted")
+        if tool.get("name") != "web_search":
+            raise _Invalid(f"tools.{i}.name: Input should be 'web_search'")
+        if tool.get("allowed_domains") and tool.get("blocked_domains"):
+            raise _Invalid(f"tools.{i}: cannot use both allowed_domains and blocked_domains")
+        if any(caller not in _CALLERS for caller in tool.get("allowed_callers") or []):
+            raise _Invalid(f"tools.{i}.allowed_callers: unknown caller")
+        max_uses = tool.get("max_uses")
+        if max_uses is not None and (not isinstance(max_uses, int) or max_uses < 1):
+            raise _Invalid(f"tools.{i}.max_uses: Input should be greater than or equal to 1")
 
 
 def _id(prefix: str) -> str:
@@ -928,6 +1042,8 @@ def _validate(body: Any) -> None:
     if previous != "user":
         raise _Invalid(_PREFILL)
     _validate_cache_control(body)
+    if "tools" in body:
+        _validate_tools(body["tools"])
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, dict):
