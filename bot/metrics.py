@@ -5,6 +5,7 @@ Socket Mode.
 
     claude_slack_requests_total{surface, outcome, reason}   each Ask once, when it ends
     claude_slack_tokens_total{kind}                         input, output, cache_read, cache_write
+    claude_slack_web_searches_total                         searches Claude ran (WEB_SEARCH)
     claude_slack_cost_usd_total                             estimated from the price table
     claude_slack_slack_errors_total{method, error}          every Slack call that failed (bot.slack_calls)
     claude_slack_claude_errors_total{error}                 our Claude error classes
@@ -67,6 +68,9 @@ REQUESTS = Counter(
     registry=REGISTRY,
 )
 TOKENS = Counter("tokens", "Tokens Claude reported, by kind.", ["kind"], namespace=PREFIX, registry=REGISTRY)
+WEB_SEARCHES = Counter(
+    "web_searches", "Web searches Claude ran for answers (WEB_SEARCH).", namespace=PREFIX, registry=REGISTRY
+)
 COST = Counter(
     "cost_usd", "Estimated cost of Claude's answers, in US dollars.", namespace=PREFIX, registry=REGISTRY
 )
@@ -175,12 +179,20 @@ class RequestMeter:
 
 
 def used_tokens(
-    *, input: int, output: int, cache_read: int = 0, cache_write: int = 0, cost_usd: float = 0.0
+    *,
+    input: int,
+    output: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    web_searches: int = 0,
+    cost_usd: float = 0.0,
 ) -> None:
     """What one answer cost, as Claude reported it; `cost_usd` estimated from the price table."""
     for kind, count in zip(TOKEN_KINDS, (input, output, cache_read, cache_write), strict=True):
         if count > 0:
             TOKENS.labels(kind).inc(count)
+    if web_searches > 0:
+        WEB_SEARCHES.inc(web_searches)
     if cost_usd > 0:
         COST.inc(cost_usd)
 

@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 
 import anthropic
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from bot import metrics
 from bot.config import ConfigError, Settings, WebSearchSettings
 from bot.pipeline.claude import (
     VERTEX_WEB_SEARCH_TOOL,
@@ -23,6 +26,7 @@ from bot.pipeline.claude import (
 from bot.pipeline.prompt import Prompt
 from bot.policy import policy_summary
 from bot.pricing import WEB_SEARCH_USD, prices_for
+from tests.conftest import ALICE, CHANNEL, mention, said
 from tests.fakes.claude_api import (
     WEB_SEARCH_TYPES,
     FakeClaude,
@@ -224,3 +228,60 @@ def test_policy_says_whether_search_is_on_where_queries_go_and_that_pages_are_no
     line = next(line for line in on.splitlines() if line.startswith("• *Web search:*"))
     assert "up to 2 times" in line and "Anthropic's search provider" in line
     assert "same agreement" in line and "Pages are not fetched" in line
+
+
+# --- end to end, through the bot ---
+
+SEARCH_ON = {"WEB_SEARCH": "on"}
+
+
+def slack_text(slack) -> str:
+    """Everything the bot sent to Slack, as sent."""
+    return "\n".join(str(call.params) for call in slack.calls)
+
+
+@pytest.mark.parametrize("bot_overrides", [SEARCH_ON], indirect=True)
+async def test_a_searched_answer_lists_its_sources_under_it_and_counts_the_search(bot, caplog):
+    caplog.set_level(logging.DEBUG, logger="bot")
+    script_search(bot.claude)
+    before = generate_latest(metrics.REGISTRY).decode()
+    bot.slack.add_thread(CHANNEL, [said(ALICE, "<@U0BOT> what is new in Widget 4.2?", "70.000001")])
+    await bot.send_event(mention("<@U0BOT> what is new in Widget 4.2?", ts="70.000001"))
+    await bot.finished()
+
+    [answer] = bot.replies(CHANNEL, "70.000001")
+    assert answer.startswith("Widget 4.2 adds an offline mode and faster sync.")
+    # Streamed as Markdown, which Slack renders: the sources as links, each once, in order.
+    assert answer.endswith(f"**Sources:** [{DOCS[1]}]({DOCS[0]}) · [{NEWS[1]}]({NEWS[0]})")
+    assert "CANARY" not in slack_text(bot.slack) and "CANARY" not in caplog.text
+    assert "web_searches=1" in caplog.text
+    after = generate_latest(metrics.REGISTRY).decode()
+    assert searches_counted(after) - searches_counted(before) == 1
+
+
+@pytest.mark.parametrize("bot_overrides", [SEARCH_ON], indirect=True)
+async def test_a_private_answer_gets_its_sources_too(bot):
+    script_search(bot.claude)
+    await bot.send_command("what is new in Widget 4.2?")
+    [reply] = await bot.slack.wait_for("response_url")
+    assert f"<{DOCS[0]}|{DOCS[1]}>" in reply.params["text"]
+    assert "CANARY" not in slack_text(bot.slack)
+
+
+@pytest.mark.parametrize("bot_overrides", [SEARCH_ON], indirect=True)
+async def test_a_failed_search_is_answered_in_slack_without_its_error(bot):
+    script_search(bot.claude, error_code="unavailable")
+    await bot.send_event(mention("<@U0BOT> what is new in Widget 4.2?", ts="71.000001"))
+    await bot.finished()
+    [answer] = bot.replies(CHANNEL, "71.000001")
+    assert answer == "I could not search just now; from what I know, 4.2 is new."
+    assert "unavailable" not in slack_text(bot.slack)
+
+
+def searches_counted(scrape: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(scrape)
+        for sample in family.samples
+        if sample.name == "claude_slack_web_searches_total"
+    )

@@ -244,6 +244,7 @@ class Pipeline:
                 output=usage.output_tokens,
                 cache_read=usage.cache_read_tokens,
                 cache_write=usage.cache_write_tokens,
+                web_searches=usage.web_searches,
                 cost_usd=self.cost_usd(usage) or 0.0,
             )
             await self._budget.spend(*person, usage.total)
