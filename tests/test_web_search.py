@@ -247,7 +247,7 @@ async def test_a_searched_answer_lists_its_sources_under_it_and_counts_the_searc
     before = generate_latest(metrics.REGISTRY).decode()
     bot.slack.add_thread(CHANNEL, [said(ALICE, "<@U0BOT> what is new in Widget 4.2?", "70.000001")])
     await bot.send_event(mention("<@U0BOT> what is new in Widget 4.2?", ts="70.000001"))
-    await bot.finished()
+    await bot.finished(count=2)  # the search's reaction, then the working one: the answer is done
 
     [answer] = bot.replies(CHANNEL, "70.000001")
     assert answer.startswith("Widget 4.2 adds an offline mode and faster sync.")
@@ -285,3 +285,15 @@ def searches_counted(scrape: str) -> float:
         for sample in family.samples
         if sample.name == "claude_slack_web_searches_total"
     )
+
+
+@pytest.mark.parametrize("bot_overrides", [SEARCH_ON], indirect=True)
+async def test_the_search_step_shows_while_claude_searches_and_never_its_query(bot):
+    script_search(bot.claude)
+    await bot.send_event(mention("<@U0BOT> what is new in Widget 4.2?", ts="72.000001"))
+    await bot.slack.wait_for("reactions.remove", count=2)  # the search's, then the working one
+
+    added = [c.params["name"] for c in bot.slack.calls_to("reactions.add")]
+    removed = [c.params["name"] for c in bot.slack.calls_to("reactions.remove")]
+    assert added == ["hourglass_flowing_sand", "mag"] and sorted(removed) == sorted(added)
+    assert "CANARY" not in slack_text(bot.slack)

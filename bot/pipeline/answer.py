@@ -21,7 +21,7 @@ from bot.config import Settings
 from bot.limits import UserRateLimit, UserTokenBudget
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
-from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage, ThreadStatus
+from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
 from bot.pipeline.capacity import ClaudeCapacity
 from bot.pipeline.claude import ClaudeError, Source, Usage, ask_claude, opaque_user_id
 from bot.pipeline.context import (
@@ -36,7 +36,14 @@ from bot.pipeline.context import (
 from bot.pipeline.files import fetch_files
 from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
 from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, EphemeralAnswer, find_links, is_private
-from bot.pipeline.progress import clear_progress, name_thread, quietly, show_progress, show_waiting
+from bot.pipeline.progress import (
+    clear_progress,
+    clear_searching,
+    name_thread,
+    show_progress,
+    show_searching,
+    show_waiting,
+)
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
 from bot.pipeline.reply import ReplyWriter, StoppedByReader, open_writer, say_privately, stop_note
@@ -62,7 +69,6 @@ REDACTION_NOTE = (
     "[email 1] or [slack token 1]; the same value has the same placeholder. Refer to them as they are."
 )
 CHANNEL_INSTRUCTIONS = "\n\nInstructions from this workspace's administrators for this conversation:\n"
-SEARCHING_STATUS = "is searching the web…"
 SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
 
 
@@ -275,35 +281,35 @@ class Pipeline:
         prompt = await self._prompt_for(ask, asker_name)
         writer = await self._private_writer(ask, prompt, writer)
         timings.read = time.perf_counter()
-        progress, searching = ask.progress, False
+        searched = False
 
-        async def on_search() -> None:  # the step, never its query (content, perhaps not for this status)
-            nonlocal searching
-            if isinstance(progress, ThreadStatus) and not searching:
-                searching = True
-                await quietly(
-                    self._slack.assistant_threads_setStatus(
-                        channel_id=progress.channel, thread_ts=progress.thread_ts, status=SEARCHING_STATUS
-                    )
-                )
+        async def on_search() -> None:
+            nonlocal searched
+            if not searched:
+                searched = True
+                await show_searching(self._slack, ask.progress)
 
-        outcome = await ask_claude(
-            self._claude,
-            prompt,
-            backend=self._settings.backend,
-            model=usage.model,
-            max_tokens=self._settings.claude_max_tokens,
-            user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
-            on_text=meter.on_text(writer.append),
-            limits=self._turns,
-            usage=usage,
-            cache_ttl=self._settings.claude_cache_ttl,
-            web_search=self._settings.web_search,
-            on_search=on_search,
-        )
-        ended = stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER)
-        notes = [note for note in (ended, _sources_note(outcome.sources)) if note]
-        await writer.finish("\n\n".join(notes) or None)
+        try:
+            outcome = await ask_claude(
+                self._claude,
+                prompt,
+                backend=self._settings.backend,
+                model=usage.model,
+                max_tokens=self._settings.claude_max_tokens,
+                user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
+                on_text=meter.on_text(writer.append),
+                limits=self._turns,
+                usage=usage,
+                cache_ttl=self._settings.claude_cache_ttl,
+                web_search=self._settings.web_search,
+                on_search=on_search,
+            )
+            ended = stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER)
+            notes = [note for note in (ended, _sources_note(outcome.sources)) if note]
+            await writer.finish("\n\n".join(notes) or None)
+        finally:  # after the answer's last words, as the working reaction is
+            if searched:
+                await clear_searching(self._slack, ask.progress)
         meter.answered()
         now = time.perf_counter()
         log.info(

@@ -20,6 +20,8 @@ from bot.slack_calls import SlackCallFailed, slack_call
 log = logging.getLogger(__name__)
 
 WORKING_REACTION = "hourglass_flowing_sand"
+SEARCH_REACTION = "mag"  # while Claude searches the web (WEB_SEARCH)
+SEARCHING_STATUS = "is searching the web…"
 WORKING_NOTE = ":hourglass_flowing_sand: Reading the thread and asking Claude…"
 STATUS = "is thinking…"
 WAITING_STATUS = "is waiting for a free moment…"
@@ -48,6 +50,27 @@ async def show_waiting(slack: AsyncWebClient, progress: Progress) -> None:
             slack.assistant_threads_setStatus(
                 channel_id=progress.channel, thread_ts=progress.thread_ts, status=WAITING_STATUS
             )
+        )
+
+
+async def show_searching(slack: AsyncWebClient, progress: Progress) -> None:
+    """Claude is searching the web: the step, never its query (content, perhaps not for everyone here).
+    A status line says so; in a channel a second reaction does, until `clear_searching`."""
+    match progress:
+        case Reaction(channel, ts):
+            await quietly(slack.reactions_add(channel=channel, timestamp=ts, name=SEARCH_REACTION))
+        case ThreadStatus(channel, thread_ts):
+            await quietly(
+                slack.assistant_threads_setStatus(
+                    channel_id=channel, thread_ts=thread_ts, status=SEARCHING_STATUS
+                )
+            )
+
+
+async def clear_searching(slack: AsyncWebClient, progress: Progress) -> None:
+    if isinstance(progress, Reaction):  # a status line is cleared with the rest of the progress
+        await quietly(
+            slack.reactions_remove(channel=progress.channel, timestamp=progress.ts, name=SEARCH_REACTION)
         )
 
 
