@@ -35,7 +35,7 @@ from bot.pipeline.context import (
 )
 from bot.pipeline.files import fetch_files
 from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
-from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, EphemeralAnswer, find_links, is_private
+from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, find_links, is_private
 from bot.pipeline.progress import (
     clear_progress,
     clear_searching,
@@ -46,7 +46,14 @@ from bot.pipeline.progress import (
 )
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
-from bot.pipeline.reply import ReplyWriter, StoppedByReader, open_writer, say_privately, stop_note
+from bot.pipeline.reply import (
+    EphemeralAnswer,
+    ReplyWriter,
+    StoppedByReader,
+    open_writer,
+    say_privately,
+    stop_note,
+)
 from bot.pipeline.said import (
     HANDED_OVER,
     OUT_OF_TOKENS,

@@ -13,14 +13,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from slack_sdk.web.async_client import AsyncWebClient
-
-from bot.pipeline.ask import Ask, InConversation
-from bot.pipeline.mrkdwn import to_mrkdwn
-from bot.pipeline.reply import MESSAGE_LIMIT, ReplyFailed, ReplyWriter
-from bot.pipeline.rollover import split_message
-from bot.slack_calls import SlackCallFailed, slack_call
-
 MAX_LINKS = 3
 LINK_NOT_READ = (
     "I couldn't read a Slack link in your question, so I answered without it. (I read only channels an "
@@ -64,37 +56,3 @@ def is_private(channel_id: str, info: Mapping[str, object] | None) -> bool:
     if info is None or channel_id.startswith(("G", "D")):
         return True
     return bool(info.get("is_private") or info.get("is_mpim") or info.get("is_im"))
-
-
-class EphemeralAnswer(ReplyWriter):
-    """The answer, collected whole and posted with chat.postEphemeral in the thread: only the asker sees
-    it (ephemeral messages cannot stream nor be edited), split where it is long."""
-
-    def __init__(self, slack: AsyncWebClient, ask: Ask) -> None:
-        super().__init__()
-        self._slack, self._ask = slack, ask
-        self._markdown = ""
-
-    @property
-    def started(self) -> bool:
-        return self.chars > 0
-
-    async def _append(self, markdown: str) -> None:
-        self._markdown += markdown
-
-    async def _finish(self, note: str | None, *, feedback: bool) -> None:  # noqa: ARG002 (ephemeral: none)
-        mrkdwn = to_mrkdwn(f"{self._markdown}\n\n{note}" if note else self._markdown)
-        for piece in split_message(mrkdwn, MESSAGE_LIMIT):
-            await self._say(piece)
-
-    async def _say(self, mrkdwn: str) -> None:
-        assert isinstance(self._ask.reply_to, InConversation)
-        channel, thread_ts = self._ask.reply_to.channel, self._ask.reply_to.thread_ts
-        try:
-            with slack_call("chat.postEphemeral"):
-                await self._slack.chat_postEphemeral(
-                    channel=channel, user=self._ask.origin.user_id, text=mrkdwn, thread_ts=thread_ts
-                )
-        except SlackCallFailed as exc:
-            raise ReplyFailed(str(exc)) from None
-        self.messages += 1

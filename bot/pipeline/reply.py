@@ -354,12 +354,12 @@ class NativeStream(_Throttled):
         return None if self._ts is None else (self._ts, "stream")
 
 
-class PrivateAnswer(ReplyWriter):
-    """Ephemeral answers can't be edited as they grow, so the answer goes out whole, to the asker only."""
+class _WholeAnswer(ReplyWriter):
+    """Ephemeral answers can't be edited as they grow, so the answer goes out whole, to the asker only,
+    split where it is long."""
 
-    def __init__(self, response_url: str, preface: str) -> None:
+    def __init__(self, preface: str = "") -> None:
         super().__init__()
-        self._response_url = response_url
         self._markdown = preface
 
     @property
@@ -371,15 +371,50 @@ class PrivateAnswer(ReplyWriter):
 
     async def _finish(self, note: str | None, *, feedback: bool) -> None:  # noqa: ARG002 (ephemeral: none)
         mrkdwn = to_mrkdwn(f"{self._markdown}\n\n{note}" if note else self._markdown)
+        for piece in self._pieces(mrkdwn):
+            await self._say(piece)
+
+    def _pieces(self, mrkdwn: str) -> list[str]:
+        return split_message(mrkdwn, MESSAGE_LIMIT)
+
+
+class PrivateAnswer(_WholeAnswer):
+    """Through a slash command's or shortcut's response URL."""
+
+    def __init__(self, response_url: str, preface: str) -> None:
+        super().__init__(preface)
+        self._response_url = response_url
+
+    def _pieces(self, mrkdwn: str) -> list[str]:
         pieces = split_message(mrkdwn, MESSAGE_LIMIT)
         if len(pieces) > RESPONSE_URL_USES:
             pieces = split_message(mrkdwn, TEXT_LIMIT)[:RESPONSE_URL_USES]
-        for piece in pieces:
-            await self._say(piece)
+        return pieces
 
     async def _say(self, mrkdwn: str) -> None:
         self.messages += 1
         await _respond(self._response_url, mrkdwn)
+
+
+class EphemeralAnswer(_WholeAnswer):
+    """With chat.postEphemeral where the question was asked: an answer that must not be seen by the
+    others there (it draws on a private conversation they may not read)."""
+
+    def __init__(self, slack: AsyncWebClient, ask: Ask) -> None:
+        super().__init__()
+        assert isinstance(ask.reply_to, InConversation)
+        self._slack, self._channel, self._thread_ts = slack, ask.reply_to.channel, ask.reply_to.thread_ts
+        self._user = ask.origin.user_id
+
+    async def _say(self, mrkdwn: str) -> None:
+        await _call(
+            self._slack.chat_postEphemeral,
+            channel=self._channel,
+            user=self._user,
+            text=mrkdwn,
+            thread_ts=self._thread_ts,
+        )
+        self.messages += 1
 
 
 def _fits_a_message(markdown: str) -> bool:
