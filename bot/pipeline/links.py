@@ -3,7 +3,8 @@
 Only the question itself is looked at (never older messages), at most MAX_LINKS distinct threads, each
 read only if the asker may read its channel now (`AccessCheck.may_read`: the channel lists, never a DM
 nor another organization's channel, a private one only while the asker is a member). A thread from a
-private conversation other than the one answered in makes the answer private (`private_reason`).
+private conversation other than the one answered in makes the answer private (`is_private`; the
+answer then goes by `reply.EphemeralAnswer`).
 """
 
 from __future__ import annotations
