@@ -123,9 +123,18 @@ class PersonFacts:
         return cls(parts[0], parts[1], guest=parts[2] == "1", deleted=parts[3] == "1")
 
 
+@dataclass(frozen=True, slots=True)
+class Readable:
+    """A channel the asker may have read now; `private`: a private channel or group DM, whose content
+    only its members may see."""
+
+    private: bool
+
+
 class AccessCheck:
     """`check_ids(ask)`, then `await check_person(ask)`, raise Refused when the asker may not use the bot
-    for this Ask; `await may_read(ask, channel)` says whether another channel may be read for it."""
+    for this Ask; `await may_read(ask, channel)` says whether another channel may be read for it, and
+    `await readable(ask, channel)` also whether it is private."""
 
     def __init__(
         self, settings: AccessSettings, slack: AsyncWebClient, state: State, keys: StateKeys
@@ -173,18 +182,24 @@ class AccessCheck:
         return name
 
     async def may_read(self, ask: Ask, channel_id: str) -> bool:
-        """Whether `channel_id`, a channel other than the one asked in, may be read for this Ask now.
+        return await self.readable(ask, channel_id) is not None
+
+    async def readable(self, ask: Ask, channel_id: str) -> Readable | None:
+        """Whether `channel_id`, a channel other than the one asked in, may be read for this Ask now, and
+        if so whether it is private; None: it may not.
 
         Asked again for every read, and nothing of the answer is kept: the channel lists apply; a DM is
         never read, nor a shared channel another organization hosts; a private channel or group DM
         only while the asker is a member of it (any channel, for a guest or a person from another
         organization). A lookup that fails says no."""
-        why_not = await self._why_not_readable(ask, channel_id)
-        if why_not is not None:
-            log.info("request=%s channel=%s not read: %s", ask.request_id, channel_id, why_not)
-        return why_not is None
+        verdict = await self._verdict(ask, channel_id)
+        if isinstance(verdict, str):
+            log.info("request=%s channel=%s not read: %s", ask.request_id, channel_id, verdict)
+            return None
+        return verdict
 
-    async def _why_not_readable(self, ask: Ask, channel_id: str) -> str | None:
+    async def _verdict(self, ask: Ask, channel_id: str) -> Readable | str:
+        """Readable, or why not."""
         if not _CHANNEL_ID.fullmatch(channel_id):
             return "not a channel"
         if self._channel_listed_out(channel_id):
@@ -209,7 +224,7 @@ class AccessCheck:
                 return "conversations.members failed"
             if not member:
                 return "asker not a member"
-        return None
+        return Readable(private)
 
     def _channel_listed_out(self, channel_id: str | None) -> bool:
         access = self._settings

@@ -35,7 +35,7 @@ from bot.pipeline.context import (
 )
 from bot.pipeline.files import fetch_files
 from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
-from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, find_links, is_private
+from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, find_links
 from bot.pipeline.progress import (
     clear_progress,
     clear_searching,
@@ -65,7 +65,6 @@ from bot.pipeline.said import (
 )
 from bot.pipeline.url_caches import clear_url_caches
 from bot.pricing import prices_for
-from bot.slack_calls import SlackCallFailed, slack_call
 from bot.state import MemoryState, State, StateKeys
 
 log = logging.getLogger(__name__)
@@ -451,21 +450,17 @@ class Pipeline:
         read: list[tuple[str, list[SlackMessage]]] = []
         private, refused = False, False
         for link in links:
-            if not await self._access.may_read(ask, link.channel):
+            readable = await self._access.readable(ask, link.channel)
+            if readable is None:
                 refused = True
                 continue
             try:
                 thread = await read_linked_thread(self._slack, link.channel, link.thread_ts, budget)
-                with slack_call("conversations.info"):
-                    info = await self._slack.conversations_info(channel=link.channel)
-            except (ContextUnavailable, SlackCallFailed) as exc:
+            except ContextUnavailable as exc:
                 log.warning("request=%s linked channel=%s not read: %s", ask.request_id, link.channel, exc)
                 refused = True
                 continue
-            channel = info.get("channel")
-            private |= is_private(link.channel, channel if isinstance(channel, dict) else None) and (
-                link.channel != ask.origin.channel_id
-            )
+            private |= readable.private and link.channel != ask.origin.channel_id
             read.append((link.channel, thread))
         if refused:
             await say_privately(self._slack, ask, LINK_NOT_READ)

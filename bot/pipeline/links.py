@@ -3,15 +3,14 @@
 Only the question itself is looked at (never older messages), at most MAX_LINKS distinct threads, each
 read only if the asker may read its channel now (`AccessCheck.may_read`: the channel lists, never a DM
 nor another organization's channel, a private one only while the asker is a member). A thread from a
-private conversation other than the one answered in makes the answer private (`is_private`; the
-answer then goes by `reply.EphemeralAnswer`).
+private conversation other than the one answered in makes the answer private (`AccessCheck.readable`
+says which are; the answer then goes by `reply.EphemeralAnswer`).
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_LINKS = 3
@@ -50,10 +49,3 @@ def find_links(question: str) -> list[Link]:
         if len(links) == MAX_LINKS:
             break
     return links
-
-
-def is_private(channel_id: str, info: Mapping[str, object] | None) -> bool:
-    """Whether a conversation is private (unknown counts as private: the answer is then private too)."""
-    if info is None or channel_id.startswith(("G", "D")):
-        return True
-    return bool(info.get("is_private") or info.get("is_mpim") or info.get("is_im"))
