@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.backends import ClaudeClient
+from bot.channel_config import ChannelInstructions
 from bot.config import Settings
 from bot.limits import UserRateLimit, UserTokenBudget
 from bot.logs import describe_exception
@@ -361,13 +362,17 @@ class Pipeline:
             + (f" web_searches={usage.web_searches}" if usage.web_searches else "")
         )
 
+    def _instructions(self, ask: Ask) -> ChannelInstructions | None:
+        """The operators' instructions for where this was asked (CHANNEL_CONFIG): its entry, or default."""
+        return self._settings.channel_config.for_channel(ask.origin.channel_id)
+
     def _instructions_name(self, ask: Ask) -> str:
-        """The name of the operators' instructions here (CHANNEL_CONFIG), never their text."""
-        entry = self._settings.channel_config.for_channel(ask.origin.channel_id)
+        """Their name, for the log line, never their text."""
+        entry = self._instructions(ask)
         return "-" if entry is None else entry.name
 
     def _model_for(self, ask: Ask) -> str:
-        entry = self._settings.channel_config.for_channel(ask.origin.channel_id)
+        entry = self._instructions(ask)
         return entry.model if entry is not None and entry.model else self._settings.claude_model
 
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
@@ -418,7 +423,7 @@ class Pipeline:
         redaction note, then the operators' instructions for this channel, under a fixed header."""
         settings = self._settings
         system = settings.system_prompt + (REDACTION_NOTE if settings.outbound.redacts else "")
-        entry = settings.channel_config.for_channel(ask.origin.channel_id)
+        entry = self._instructions(ask)
         if entry is not None:
             system += CHANNEL_INSTRUCTIONS + entry.instructions
         return system
