@@ -27,8 +27,10 @@ def resumer(
     slack: AsyncWebClient, bot: BotIdentity, answer: Answer, viewed: assistant.ViewedChannels
 ) -> Resume:
     async def resume(claim: Claim) -> None:
+        if claim.surface not in EVENT_TYPES:  # not a claim this version wrote
+            return
         await _mark_cut_off(slack, claim)
-        message = await _read_question(slack, claim)
+        message = await _read(slack, claim.channel, claim.ts)
         if message is None:  # deleted meanwhile, or Slack would not give it: nothing to answer
             log.info("taken-over %s question could not be read again", claim.surface)
             return
@@ -58,10 +60,6 @@ async def _mark_cut_off(slack: AsyncWebClient, claim: Claim) -> None:
         await quietly(
             slack.chat_update(channel=claim.channel, ts=claim.reply_ts, text=shown["text"] + CUT_OFF)
         )
-
-
-async def _read_question(slack: AsyncWebClient, claim: Claim) -> Mapping[str, Any] | None:
-    return await _read(slack, claim.channel, claim.ts)
 
 
 async def _read(slack: AsyncWebClient, channel: str, ts: str) -> Mapping[str, Any] | None:
