@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import json
 import logging
 import os
 import re
@@ -26,7 +27,6 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
-from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import guards, metrics
@@ -218,22 +218,51 @@ async def _check_bot_token(slack: AsyncWebClient) -> dict[str, Any]:
     return dict(identity.data) if isinstance(identity.data, dict) else {}
 
 
+class AckOnArrivalClient(SocketModeClient):
+    """slack_sdk's aiohttp Socket Mode client, acknowledging each Events API envelope in its receive loop
+    as the frame is read, before any listener runs: under a burst an ack waits on nothing but the
+    socket, not on the dispatch of the envelopes read before it. Each envelope is parsed once and its
+    listeners run as the SDK runs them, in a task of their own. Slash commands and interactions are
+    acked by the handler, with Bolt's reply."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._listening: set[asyncio.Future[None]] = set()
+
+    async def enqueue_message(self, message: str) -> None:
+        try:
+            envelope = json.loads(message) if message.startswith("{") else {}
+        except ValueError:
+            log.debug("an unreadable Socket Mode frame was dropped")
+            return
+        if not isinstance(envelope, dict):
+            return
+        envelope_id = envelope.get("envelope_id")
+        if envelope.get("type") == "events_api" and isinstance(envelope_id, str):
+            arrived = time.perf_counter()
+            await self.send_socket_mode_response({"envelope_id": envelope_id})
+            metrics.acked("socket_mode", time.perf_counter() - arrived)
+        listening = asyncio.ensure_future(self.run_message_listeners(envelope, message))
+        self._listening.add(listening)
+        listening.add_done_callback(self._listening.discard)
+
+
 class AckFirstSocketModeHandler(AsyncSocketModeHandler):
-    """Acknowledges each Events API envelope as it arrives, before Bolt's middleware and listener
-    matching run: under a burst, acks then wait on nothing but the socket. Every event is acked anyway
-    (ignored ones included); slash commands and interactions keep Bolt's ack, which carries a reply, and
-    are acked empty when Bolt has none (no listener of ours takes them, or their payload broke one)."""
+    """Bolt's Socket Mode handler on AckOnArrivalClient: Events API envelopes arrive acked, and every
+    other one is acked with Bolt's reply, or empty when Bolt has none (no listener of ours takes it, or
+    its payload broke one)."""
+
+    def __init__(self, app: AsyncApp, app_token: str) -> None:  # Bolt's own, on our client
+        self.app = app
+        self.app_token = app_token
+        self.client = AckOnArrivalClient(app_token=app_token, logger=app.logger, web_client=app.client)
+        self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
-        arrived = time.perf_counter()
-        if req.type == "events_api":
-            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-            metrics.acked("socket_mode", time.perf_counter() - arrived)
-            # Let the envelopes that arrived with this one be acked before dispatching it.
-            await asyncio.sleep(0)
+        if req.type == "events_api":  # acked on arrival
             await run_async_bolt_app(self.app, req)
             return
-        started = time.time()
+        arrived, started = time.perf_counter(), time.time()
         try:
             response = await run_async_bolt_app(self.app, req)
         except Exception as exc:  # Bolt could not even read the payload: still acked
