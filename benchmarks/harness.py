@@ -2,7 +2,8 @@
 
 Timestamps are `time.perf_counter()` in the benchmark process, taken where the fakes record an
 arrival (a Web API call once its parameters are read, an ack once its frame is parsed, a Claude
-request once its body is read), so every interval is measured on one clock.
+request once its body is read) or a departure (an answer's first token, as the fake writes it), so
+every interval is measured on one clock.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 OnCall = Callable[[Call, float], None]
 OnAck = Callable[[str, float], None]
 OnClaude = Callable[[ClaudeRequest, float], None]
+OnToken = Callable[[dict[str, Any], float], None]
 
 
 class _StampedCalls(list[Call]):
@@ -101,11 +103,13 @@ class _InTurn(random.Random):
 
 
 class TimedClaude(FakeClaude):
-    """FakeClaude whose requests are also reported, timestamped, as they arrive."""
+    """FakeClaude whose requests are also reported, timestamped, as they arrive, and so is the moment each
+    answer's first token leaves it: the time between the two is Claude's, however long the fake took."""
 
-    def __init__(self, on_request: OnClaude) -> None:
+    def __init__(self, on_request: OnClaude, on_token: OnToken) -> None:
         super().__init__()
         self.requests = _StampedRequests(on_request)
+        self.on_first_token = lambda body: on_token(body, time.perf_counter())
 
 
 @contextlib.contextmanager

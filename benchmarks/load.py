@@ -100,6 +100,7 @@ class Conversation:
     sent: float | None = None
     acked: float | None = None
     claude_at: float | None = None
+    token_at: float | None = None  # the first token of the answer left fake Claude
     visible: float | None = None
     done: float | None = None
     before_visible: list[tuple[float, str]] = field(default_factory=list)
@@ -109,6 +110,15 @@ class Conversation:
     @property
     def user_hash(self) -> str:
         return opaque_user_id(TEAM, self.asker)
+
+    def overhead(self, path: float) -> float | None:
+        """Seconds from the mention's envelope to its first visible words that were not Claude's (from
+        the request's arrival to its first token leaving the fake) nor `path`, the Slack latency the
+        sequential calls must wait."""
+        sent, asked, token, visible = self.sent, self.claude_at, self.token_at, self.visible
+        if sent is None or asked is None or token is None or visible is None:
+            return None
+        return (asked - sent - path) + (visible - token)
 
 
 @dataclass
@@ -181,6 +191,11 @@ class Recorder:
             self._asking -= 1
             if self._asking == 0 and self.on_all_asked is not None:
                 self.on_all_asked()
+
+    def on_token(self, body: dict[str, Any], at: float) -> None:
+        conv = self._by_hash.get(str((body.get("metadata") or {}).get("user_id")))
+        if conv is not None and conv.token_at is None:
+            conv.token_at = at
 
 
 @dataclass
@@ -340,7 +355,7 @@ class LoadBench:
         fakes = {"bot_user_id": BOT_USER, "team_id": TEAM, "page_size": c.page_size}
         async with (
             TimedSlack(rec.on_call, rec.on_ack, **fakes) as slack,
-            TimedClaude(rec.on_claude) as claude,
+            TimedClaude(rec.on_claude, rec.on_token) as claude,
             contextlib.AsyncExitStack() as stack,
         ):
             claude.first_token_delay = c.ttft

@@ -14,9 +14,11 @@ from benchmarks.stats import Summary, mean
 
 MS = 1000.0
 LATENCY_NOTE = """\
-  (p50/p95/p99; overhead = first visible - sent - TTFT - k*L, split into its p50 before the
-  Claude request and after the first token; probe ack = no-op events sent while answers stream;
-  (1.4x) = the figure over the plain bot's at the same N, measured in this run just before it)"""
+  (p50/p95/p99; overhead = first visible - sent - Claude's time - k*L, split into its p50 before
+  the Claude request and after the first token; Claude's time = from the request's arrival at fake
+  Claude to its first token leaving it (TTFT, and whatever the fake took); probe ack = no-op events
+  sent while answers stream; (1.4x) = the figure over the plain bot's at the same N, measured in
+  this run just before it)"""
 RESOURCE_NOTE = """\
   (CPU of all the variant's processes: ms per answer, and of that before the Claude request (from each
   burst's first envelope to its last request); % of one core over the measured rounds; bench = this
@@ -74,9 +76,9 @@ class LevelFigures:
     failures: int
     ack: Summary  # ms
     probe_ack: Summary  # ms
-    overhead: Summary  # ms: first visible - sent - ttft - k*L
+    overhead: Summary  # ms: before_claude + after_token
     before_claude: Summary  # ms: Claude request - sent - k*L
-    after_token: Summary  # ms: first visible - Claude request - ttft
+    after_token: Summary  # ms: first visible - first token sent
     completion: Summary  # s
     throughput: float  # answers/s over the bursts' makespans
     cpu_ms_per_answer: float
@@ -112,9 +114,9 @@ def level_figures(level: LevelResult, config: LoadConfig, k: int | None) -> Leve
         failures=len(level.conversations) - answers,
         ack=Summary.of(_gaps((c.acked, c.sent) for c in level.conversations), MS),
         probe_ack=Summary.of(_gaps((p.acked, p.sent) for p in level.probes), MS),
-        overhead=Summary.of(_gaps(((c.visible, c.sent) for c in done), config.ttft + path), MS),
+        overhead=Summary.of([o for c in done if (o := c.overhead(path)) is not None], MS),
         before_claude=Summary.of(_gaps(((c.claude_at, c.sent) for c in done), path), MS),
-        after_token=Summary.of(_gaps(((c.visible, c.claude_at) for c in done), config.ttft), MS),
+        after_token=Summary.of(_gaps((c.visible, c.token_at) for c in done), MS),
         completion=Summary.of(_gaps((c.done, c.sent) for c in done)),
         throughput=answers / sum(level.makespans) if level.makespans else math.nan,
         cpu_ms_per_answer=level.bot_cpu_seconds / answers * MS if answers else math.nan,

@@ -48,6 +48,23 @@ async def test_stream_arrives_in_several_deltas(fake: FakeClaude) -> None:
     assert request.body["stream"] is True
 
 
+async def test_first_token_is_reported_once_per_answer_just_before_it_is_written(fake: FakeClaude) -> None:
+    """The benchmarks count the time from a request to this report as Claude's, not the bot's."""
+    fake.reply("The quick brown fox jumps over the lazy dog, twice over.")
+    seen: list[tuple[str, int]] = []
+    deltas: list[str] = []
+    fake.on_first_token = lambda body: seen.append((body["model"], len(deltas)))
+    client = make_client(fake)
+    try:
+        async with client.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as stream:
+            async for text in stream.text_stream:
+                deltas.append(text)
+    finally:
+        await client.close()
+    assert seen == [(MODEL, 0)]
+    assert len(deltas) == 3
+
+
 async def test_create_returns_message(fake: FakeClaude) -> None:
     fake.responder = lambda body: f"echo {body['messages'][-1]['content']}"
     client = make_client(fake)

@@ -147,6 +147,8 @@ class FakeClaude(LoopbackServer):
         self.first_token_delay = 0.0
         self.chunk_delay = 0.0
         self.abandoned = 0  # streams whose client hung up before the end (a reader pressed Stop, say)
+        # Called with each request's body just before its first text delta is written (benchmarks time it).
+        self.on_first_token: Callable[[dict[str, Any]], None] | None = None
         self.gate: asyncio.Event | None = None  # when set to an Event, streams wait for it to start
         # Thinking (`think`, `lead_with`): blocks streamed before the answer's text block, as models that
         # think send them. A set `thinking_gate` holds each thinking block before its signature.
@@ -603,6 +605,8 @@ class FakeClaude(LoopbackServer):
             for i, chunk in enumerate(chunks[:cut]):
                 if i and self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
+                if not i and self.on_first_token is not None:
+                    self.on_first_token(body)
                 delta = {"type": "text_delta", "text": chunk}
                 await send(
                     "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
