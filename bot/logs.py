@@ -24,6 +24,9 @@ THIRD_PARTY = (
 )
 # Bolt hands this logger to every client it builds (Socket Mode included); kept at WARNING.
 BOLT_LOGGER = "slack_bolt.app"
+# slack_sdk decides whether to build a call's DEBUG text (its parameters, the whole response body) by
+# its client logger's own level, not the effective one: set too, so that text is never even built.
+SLACK_CLIENT_LOGGERS = ("slack_sdk.web.async_base_client", "slack_sdk.webhook.async_client")
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -78,7 +81,7 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     root.setLevel(logging.WARNING)
     logging.getLogger(OURS).setLevel(level)
     # Their DEBUG text would be dropped anyway; not formatting it saves CPU per request.
-    for name in (*THIRD_PARTY, BOLT_LOGGER):
+    for name in (*THIRD_PARTY, BOLT_LOGGER, *SLACK_CLIENT_LOGGERS):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
