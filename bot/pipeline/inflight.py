@@ -164,18 +164,26 @@ class InFlight:
             return
         flags = await self._state.get_many([w.stop_key for w in stoppable if w.stop_key is not None])
         for writing, flag in zip(stoppable, flags, strict=True):
-            if flag is not None and not writing.task.done():
+            if flag is not None and self._still_writing(writing):
                 log.info("stop for an answer here arrived through another replica")
                 writing.task.cancel()
 
+    def _still_writing(self, writing: _Writing) -> bool:
+        """Not ended while we awaited Redis: an ended answer's task may still be finishing, and a cancel
+        then could cut the writes that release its claim (and the question would be answered again)."""
+        return self._writing.get(writing.key) is writing and not writing.task.done()
+
     async def _renew_leases(self) -> None:
         for writing in list(self._writing.values()):
-            if writing.claim is None:
+            if writing.claim is None or not self._still_writing(writing):
                 continue
             if not await self._state.renew(f"lease:{writing.key}", self.replica, self._lease):
-                log.warning("an answer's lease was lost; another replica answers it")
-                writing.task.cancel(LOST)
+                if self._still_writing(writing):
+                    log.warning("an answer's lease was lost; another replica answers it")
+                    writing.task.cancel(LOST)
                 continue
+            if not self._still_writing(writing):
+                continue  # ended meanwhile: its claim is gone and must stay gone
             shown = writing.writer.shown_at()
             if shown is not None and (writing.claim.reply_ts, writing.claim.reply_kind) != shown:
                 writing.claim = replace(writing.claim, reply_ts=shown[0], reply_kind=shown[1])

@@ -1,0 +1,96 @@
+"""Answers in flight (bot.pipeline.inflight) on a real Redis: the lease renewal and the end of an answer
+may interleave, as they do when a burst's answers all end at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction, SlackMessage, Thread
+from bot.pipeline.inflight import InFlight
+from bot.pipeline.reply import open_writer
+from bot.state import RedisState, StateKeys
+from tests.redis_server import RedisServer
+
+
+class HeldReads(RedisState):
+    """RedisState whose lease renewals and stop-flag reads wait for `go`: what else runs meanwhile is the
+    test's to choose."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def _held(self) -> None:
+        self.waiting.set()
+        await self.go.wait()
+
+    async def renew(self, key: str, owner: str, ttl: float) -> bool:
+        await self._held()
+        return await super().renew(key, owner, ttl)
+
+    async def get_many(self, keys: list[str]) -> list[str | None]:
+        await self._held()
+        return await super().get_many(keys)
+
+
+@pytest.fixture
+async def state(redis_server: RedisServer) -> AsyncIterator[HeldReads]:
+    shared = HeldReads(redis_server.url)
+    await shared.ping()
+    try:
+        yield shared
+    finally:
+        raw = aioredis.Redis.from_url(redis_server.url)
+        await raw.flushdb()
+        await raw.aclose()
+        await shared.close()
+
+
+def mention_in_thread(ts: str) -> Ask:
+    return Ask(
+        request_id=f"Ev{ts}",
+        surface="mention",
+        origin=Origin("U0ALICE", "T0TEAM", channel_id="C0GENERAL"),
+        message=SlackMessage(ts, "what did we decide?", user="U0ALICE"),
+        history=Thread("C0GENERAL", "1700000000.000100"),
+        reply_to=InConversation("C0GENERAL", "1700000000.000100"),
+        bot=BotIdentity("U0BOT", "B0BOT"),
+        progress=Reaction("C0GENERAL", ts),
+    )
+
+
+@pytest.mark.parametrize("watching", ["renewing leases", "reading stop flags"])
+async def test_an_answer_that_ends_while_the_watch_awaits_redis_is_left_to_finish(
+    state: HeldReads, watching: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its task is still finishing (clearing progress, say): cancelling it, as lost or as stopped, could
+    cut the very writes that release its claim, and another replica would answer the question again."""
+    in_flight = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    finishing = asyncio.Event()
+    tasks = [asyncio.create_task(finishing.wait()) for _ in range(2)]
+    asks = [mention_in_thread(f"1700000000.00020{i}") for i in range(2)]
+    pairs = zip(asks, tasks, strict=True)
+    keys = [await in_flight.begin(ask, task, open_writer(slack, ask)) for ask, task in pairs]
+    if watching == "reading stop flags":  # a Stop for their thread, pressed through another replica
+        other = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+        assert not await other.stop("C0GENERAL", "1700000000.000100")
+    with caplog.at_level(logging.INFO, logger="bot"):
+        watch = in_flight._renew_leases if watching == "renewing leases" else in_flight._look_for_stops
+        running = asyncio.create_task(watch())
+        await state.waiting.wait()  # the watch awaits Redis; the second answer ends meanwhile
+        await in_flight.end(keys[1])
+        state.go.set()
+        await running
+    assert not tasks[1].done()
+    assert "lease was lost" not in caplog.text
+    finishing.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await in_flight.end(keys[0])
