@@ -266,6 +266,28 @@ async def test_stop_in_a_thread_with_nothing_running_is_harmless(bot):
     assert bot.claude.abandoned == 0
 
 
+async def test_stop_pressed_as_the_answer_ends_leaves_nothing_in_flight(bot):
+    """A Stop that lands while the answer clears its status must not skip the release of its claim:
+    left held, another replica would answer the question again once this one stopped."""
+    bot.claude.reply("A short answer.")
+    bot.slack.add_thread(DM, [said(ALICE, "Quick one", "92.000001")])
+    bot.slack.delay("assistant.threads.setStatus", 0.3)
+    await bot.send_event(direct_message("Quick one", ts="92.000001", thread_ts="92.000001"))
+    await bot.slack.wait_for("chat.stopStream")
+    await answered(bot)  # the status is being cleared, slowly
+
+    await deliver(
+        bot,
+        bot.slack.agent_session_stopped_envelope(
+            channel_id=DM, user_id=ALICE, thread_ts="92.000001", streaming_message_ts=[]
+        ),
+    )
+    await bot.pipeline.wait_idle()
+
+    assert bot.replies(DM, "92.000001") == ["A short answer."]
+    assert bot.pipeline.in_flight.running_in(DM, "92.000001") is None
+
+
 async def test_bot_messages_and_edits_in_a_dm_thread_are_ignored(bot):
     bot.slack.add_thread(DM, [said(ALICE, "Hello", "95.000001")])
     from_a_bot = direct_message(

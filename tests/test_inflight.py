@@ -14,35 +14,44 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction, SlackMessage, Thread
 from bot.pipeline.inflight import InFlight
 from bot.pipeline.reply import open_writer
-from bot.state import RedisState, StateKeys
+from bot.state import RedisState, StateKeys, Write
 from tests.redis_server import RedisServer
 
 
-class HeldReads(RedisState):
-    """RedisState whose lease renewals and stop-flag reads wait for `go`: what else runs meanwhile is the
-    test's to choose."""
+class Held(RedisState):
+    """RedisState whose calls named in `hold` wait for `go`: what else runs meanwhile is the test's to
+    choose; `written` is set once a held write_all has gone through."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
+        self.hold: set[str] = set()
         self.waiting = asyncio.Event()
         self.go = asyncio.Event()
+        self.written = asyncio.Event()
 
-    async def _held(self) -> None:
-        self.waiting.set()
-        await self.go.wait()
+    async def _held(self, name: str) -> None:
+        if name in self.hold:
+            self.waiting.set()
+            await self.go.wait()
 
     async def renew(self, key: str, owner: str, ttl: float) -> bool:
-        await self._held()
+        await self._held("renew")
         return await super().renew(key, owner, ttl)
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
-        await self._held()
+        await self._held("get_many")
         return await super().get_many(keys)
+
+    async def write_all(self, writes: list[Write]) -> None:
+        await self._held("write_all")
+        await super().write_all(writes)
+        if "write_all" in self.hold:
+            self.written.set()
 
 
 @pytest.fixture
-async def state(redis_server: RedisServer) -> AsyncIterator[HeldReads]:
-    shared = HeldReads(redis_server.url)
+async def state(redis_server: RedisServer) -> AsyncIterator[Held]:
+    shared = Held(redis_server.url)
     await shared.ping()
     try:
         yield shared
@@ -68,7 +77,7 @@ def mention_in_thread(ts: str) -> Ask:
 
 @pytest.mark.parametrize("watching", ["renewing leases", "reading stop flags"])
 async def test_an_answer_that_ends_while_the_watch_awaits_redis_is_left_to_finish(
-    state: HeldReads, watching: str, caplog: pytest.LogCaptureFixture
+    state: Held, watching: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its task is still finishing (clearing progress, say): cancelling it, as lost or as stopped, could
     cut the very writes that release its claim, and another replica would answer the question again."""
@@ -82,6 +91,7 @@ async def test_an_answer_that_ends_while_the_watch_awaits_redis_is_left_to_finis
     if watching == "reading stop flags":  # a Stop for their thread, pressed through another replica
         other = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
         assert not await other.stop("C0GENERAL", "1700000000.000100")
+    state.hold = {"renew", "get_many"}
     with caplog.at_level(logging.INFO, logger="bot"):
         watch = in_flight._renew_leases if watching == "renewing leases" else in_flight._look_for_stops
         running = asyncio.create_task(watch())
@@ -94,3 +104,28 @@ async def test_an_answer_that_ends_while_the_watch_awaits_redis_is_left_to_finis
     finishing.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     await in_flight.end(keys[0])
+
+
+async def test_a_cancel_while_an_answer_ends_still_releases_its_claim(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """A Stop or the drain may land while the end's writes are on their way to Redis."""
+    in_flight = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    ask = mention_in_thread("1700000000.000300")
+    task = asyncio.current_task()
+    assert task is not None
+    key = await in_flight.begin(ask, task, open_writer(slack, ask))
+    state.hold = {"write_all"}
+    ending = asyncio.create_task(in_flight.end(key))
+    await state.waiting.wait()
+    ending.cancel()
+    state.go.set()
+    await asyncio.gather(ending, return_exceptions=True)
+    await asyncio.wait_for(state.written.wait(), 5)  # times out if the cancel cut the writes
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        kept = sorted(k.decode().split(":")[0] for k in await raw.keys("*"))
+    finally:
+        await raw.aclose()
+    assert kept == []  # no claim, no lease, no index entry left to be taken over and answered again

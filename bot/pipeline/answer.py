@@ -260,10 +260,12 @@ class Pipeline:
                 web_searches=usage.web_searches,
                 cost_usd=self.cost_usd(usage) or 0.0,
             )
-            await self._budget.spend(*person, usage.total)
-            await shown  # a quick failure must not clear progress before it was shown
-            await clear_progress(self._slack, ask.progress)
-            await self.in_flight.end(answer_key, hand_over=handed_over)
+            try:
+                await self._budget.spend(*person, usage.total)
+                await shown  # a quick failure must not clear progress before it was shown
+                await clear_progress(self._slack, ask.progress)
+            finally:  # even when a Stop lands just now: a claim left held would be answered again
+                await self.in_flight.end(answer_key, hand_over=handed_over)
 
     @asynccontextmanager
     async def _turn(self, ask: Ask, shown: asyncio.Task[None]) -> AsyncIterator[None]:

@@ -123,7 +123,8 @@ class InFlight:
             writes = [Write("put", f"answer:{key}", unmarked.dumps(), self._claim_ttl)]
         else:
             writes = self._unclaimed(key)
-        await self._state.write_all([*writes, Write("release", f"lease:{key}", self.replica)])
+        # Shielded: a cancel arriving now (a Stop, the drain) must not cut the release off halfway.
+        await asyncio.shield(self._state.write_all([*writes, Write("release", f"lease:{key}", self.replica)]))
 
     def _unclaimed(self, key: str) -> list[Write]:
         return [Write("delete", f"answer:{key}"), Write("delist", self._answers, key)]
