@@ -36,6 +36,9 @@ T = TypeVar("T")
 MAX_MEMORY_KEYS = 200_000
 RETRY_SECONDS = 1.0  # while Redis is unreachable, how often a call tries it again
 REDIS_TIMEOUT_SECONDS = 2.0
+# Connections to Redis per process. Beyond them a command waits for one (up to REDIS_TIMEOUT_SECONDS):
+# redis-py's default pool raises instead, which would read as an outage under a burst.
+REDIS_CONNECTIONS = 64
 
 # Compare-and-set scripts: one round trip, atomic in Redis.
 _RENEW = (
@@ -215,12 +218,15 @@ class RedisState(State):
 
     def __init__(self, url: str, retry_seconds: float = RETRY_SECONDS) -> None:
         self._retry_seconds = retry_seconds
-        self._redis = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             decode_responses=True,
         )
+        self._redis = aioredis.Redis.from_pool(pool)  # closed with it
         self._local = MemoryState()
         # EVALSHA: each call sends the script's digest, not its text.
         self._renew, self._release, self._add, self._enlist, self._members = (

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.state import MemoryState, RedisState, State, StateKeys, Write
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, in_use
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -20,15 +20,8 @@ async def state(request: pytest.FixtureRequest, redis_server: RedisServer) -> As
     if request.param == "memory":
         yield MemoryState()
         return
-    shared = RedisState(redis_server.url)
-    await shared.ping()
-    try:
+    async with in_use(RedisState(redis_server.url), redis_server) as shared:
         yield shared
-    finally:
-        raw = aioredis.Redis.from_url(redis_server.url)
-        await raw.flushdb()
-        await raw.aclose()
-        await shared.close()
 
 
 async def test_a_claim_is_held_by_one_owner_until_released(state: State) -> None:
@@ -95,6 +88,24 @@ async def test_two_processes_share_redis_state(redis_server: RedisServer) -> Non
         await one.delete("rate:user:shared")
         await one.close()
         await two.close()
+
+
+async def test_a_burst_of_commands_waits_for_a_connection_instead_of_leaving_redis(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More commands at once than the pool holds connections (a burst of answers in one process): each
+    waits its turn. Taken for an outage, they fell back to this process's memory, where another
+    replica's claims are not seen, and a question could be answered twice."""
+    caplog.set_level(logging.WARNING, logger="bot.state")
+    async with in_use(RedisState(redis_server.url), redis_server) as shared:
+        claimed = await asyncio.gather(*(shared.claim(f"dedupe:event:{i}", 60) for i in range(400)))
+        raw = aioredis.Redis.from_url(redis_server.url)
+        try:
+            in_redis = len(await raw.keys("dedupe:event:*"))
+        finally:
+            await raw.aclose()
+    assert all(claimed) and in_redis == 400
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
 
 
 async def test_every_redis_key_expires_and_a_hashed_key_names_nobody(redis_server: RedisServer) -> None:
