@@ -6,7 +6,16 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+
+from bot.state import RedisState
+
+S = TypeVar("S", bound=RedisState)
 
 
 def free_port() -> int:
@@ -48,8 +57,27 @@ class RedisServer:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 
+    async def flush(self) -> None:
+        """Empty its database, so that the next test starts clean."""
+        raw = aioredis.Redis.from_url(self.url)
+        try:
+            await raw.flushdb()
+        finally:
+            await raw.aclose()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+@asynccontextmanager
+async def in_use(state: S, server: RedisServer) -> AsyncIterator[S]:
+    """`state` connected to `server`; afterwards closed, and the server emptied for the next test."""
+    await state.ping()
+    try:
+        yield state
+    finally:
+        await server.flush()
+        await state.close()

@@ -15,7 +15,7 @@ from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction,
 from bot.pipeline.inflight import InFlight
 from bot.pipeline.reply import open_writer
 from bot.state import RedisState, StateKeys, Write
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, in_use
 
 
 class Held(RedisState):
@@ -51,15 +51,8 @@ class Held(RedisState):
 
 @pytest.fixture
 async def state(redis_server: RedisServer) -> AsyncIterator[Held]:
-    shared = Held(redis_server.url)
-    await shared.ping()
-    try:
+    async with in_use(Held(redis_server.url), redis_server) as shared:
         yield shared
-    finally:
-        raw = aioredis.Redis.from_url(redis_server.url)
-        await raw.flushdb()
-        await raw.aclose()
-        await shared.close()
 
 
 def mention_in_thread(ts: str) -> Ask:

@@ -28,9 +28,7 @@ ANSWER = "words " * 60  # 360 characters, streamed over about three seconds belo
 
 @pytest.fixture
 async def redis_url(redis_server: RedisServer) -> str:
-    raw = aioredis.Redis.from_url(redis_server.url)
-    await raw.flushdb()
-    await raw.aclose()
+    await redis_server.flush()
     return redis_server.url
 
 

@@ -24,9 +24,7 @@ async def two_replicas(
     slack, claude, redis_server: RedisServer, overrides: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[RunningBot, RunningBot]]:
     """Two bots on one Redis, emptied first; Slack's sockets[0] is the first one's connection."""
-    raw = aioredis.Redis.from_url(redis_server.url)
-    await raw.flushdb()
-    await raw.aclose()
+    await redis_server.flush()
     one, two = RedisState(redis_server.url), RedisState(redis_server.url)
     try:
         async with (
