@@ -80,3 +80,24 @@ class BotProcess:
                 if path.is_file():
                     contents.append(f"{path}\n{path.read_bytes().decode(errors='replace')}")
         return "\n".join(contents)
+
+
+async def run_to_exit(tmp_path: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """`python -m bot` expected to stop by itself (a refusal at start): its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:  # it should have stopped by itself: the test fails, nothing is left
+            process.send_signal(signal.SIGTERM)
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()

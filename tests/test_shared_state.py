@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 
 from bot.state import RedisState
+from tests.bot_process import run_to_exit
 from tests.conftest import ALICE, CHANNEL, DM, RunningBot, bot_env, direct_message, mention, running_bot, said
 from tests.redis_server import RedisServer, free_port
 
@@ -64,19 +64,10 @@ async def test_an_event_delivered_to_two_processes_at_once_is_answered_once(slac
 
 async def test_an_unreachable_redis_url_stops_the_bot_at_start_with_one_line(slack, claude, tmp_path):
     env = bot_env(slack, claude, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        env={"PATH": "/usr/bin:/bin", **env},
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode != 0
-    assert stderr.decode().endswith("startup error: REDIS_URL: cannot reach Redis (ConnectionError)\n")
-    assert "Traceback" not in stderr.decode()
+    code, _, stderr = await run_to_exit(tmp_path, env)
+    assert code != 0
+    assert stderr.endswith("startup error: REDIS_URL: cannot reach Redis (ConnectionError)\n")
+    assert "Traceback" not in stderr
 
 
 async def test_the_rate_limit_counts_a_person_once_across_replicas(slack, claude, redis_server):

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.signature import SignatureVerifier
 
 from bot.http_intake import EVENTS_PATH
-from tests.bot_process import BotProcess
+from tests.bot_process import BotProcess, run_to_exit
 from tests.conftest import ALICE, BOT_USER, CHANNEL, bot_env, mention, said
 from tests.fakes.slack_api import FakeSlack
 from tests.redis_server import free_port
@@ -110,26 +109,6 @@ def thread_mention(slack: FakeSlack, text: str, ts: str) -> dict:
     return slack.events_api_envelope(mention(text, ts=ts), event_id=f"Ev{uuid.uuid4().hex[:12]}")
 
 
-async def run_to_exit(tmp_path, env: dict[str, str]) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        env={"PATH": "/usr/bin:/bin", **env},
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    finally:
-        if process.returncode is None:  # it should have stopped by itself: the test fails, nothing is left
-            process.send_signal(signal.SIGTERM)
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
 async def test_each_worker_holds_a_socket_and_answers_its_events_once_and_sigterm_drains_both(
     slack, claude, redis_server, launch
 ):
@@ -192,21 +171,27 @@ async def test_a_worker_killed_outright_is_started_again_and_all_stop_with_the_s
         await exited(pid)
 
 
-async def test_http_workers_share_one_port_and_both_answer(slack, claude, redis_server, launch):
+async def http_workers(slack, claude, redis_server, launch) -> tuple[BotProcess, int]:
+    """Two workers listening over HTTP on one port; returns the bot and the port."""
     port = free_port()
     env = workers_env(
         slack, claude, redis_server, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET, PORT=str(port)
     )
     bot = await launch(env)
     await bot.wait_for_output(f"listening over HTTP on port {port}", count=2)
+    return bot, port
 
+
+async def ask_until_both_workers_answer(slack: FakeSlack, bot: BotProcess, port: int, root: int) -> int:
+    """Signed mentions, one at a time, until each worker has answered one; returns how many were sent.
+
+    A new connection for each request, so that the kernel picks a listener for each; with two
+    listeners, 40 picks all landing on the same one would take a 1-in-2**39 chance."""
     workers: set[str] = set()
     verifier = SignatureVerifier(SECRET)
-    # A new connection for each request, so that the kernel picks a listener for each; with two
-    # listeners, 40 picks all landing on the same one would take a 1-in-2**39 chance.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         for n in range(1, 41):
-            frame = thread_mention(slack, f"<@U0BOT> question {n}", f"7.{n:06d}")
+            frame = thread_mention(slack, f"<@U0BOT> question {n}", f"{root}.{n:06d}")
             body = json.dumps(frame["payload"])
             timestamp = str(int(time.time()))
             headers = {
@@ -223,10 +208,16 @@ async def test_http_workers_share_one_port_and_both_answer(slack, claude, redis_
             workers.add(answered_by(bot, event_id))
             if len(workers) == 2:
                 break
-    await slack.wait_for("reactions.remove", count=n, timeout=30)
-
     assert workers == {"worker=1", "worker=2"}
-    assert len(claude.requests) == n  # each answered once
+    return n
+
+
+async def test_http_workers_share_one_port_and_both_answer(slack, claude, redis_server, launch):
+    bot, port = await http_workers(slack, claude, redis_server, launch)
+    asked = await ask_until_both_workers_answer(slack, bot, port, 7)
+    await slack.wait_for("reactions.remove", count=asked, timeout=30)
+
+    assert len(claude.requests) == asked  # each answered once
     output = await bot.stop()
     assert bot.process.returncode == 0, output
 
@@ -359,34 +350,9 @@ async def test_socket_mode_workers_metrics_port_sums_both_and_is_ready_only_when
 
 
 async def test_http_workers_each_serve_the_metrics_of_both_on_port(slack, claude, redis_server, launch):
-    port = free_port()
-    env = workers_env(
-        slack, claude, redis_server, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET, PORT=str(port)
-    )
-    bot = await launch(env)
-    await bot.wait_for_output(f"listening over HTTP on port {port}", count=2)
+    bot, port = await http_workers(slack, claude, redis_server, launch)
     url = f"http://127.0.0.1:{port}"
-
-    workers: set[str] = set()
-    verifier = SignatureVerifier(SECRET)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        for n in range(1, 41):  # until both have answered one (see above)
-            frame = thread_mention(slack, f"<@U0BOT> question {n}", f"9.{n:06d}")
-            body = json.dumps(frame["payload"])
-            timestamp = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                "X-Slack-Request-Timestamp": timestamp,
-                "X-Slack-Signature": verifier.generate_signature(timestamp=timestamp, body=body),
-            }
-            async with session.post(f"{url}{EVENTS_PATH}", data=body, headers=headers) as resp:
-                assert resp.status == 200
-            event_id = frame["payload"]["event_id"]
-            await bot.wait_for_output(f"request={event_id} ")
-            workers.add(answered_by(bot, event_id))
-            if len(workers) == 2:
-                break
-    assert workers == {"worker=1", "worker=2"}
+    n = await ask_until_both_workers_answer(slack, bot, port, 9)
 
     # Whichever worker answers the scrape, it counts both workers' acks.
     status, text = await get(f"{url}/metrics")
