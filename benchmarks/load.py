@@ -208,6 +208,8 @@ class LevelResult:
     makespans: list[float]  # per round: first envelope sent -> last answer complete
     bot_cpu_seconds: float  # over the measured rounds, all its processes
     before_claude_cpu_seconds: float  # of that, from each burst's first envelope to its last Claude request
+    before_claude_driver_seconds: float  # the benchmark process's CPU over that same time
+    before_claude_wall_seconds: float  # and how long that time was, all bursts together
     cpu_shares: list[float]  # each process's share of bot_cpu_seconds
     wall_seconds: float  # of the measured rounds
     driver_cpu_seconds: float  # the benchmark process (fakes and driver) over the same time
@@ -244,7 +246,10 @@ class LoadBench:
         self.level = level
         self.variant = variant
         self.bots: list[BotProcess] = []
-        self._asked_cpu: list[int] = []  # the bots' CPU (ns) when each burst's last Claude request arrived
+        # The bots' CPU (ns), this process's CPU and the time: as the burst starts, and as each burst's
+        # last Claude request arrives.
+        self._burst_start = (0, 0.0, 0.0)
+        self._asked: list[tuple[int, float, float]] = []
         self.recorder = Recorder()
         self._answer = answer_text(config.answer_chars)
         self._next = 0
@@ -298,6 +303,7 @@ class LoadBench:
         frames = [slack.events_api_envelope(self._mention(conv)) for conv in conversations]
         self.recorder.expect(conversations)
         with collector_paused():
+            self._burst_start = self._clocks()
             for conv, frame in zip(conversations, frames, strict=True):
                 self.recorder.sent(conv, frame["envelope_id"], time.perf_counter())
                 await slack.send_envelope(frame)
@@ -350,6 +356,9 @@ class LoadBench:
     def _cpu_ns(self) -> int:
         return sum(bot.cpu_ns() for bot in self.bots)
 
+    def _clocks(self) -> tuple[int, float, float]:
+        return self._cpu_ns(), time.process_time(), time.perf_counter()
+
     async def run(self) -> LevelResult:
         c, rec = self.config, self.recorder
         fakes = {"bot_user_id": BOT_USER, "team_id": TEAM, "page_size": c.page_size}
@@ -385,6 +394,7 @@ class LoadBench:
         cpu0 = [cpu for bot in bots for cpu in bot.cpu_seconds_each()]
         wall0, driver0 = time.perf_counter(), time.process_time()
         busy0, warnings0, before_claude_ns = machine_busy_seconds(), 0, 0
+        before_claude_driver = before_claude_wall = 0.0
         try:
             await slack.wait_for_socket(timeout=30, count=self.variant.workers)
             slack.latency = 0.0  # the warm-up is not measured; keep it short
@@ -392,17 +402,21 @@ class LoadBench:
             slack.latency = c.slack_latency
             rec.probes.clear()
             rec.unattributed.clear()
-            rec.on_all_asked = lambda: self._asked_cpu.append(self._cpu_ns())
+            rec.on_all_asked = lambda: self._asked.append(self._clocks())
             warnings0 = sum(bot.warnings for bot in bots)  # Bolt warns once at start: `client`, not `token`
             cpu0 = [cpu for bot in bots for cpu in bot.cpu_seconds_each()]
             wall0, driver0 = time.perf_counter(), time.process_time()
             busy0 = machine_busy_seconds()
             probe = c.probe_interval is not None and self.level > 1  # one answer: its own ack says it
             for _ in range(c.rounds[self.level]):
-                self._asked_cpu.clear()
-                burst_ns = self._cpu_ns()
+                self._asked.clear()
                 batch = await self._burst(slack, self.level, self._answer, probe)
-                before_claude_ns += self._asked_cpu[0] - burst_ns if self._asked_cpu else 0
+                if self._asked:
+                    burst_ns, burst_driver, burst_wall = self._burst_start
+                    asked_ns, asked_driver, asked_wall = self._asked[0]
+                    before_claude_ns += asked_ns - burst_ns
+                    before_claude_driver += asked_driver - burst_driver
+                    before_claude_wall += asked_wall - burst_wall
                 conversations.extend(batch)
                 ends = [conv.done for conv in batch if conv.done is not None]
                 starts = [conv.sent for conv in batch if conv.sent is not None]
@@ -432,6 +446,8 @@ class LoadBench:
             makespans=makespans,
             bot_cpu_seconds=bot_cpu,
             before_claude_cpu_seconds=before_claude_ns / 1e9,
+            before_claude_driver_seconds=before_claude_driver,
+            before_claude_wall_seconds=before_claude_wall,
             cpu_shares=[cpu / bot_cpu for cpu in cpus[1:]] if bot_cpu and len(cpus) > 1 else [],
             wall_seconds=time.perf_counter() - wall0,
             driver_cpu_seconds=driver_cpu,

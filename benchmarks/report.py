@@ -21,7 +21,9 @@ LATENCY_NOTE = """\
   this run just before it)"""
 RESOURCE_NOTE = """\
   (CPU of all the variant's processes: ms per answer, and of that before the Claude request (from each
-  burst's first envelope to its last request); % of one core over the measured rounds; bench = this
+  burst's first envelope to its last request); bench before Claude = this process's CPU per answer
+  over that same time; cores busy before Claude = both together over its length (2 = the machine is
+  full, so the fakes and the bot wait on each other); % of one core over the measured rounds; bench = this
   process, which runs both fakes; others = the rest of the machine (2 cores = 200%): if high, the
   figures above are disturbed; split = each process's share of the CPU; warnings = lines logged at
   WARNING or above during the rounds)"""
@@ -83,6 +85,8 @@ class LevelFigures:
     throughput: float  # answers/s over the bursts' makespans
     cpu_ms_per_answer: float
     before_claude_cpu_ms: float  # per answer, from the burst's first envelope to its last Claude request
+    before_claude_bench_ms: float  # the benchmark process's CPU per answer over that same time
+    before_claude_cores: float  # cores the bot and the benchmark kept busy over that time (2 = all)
     cpu_shares: list[float]
     bot_cpu_util: float  # of one core, over the measured rounds
     driver_cpu_util: float
@@ -121,6 +125,11 @@ def level_figures(level: LevelResult, config: LoadConfig, k: int | None) -> Leve
         throughput=answers / sum(level.makespans) if level.makespans else math.nan,
         cpu_ms_per_answer=level.bot_cpu_seconds / answers * MS if answers else math.nan,
         before_claude_cpu_ms=level.before_claude_cpu_seconds / answers * MS if answers else math.nan,
+        before_claude_bench_ms=level.before_claude_driver_seconds / answers * MS if answers else math.nan,
+        before_claude_cores=(level.before_claude_cpu_seconds + level.before_claude_driver_seconds)
+        / level.before_claude_wall_seconds
+        if level.before_claude_wall_seconds
+        else math.nan,
         cpu_shares=level.cpu_shares,
         bot_cpu_util=level.bot_cpu_seconds / level.wall_seconds if level.wall_seconds else math.nan,
         driver_cpu_util=level.driver_cpu_seconds / level.wall_seconds if level.wall_seconds else math.nan,
@@ -286,6 +295,8 @@ def load_lines(figures: Sequence[LevelFigures], path: CriticalPath, config: Load
         "N",
         "CPU ms/answer",
         "before Claude",
+        "bench before Claude",
+        "cores busy before Claude",
         "CPU % of a core",
         "peak RSS MB",
         "bench CPU %",
@@ -301,6 +312,8 @@ def load_lines(figures: Sequence[LevelFigures], path: CriticalPath, config: Load
             str(f.level),
             vs(f, f.cpu_ms_per_answer, lambda g: g.cpu_ms_per_answer),
             vs(f, f.before_claude_cpu_ms, lambda g: g.before_claude_cpu_ms, 2),
+            _num(f.before_claude_bench_ms, 2),
+            _num(f.before_claude_cores, 2),
             _num(f.bot_cpu_util * 100),
             vs(f, f.peak_rss_mb, lambda g: g.peak_rss_mb),
             _num(f.driver_cpu_util * 100),
