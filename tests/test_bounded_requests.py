@@ -1,13 +1,13 @@
 """A flood is bounded as a whole: a request waiting for its turn has read nothing of Slack yet (no thread,
-no files), and display-name lookups, however many requests want them, never crowd out the lookups the
-access check makes of each asker."""
+no files), a burst starts its answers a few at a time in the order they came, and display-name lookups,
+however many requests want them, never crowd out the lookups the access check makes of each asker."""
 
 from __future__ import annotations
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.pipeline import context
+from bot.pipeline import context, lane
 from bot.pipeline.progress import WAITING_STATUS
 from bot.pipeline.said import RESTARTING
 from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, said
@@ -75,6 +75,52 @@ async def test_a_drain_tells_a_waiting_request_to_come_back_and_it_reads_nothing
     assert not read_of(bot, DM, waiting)
     assert not bot.slack.calls_to("url_private")
     assert len(bot.claude.requests) == 1
+
+
+async def test_a_burst_starts_its_answers_a_few_at_a_time_in_the_order_they_came(bot):
+    askers = [f"U0BURST{n}" for n in range(lane.WIDTH + 2)]
+    for n, asker in enumerate(askers):
+        bot.slack.add_user(asker, display_name=asker.lower())
+        root, question = (
+            said(asker, "deploy", f"{20 + n}.000000"),
+            said(asker, "<@U0BOT> status?", f"{20 + n}.000001"),
+        )
+        bot.slack.add_thread(CHANNEL, [root, question])
+    bot.slack.hold("users.info")  # each asker's access check waits on Slack
+    for n, asker in enumerate(askers):
+        await bot.send_event(
+            mention("<@U0BOT> status?", ts=f"{20 + n}.000001", thread_ts=f"{20 + n}.000000", user=asker)
+        )
+    await bot.slack.wait_for("users.info", count=lane.WIDTH)
+    bot.slack.let_go("users.info")
+    await bot.finished(count=len(askers))
+
+    checked = [call.params["user"] for call in bot.slack.calls_to("users.info")]
+    assert set(checked[: lane.WIDTH]) == set(askers[: lane.WIDTH])
+    # The later ones started only once an earlier one had read its thread and left for Claude.
+    order = [(call.method, call.params.get("user")) for call in bot.slack.calls]
+    first_read = order.index(("conversations.replies", None))
+    assert all(order.index(("users.info", asker)) > first_read for asker in askers[lane.WIDTH :])
+    assert all(bot.replies(CHANNEL, f"{20 + n}.000000") == [ANSWER] for n in range(len(askers)))
+
+
+async def test_a_drain_tells_requests_still_being_let_in_to_come_back(bot):
+    """Cancelled in the access check or waiting to start: nothing was read, and they are told."""
+    askers = [f"U0DRAIN{n}" for n in range(lane.WIDTH + 1)]
+    for n, asker in enumerate(askers):
+        bot.slack.add_user(asker, display_name=asker.lower())
+        bot.slack.add_thread(CHANNEL, [said(asker, "<@U0BOT> status?", f"{30 + n}.000001")])
+    bot.slack.hold("users.info")
+    for n, asker in enumerate(askers):
+        await bot.send_event(mention("<@U0BOT> status?", ts=f"{30 + n}.000001", user=asker))
+    await bot.slack.wait_for("users.info", count=lane.WIDTH)
+
+    assert await bot.pipeline.drain(grace_seconds=0) == len(askers)
+    for n in range(len(askers)):
+        assert bot.replies(CHANNEL, f"{30 + n}.000001") == [f":warning: {RESTARTING.sentence}"]
+    assert not bot.slack.calls_to("conversations.replies")
+    assert not bot.claude.requests
+    bot.slack.let_go("users.info")
 
 
 AUTHORS = [f"U0AUTH{n:03d}" for n in range(30)]

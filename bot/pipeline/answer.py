@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -36,6 +37,7 @@ from bot.pipeline.context import (
 )
 from bot.pipeline.files import fetch_files
 from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
+from bot.pipeline.lane import ArrivalLane
 from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, find_links
 from bot.pipeline.progress import (
     clear_progress,
@@ -92,7 +94,8 @@ class Pipeline:
     It also bounds the work: as many requests at once, from the first read to the last word, as Claude's
     rate limits allow now (`bot.pipeline.capacity`: its headers and 429s), never more than
     MAX_CONCURRENT_ANSWERS or 256 (the rest wait, with their progress showing, holding only their Ask:
-    nothing of Slack is read, no file fetched, until their turn), USER_REQUESTS_PER_MINUTE per person
+    nothing of Slack is read, no file fetched, until their turn), the work before Claude a few answers at
+    a time in arrival order (`bot.pipeline.lane`), USER_REQUESTS_PER_MINUTE per person
     (counted once the access check has let them in), USER_TOKENS_PER_DAY per person (every token Claude
     reports for their answers, finished or not), REQUEST_DEADLINE_SECONDS per answer, waiting
     included, and display names through one gate for the whole process. Running answers are known by
@@ -128,6 +131,7 @@ class Pipeline:
             lease_seconds=settings.answer_lease_seconds,
             deadline_seconds=settings.request_deadline_seconds,
         )
+        self._lane = ArrivalLane()
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
 
@@ -168,32 +172,68 @@ class Pipeline:
         preface = _quote(ask.message.text) + "\n\n" if isinstance(ask.reply_to, Privately) else ""
         writer = open_writer(self._slack, ask, preface)
         meter = metrics.RequestMeter(ask.surface)
-        if not self._accepting:  # stopping: another replica answers it, if there is one to hand it to
-            if self.state.shared and ask.surface in RESUMABLE:
-                await self.in_flight.end(await self.in_flight.begin(ask, task, writer), hand_over=True)
-            else:
-                await writer.interrupt(RESTARTING)
-            meter.ended("interrupted")
+        if not self._accepting:
+            await self._turn_away(ask, task, writer, meter)
             return
-        try:  # who may ask is decided before anything is read or shown
+        leave_lane: Callable[[], None] | None = None
+        try:
+            try:  # until its answer is begun, a shutdown turns it away as if it came later
+                leave_lane = await self._lane.enter()
+                asker_name = await self._let_in(ask, meter)
+            except asyncio.CancelledError as exc:
+                if SHUTDOWN in exc.args:
+                    await self._turn_away(ask, task, writer, meter)
+                raise
+            if asker_name is not False:
+                await self._begun(ask, task, writer, meter, leave_lane, asker_name)
+        finally:
+            if leave_lane is not None:
+                leave_lane()
+
+    async def _turn_away(
+        self, ask: Ask, task: asyncio.Task[None], writer: ReplyWriter, meter: metrics.RequestMeter
+    ) -> None:
+        """Stopping: another replica answers it, if there is one to hand it to."""
+        if self.state.shared and ask.surface in RESUMABLE:
+            await self.in_flight.end(await self.in_flight.begin(ask, task, writer), hand_over=True)
+        else:
+            await writer.interrupt(RESTARTING)
+        meter.ended("interrupted")
+
+    async def _let_in(self, ask: Ask, meter: metrics.RequestMeter) -> str | None | Literal[False]:
+        """Who may ask, decided before anything is read or shown: the asker's display name if Slack gave
+        it, or False once told why not."""
+        try:
             self._access.check_ids(ask)
             asker_name = await self._access.check_person(ask)
         except Refused as refusal:
             log.info("request=%s surface=%s refused: %s", ask.request_id, ask.surface, type(refusal).__name__)
             meter.refused(refusal)
             await say_privately(self._slack, ask, refusal.sentence)
-            return
+            return False
         person = (ask.origin.team_id or "", ask.origin.user_id)
         if not await self._rate_limit.allow(*person):  # counted once let in only
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
             meter.refused("rate_limit")
             await say_privately(self._slack, ask, TOO_MANY_REQUESTS.sentence)
-            return
+            return False
         if not await self._budget.allow(*person):
             log.info("request=%s surface=%s refused: user token budget", ask.request_id, ask.surface)
             meter.refused("token_budget")
             await say_privately(self._slack, ask, OUT_OF_TOKENS.sentence)
-            return
+            return False
+        return asker_name
+
+    async def _begun(
+        self,
+        ask: Ask,
+        task: asyncio.Task[None],
+        writer: ReplyWriter,
+        meter: metrics.RequestMeter,
+        leave_lane: Callable[[], None],
+        asker_name: str | None,
+    ) -> None:
+        person = (ask.origin.team_id or "", ask.origin.user_id)
         answer_key = await self.in_flight.begin(ask, task, writer)
         handed_over = False
         # What Claude reports, kept as it comes: an answer cut short counts it too.
@@ -201,9 +241,12 @@ class Pipeline:
         timings = _Timings(started=time.perf_counter())
         shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
         try:
-            async with asyncio.timeout(self._settings.request_deadline_seconds), self._turn(ask, shown):
+            async with (
+                asyncio.timeout(self._settings.request_deadline_seconds),
+                self._turn(ask, shown, leave_lane),
+            ):
                 timings.turn = time.perf_counter()
-                await self._write_answer(ask, writer, timings, asker_name, usage, meter)
+                await self._write_answer(ask, writer, timings, asker_name, usage, meter, leave_lane)
         except StoppedByReader:
             meter.ended("stopped")
             log.info(
@@ -268,11 +311,14 @@ class Pipeline:
                 await self.in_flight.end(answer_key, hand_over=handed_over)
 
     @asynccontextmanager
-    async def _turn(self, ask: Ask, shown: asyncio.Task[None]) -> AsyncIterator[None]:
+    async def _turn(
+        self, ask: Ask, shown: asyncio.Task[None], leave_lane: Callable[[], None]
+    ) -> AsyncIterator[None]:
         """A turn that Claude's rate limits have room for, held from the first read to the last word, so
         that what a flood holds in memory is bounded by the turns, not by how many wait for one."""
         if self._turns.would_wait():  # no room now: wait, and let the asker see it
             log.info("request=%s waiting for a turn", ask.request_id)
+            leave_lane()  # waiting on Claude is not work: the next arrival may start its own
             await asyncio.wait({shown})  # working first, then waiting (a cancel here leaves `shown` be)
             await show_waiting(self._slack, ask.progress)
         async with self._turns.turn():
@@ -286,10 +332,12 @@ class Pipeline:
         asker_name: str | None,
         usage: Usage,
         meter: metrics.RequestMeter,
+        leave_lane: Callable[[], None],
     ) -> None:
         prompt = await self._prompt_for(ask, asker_name)
         writer = await self._private_writer(ask, prompt, writer)
         timings.read = time.perf_counter()
+        leave_lane()  # what is left is Claude's request, then waiting on Claude
         searched = False
 
         async def on_search() -> None:

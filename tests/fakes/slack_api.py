@@ -212,6 +212,7 @@ class FakeSlack(LoopbackServer):
         self._history: dict[str, dict[str, Params]] = {}  # channel -> ts -> message
         self._faults: defaultdict[str, deque[_Fault]] = defaultdict(deque)
         self._delays: dict[str, float] = {}
+        self._held: dict[str, asyncio.Event] = {}  # method -> set when its held calls may go on
         self._streams: dict[tuple[str, str], _Stream] = {}  # (channel, ts) of a streamed message
         self._stream_refusal: tuple[str, int | None] | None = None  # error, times left (None: always)
         self._reactions: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
@@ -339,6 +340,14 @@ class FakeSlack(LoopbackServer):
 
     def delay(self, method: str, seconds: float) -> None:
         self._delays[method] = seconds
+
+    def hold(self, method: str) -> None:
+        """Calls to `method` wait, recorded but unanswered, until `let_go(method)`."""
+        self._held.setdefault(method, asyncio.Event())
+
+    def let_go(self, method: str) -> None:
+        if (held := self._held.pop(method, None)) is not None:
+            held.set()
 
     def refuse_streaming(self, error: str = "not_allowed", times: int | None = None) -> None:
         """Make chat.startStream answer `error` (`times=None`: always), as when streaming is unavailable."""
@@ -769,6 +778,8 @@ class FakeSlack(LoopbackServer):
         self._users_info_in_flight += counted
         latency = self.latency if call.method != "response_url" else 0.0
         try:
+            if (held := self._held.get(call.method)) is not None:
+                await held.wait()
             if delay := self._delays.get(call.method, 0.0) + latency:
                 await asyncio.sleep(delay)
         finally:
