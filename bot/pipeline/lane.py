@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-WIDTH = 4  # answers before Claude at once: 2, 4 and 8 measured alike, all unlimited's median
+WIDTH = 4  # answers before Claude at once: 2, 4 and 8 measured alike, each ahead of no limit
 HOLD_SECONDS = 0.25  # the work before Claude takes a few ms; a place held longer stops counting
 
 
