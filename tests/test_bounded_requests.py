@@ -77,6 +77,13 @@ async def test_a_drain_tells_a_waiting_request_to_come_back_and_it_reads_nothing
     assert len(bot.claude.requests) == 1
 
 
+@pytest.fixture
+def patient_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Places in the lane held as long as the test needs (set up before `bot`, which builds the lane)."""
+    monkeypatch.setattr(lane, "HOLD_SECONDS", 60.0)
+
+
+@pytest.mark.usefixtures("patient_lane")
 async def test_a_burst_starts_its_answers_a_few_at_a_time_in_the_order_they_came(bot):
     askers = [f"U0BURST{n}" for n in range(lane.WIDTH + 2)]
     for n, asker in enumerate(askers):

@@ -18,9 +18,9 @@ HOLD_SECONDS = 0.25  # the work before Claude takes a few ms; a place held longe
 
 
 class ArrivalLane:
-    def __init__(self, width: int = WIDTH, hold_seconds: float = HOLD_SECONDS) -> None:
+    def __init__(self, width: int = WIDTH, hold_seconds: float | None = None) -> None:
         self._places = asyncio.Semaphore(width)  # its waiters are woken in order
-        self._hold_seconds = hold_seconds
+        self._hold_seconds = HOLD_SECONDS if hold_seconds is None else hold_seconds
 
     async def enter(self) -> Callable[[], None]:
         """Wait for a place; returns `leave`, to call once the work before Claude is done (again: no-op)."""
