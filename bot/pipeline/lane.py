@@ -1,7 +1,7 @@
 """The way to Claude in arrival order (`ArrivalLane`): a burst's work before the Claude request runs a few
 answers at a time, first come first served, instead of all of them at once.
 
-That work is CPU (Bolt, the Slack clients, the prompt) between short waits on Slack. Run all at once, a
+That work is CPU (the access check, the reads, the prompt) between short waits on Slack. Run all at once, a
 burst shares the CPU evenly and every answer reaches Claude near the end of the whole burst's work; run a
 few at a time, they reach it one after another, so the median waits about half as long and the last no
 longer. A few places keep the CPU busy while each waits on Slack. Nobody waits on a slow neighbour for
