@@ -38,7 +38,7 @@ from bot.pipeline.context import (
 from bot.pipeline.files import fetch_files
 from bot.pipeline.inflight import LOST, RESUMABLE, InFlight
 from bot.pipeline.lane import ArrivalLane
-from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, find_links
+from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, Link, find_links
 from bot.pipeline.progress import (
     clear_progress,
     clear_searching,
@@ -211,7 +211,7 @@ class Pipeline:
             meter.refused(refusal)
             await say_privately(self._slack, ask, refusal.sentence)
             return False
-        person = (ask.origin.team_id or "", ask.origin.user_id)
+        person = _person(ask)
         if not await self._rate_limit.allow(*person):  # counted once let in only
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
             meter.refused("rate_limit")
@@ -233,7 +233,7 @@ class Pipeline:
         leave_lane: Callable[[], None],
         asker_name: str | None,
     ) -> None:
-        person = (ask.origin.team_id or "", ask.origin.user_id)
+        person = _person(ask)
         answer_key = await self.in_flight.begin(ask, task, writer)
         handed_over = False
         # What Claude reports, kept as it comes: an answer cut short counts it too.
@@ -353,7 +353,7 @@ class Pipeline:
                 backend=self._settings.backend,
                 model=usage.model,
                 max_tokens=self._settings.claude_max_tokens,
-                user_hash=opaque_user_id(ask.origin.team_id or "", ask.origin.user_id),
+                user_hash=opaque_user_id(*_person(ask)),
                 on_text=meter.on_text(writer.append),
                 limits=self._turns,
                 usage=usage,
@@ -502,23 +502,24 @@ class Pipeline:
         if not links:
             return [], False
         budget = self._settings.context_budget_tokens // 3
-        read: list[tuple[str, list[SlackMessage]]] = []
-        private, refused = False, False
-        for link in links:
+
+        async def read_one(link: Link) -> tuple[list[SlackMessage], bool] | None:
+            """The link's thread and whether it makes the answer private; None: not read."""
             readable = await self._access.readable(ask, link.channel)
             if readable is None:
-                refused = True
-                continue
+                return None
             try:
                 thread = await read_linked_thread(self._slack, link.channel, link.thread_ts, budget)
             except ContextUnavailable as exc:
                 log.warning("request=%s linked channel=%s not read: %s", ask.request_id, link.channel, exc)
-                refused = True
-                continue
-            private |= readable.private and link.channel != ask.origin.channel_id
-            read.append((link.channel, thread))
-        if refused:
+                return None
+            return thread, readable.private and link.channel != ask.origin.channel_id
+
+        outcomes = await asyncio.gather(*(read_one(link) for link in links))  # each link's own reads
+        if None in outcomes:
             await say_privately(self._slack, ask, LINK_NOT_READ)
+        read = [(link.channel, got[0]) for link, got in zip(links, outcomes, strict=True) if got is not None]
+        private = any(got[1] for got in outcomes if got is not None)
         return read, private and self._seen_by_others(ask)
 
     @staticmethod
@@ -545,6 +546,11 @@ def _sources_note(sources: tuple[Source, ...]) -> str | None:
         url = source.url.replace("(", "%28").replace(")", "%29").replace(" ", "%20")
         links.append(f"[{title}]({url})")
     return "**Sources:** " + " · ".join(links)
+
+
+def _person(ask: Ask) -> tuple[str, str]:
+    """Who the per-person limits count, and Claude's opaque user id hashes: team and user id."""
+    return ask.origin.team_id or "", ask.origin.user_id
 
 
 def _quote(text: str, limit: int = 300) -> str:

@@ -386,7 +386,7 @@ class PrivateAnswer(_WholeAnswer):
         self._response_url = response_url
 
     def _pieces(self, mrkdwn: str) -> list[str]:
-        pieces = split_message(mrkdwn, MESSAGE_LIMIT)
+        pieces = super()._pieces(mrkdwn)
         if len(pieces) > RESPONSE_URL_USES:
             pieces = split_message(mrkdwn, TEXT_LIMIT)[:RESPONSE_URL_USES]
         return pieces
