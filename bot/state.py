@@ -45,15 +45,8 @@ _RENEW = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
     "return 0"
 )
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # A set whose members expire: a sorted set scored by each member's expiry in Redis's own clock (ms).
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
-_ENLIST = (
-    _NOW_MS + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
-    "redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1]) "
-    "local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES') "
-    "redis.call('PEXPIREAT', KEYS[1], last[2]) return 1"
-)
 _MEMBERS = (
     _NOW_MS
     + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) return redis.call('ZRANGE', KEYS[1], 0, -1)"
@@ -61,6 +54,20 @@ _MEMBERS = (
 _ADD = (
     "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) "
     "if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return v"
+)
+# `State.write_all` in one script, atomic: ARGV holds (kind, value, ttl in ms) for each key in KEYS. A
+# transaction holding scripts would cost redis-py a SCRIPT EXISTS round trip before it, every time.
+_WRITE_ALL = (
+    _NOW_MS + "for i, key in ipairs(KEYS) do "
+    "local kind, value, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], tonumber(ARGV[3 * i]) "
+    "if kind == 'put' then redis.call('SET', key, value, 'PX', ttl) "
+    "elseif kind == 'delete' then redis.call('DEL', key) "
+    "elseif kind == 'enlist' then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) "
+    "redis.call('ZADD', key, now + ttl, value) "
+    "redis.call('PEXPIREAT', key, redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) "
+    "elseif kind == 'delist' then redis.call('ZREM', key, value) "
+    "elseif kind == 'release' and redis.call('GET', key) == value then redis.call('DEL', key) end "
+    "end return 1"
 )
 
 
@@ -229,8 +236,8 @@ class RedisState(State):
         self._redis = aioredis.Redis.from_pool(pool)  # closed with it
         self._local = MemoryState()
         # EVALSHA: each call sends the script's digest, not its text.
-        self._renew, self._release, self._add, self._enlist, self._members = (
-            self._redis.register_script(script) for script in (_RENEW, _RELEASE, _ADD, _ENLIST, _MEMBERS)
+        self._renew, self._add, self._members, self._write_all = (
+            self._redis.register_script(script) for script in (_RENEW, _ADD, _MEMBERS, _WRITE_ALL)
         )
         self._down_since: float | None = None
         self._last_try = float("-inf")
@@ -272,10 +279,7 @@ class RedisState(State):
         return await self._either(shared, lambda: self._local.renew(key, owner, ttl))
 
     async def release(self, key: str, owner: str) -> None:
-        async def shared() -> None:
-            await self._release(keys=[key], args=[owner])
-
-        await self._either(shared, lambda: self._local.release(key, owner))
+        await self.write_all([Write("release", key, owner)])
 
     async def add(self, key: str, amount: int, ttl: float) -> int:
         async def shared() -> int:
@@ -309,10 +313,7 @@ class RedisState(State):
         return await self._either(shared, lambda: self._local.get_many(keys))
 
     async def enlist(self, index: str, member: str, ttl: float) -> None:
-        async def shared() -> None:
-            await self._enlist(keys=[index], args=[member, _ms(ttl)])
-
-        await self._either(shared, lambda: self._local.enlist(index, member, ttl))
+        await self.write_all([Write("enlist", index, member, ttl)])
 
     async def delist(self, index: str, member: str) -> None:
         async def shared() -> None:
@@ -328,22 +329,9 @@ class RedisState(State):
 
     async def write_all(self, writes: Sequence[Write]) -> None:
         async def shared() -> None:
-            async with self._redis.pipeline(transaction=True) as batch:
-                for write in writes:
-                    match write.kind:
-                        case "put":
-                            batch.set(write.key, write.value, px=_ms(write.ttl))
-                        case "delete":
-                            batch.delete(write.key)
-                        case "enlist":
-                            await self._enlist(
-                                keys=[write.key], args=[write.value, _ms(write.ttl)], client=batch
-                            )
-                        case "delist":
-                            batch.zrem(write.key, write.value)
-                        case "release":
-                            await self._release(keys=[write.key], args=[write.value], client=batch)
-                await batch.execute()
+            if writes:
+                changes = [(w.kind, w.value, _ms(w.ttl)) for w in writes]
+                await self._write_all(keys=[w.key for w in writes], args=[a for c in changes for a in c])
 
         await self._either(shared, lambda: self._local.write_all(writes))
 

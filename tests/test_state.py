@@ -171,3 +171,26 @@ async def test_several_writes_land_together(state: State) -> None:
     assert await state.members("answers:x") == ["a"]
     await state.write_all([Write("delist", "answers:x", "a"), Write("release", "lease:a", "replica-1")])
     assert await state.members("answers:x") == [] and await state.get("lease:a") is None
+
+
+async def test_several_writes_are_one_command_to_redis_even_after_it_forgot_its_scripts(
+    redis_server: RedisServer,
+) -> None:
+    """An answer's claim and its end are each one round trip: a transaction holding scripts cost
+    redis-py a SCRIPT EXISTS before it, on every answer's path to Claude."""
+    writes = [Write("put", "lease:a", "replica-1", 5), Write("enlist", "answers:x", "a", 5)]
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    async with in_use(RedisState(redis_server.url), redis_server) as shared:
+        try:
+            await shared.write_all(writes)  # its scripts are loaded now
+            await raw.config_resetstat()
+            await shared.write_all([Write("release", "lease:a", "replica-1"), *writes])
+            sent = await raw.info("commandstats")
+            await raw.script_flush()  # a restarted Redis has no scripts
+            await shared.write_all([Write("delist", "answers:x", "a"), Write("delete", "lease:a")])
+            after_flush = await shared.get_many(["lease:a"]), await shared.members("answers:x")
+        finally:
+            await raw.aclose()
+    assert sent["cmdstat_evalsha"]["calls"] == 1
+    assert not {"cmdstat_multi", "cmdstat_script|exists", "cmdstat_exec"} & sent.keys()
+    assert after_flush == ([None], [])
