@@ -5,6 +5,8 @@ conversation is read: no conversations.* call and no request to Claude."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.pipeline import access as rules
@@ -17,7 +19,8 @@ from bot.pipeline.access import (
     UserNotEnabled,
     WorkspaceNotEnabled,
 )
-from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, said
+from bot.state import MemoryState
+from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, running_bot, said
 
 ANSWER = "Hello from fake Claude."
 OTHER_ORG_USER, GUEST, GRID_COLLEAGUE = "U0PARTNER", "U0GUEST", "U0SISTER"
@@ -276,3 +279,29 @@ async def test_with_everyone_allowed_one_lookup_still_serves_the_access_check_an
     assert bot.replies(CHANNEL, "7.000000") == [ANSWER]
     assert [c.params["user"] for c in bot.slack.calls_to("users.info")] == [ALICE]
     assert "Alice:" in str(bot.claude.requests[0].body["messages"])
+
+
+class HeldFacts(MemoryState):
+    """A store whose writes of a person's facts wait until the test lets them land (a slow Redis)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing, self.land = asyncio.Event(), asyncio.Event()
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        if key.startswith("person:"):
+            self.writing.set()
+            await self.land.wait()
+        await super().put(key, value, ttl)
+
+
+async def test_the_answer_does_not_wait_for_the_askers_facts_to_be_remembered(slack, claude):
+    held = HeldFacts()
+    async with running_bot(slack, claude, {}, held) as bot:
+        await bot.send_event(mention("<@U0BOT> hi", ts="8.000000"))
+        await held.writing.wait()
+        await claude.wait_for_requests()  # asked while the write is still on its way
+        held.land.set()
+        await bot.finished()
+        assert bot.replies(CHANNEL, "8.000000") == [ANSWER]
+        assert await held.get(f"person:{bot.pipeline.keys.of(ALICE)}") == "T0TEAM,,0,0"

@@ -145,6 +145,7 @@ class AccessCheck:
         self._home: Home | None = None  # the installation's ids, learnt once
         self._home_lookup: asyncio.Future[Home | None] | None = None
         self._lookups: dict[str, asyncio.Future[tuple[PersonFacts | None, str | None]]] = {}
+        self._remembering: set[asyncio.Future[None]] = set()
 
     def check_ids(self, ask: Ask) -> None:
         """The lists that need no lookup, from the request alone: no Slack call."""
@@ -284,8 +285,21 @@ class AccessCheck:
         user = response.get("user")
         facts = _facts(user)
         if facts is not None:
-            await self._state.put(self._facts_key(user_id), facts.dumps(), FACTS_TTL_SECONDS)
+            self._remember(user_id, facts)
         return facts, display_name(user)
+
+    def _remember(self, user_id: str, facts: PersonFacts) -> None:
+        """Written meanwhile: the ask goes on without waiting for a round trip to Redis."""
+        written = asyncio.ensure_future(
+            self._state.put(self._facts_key(user_id), facts.dumps(), FACTS_TTL_SECONDS)
+        )
+        self._remembering.add(written)
+        written.add_done_callback(self._written)
+
+    def _written(self, written: asyncio.Future[None]) -> None:
+        self._remembering.discard(written)
+        if not written.cancelled() and (failure := written.exception()) is not None:
+            log.warning("access facts not remembered (%s)", failure.__class__.__name__)
 
     async def _conversation_info(self, channel_id: str) -> Mapping[str, Any] | None:
         """The channel's kind and sharing, now (ids and flags; its name and topic are not used)."""
