@@ -330,8 +330,8 @@ class RedisState(State):
     async def write_all(self, writes: Sequence[Write]) -> None:
         async def shared() -> None:
             if writes:
-                changes = [(w.kind, w.value, _ms(w.ttl)) for w in writes]
-                await self._write_all(keys=[w.key for w in writes], args=[a for c in changes for a in c])
+                changes = [arg for w in writes for arg in (w.kind, w.value, _ms(w.ttl))]
+                await self._write_all(keys=[w.key for w in writes], args=changes)
 
         await self._either(shared, lambda: self._local.write_all(writes))
 
