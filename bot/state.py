@@ -11,11 +11,13 @@ One small interface with two homes, chosen at start (the pipeline never knows wh
 Keys say what they hold (`dedupe:event:<hash>`) and every key expires. Ids that could name someone
 go into keys only through `StateKeys.of`, a keyed hash (HMAC-SHA256), so a dump of Redis names nobody
 while every replica of the app, holding the same secret, makes the same keys. Nothing here needs
-Redis to persist anything: run it with `--save "" --appendonly no`.
+Redis to persist anything: run it with `--save "" --appendonly no`. What a process asks Redis in one
+turn of its event loop goes as one pipeline (`_Batches`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -24,10 +26,11 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.commands.core import AsyncScript
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +221,55 @@ class MemoryState(State):
         return [m for m, expires in self._sets.get(index, {}).items() if expires > now]
 
 
+class _Batches:
+    """Commands asked for in one turn of the event loop, sent to Redis as one pipeline: one connection,
+    one write and one read for all of them. Alone, each costs a pooled connection, a write and a read,
+    which in a burst of answers was most of a replica's CPU spent on Redis."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def run(self, *command: Any) -> Any:
+        """`command`'s reply, or its error raised (redis's, or the pipeline's ConnectionError)."""
+        reply = asyncio.get_running_loop().create_future()
+        self._queued.append((command, reply))
+        if len(self._queued) == 1:  # it starts once the tasks running in this turn have queued theirs
+            task = asyncio.create_task(self._send_queued())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        return await reply
+
+    async def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for command, _ in queued:
+                    pipe.execute_command(*command)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:  # the process is closing: nobody waits forever
+            for _, reply in queued:
+                reply.cancel()
+            raise
+        except Exception as exc:  # the connection's failure is every command's
+            replies = [exc] * len(queued)
+        for (_, reply), result in zip(queued, replies, strict=True):
+            if reply.done():  # its caller was cancelled
+                continue
+            if isinstance(result, Exception):
+                reply.set_exception(result)
+            else:
+                reply.set_result(result)
+
+    async def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA in the batch; a Redis that does not know the script (restarted) is sent its text."""
+        try:
+            return await self.run("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await script(keys=keys, args=args)
+
+
 class RedisState(State):
     """Redis, shared by every process; this process's memory while Redis is out of reach."""
 
@@ -234,6 +286,7 @@ class RedisState(State):
             decode_responses=True,
         )
         self._redis = aioredis.Redis.from_pool(pool)  # closed with it
+        self._batches = _Batches(self._redis)
         self._local = MemoryState()
         # EVALSHA: each call sends the script's digest, not its text.
         self._renew, self._add, self._members, self._write_all = (
@@ -268,13 +321,13 @@ class RedisState(State):
 
     async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
         async def shared() -> bool:
-            return bool(await self._redis.set(key, owner, nx=True, px=_ms(ttl)))
+            return bool(await self._batches.run("SET", key, owner, "NX", "PX", _ms(ttl)))
 
         return await self._either(shared, lambda: self._local.claim(key, ttl, owner))
 
     async def renew(self, key: str, owner: str, ttl: float) -> bool:
         async def shared() -> bool:
-            return bool(await self._renew(keys=[key], args=[owner, _ms(ttl)]))
+            return bool(await self._batches.script(self._renew, [key], [owner, _ms(ttl)]))
 
         return await self._either(shared, lambda: self._local.renew(key, owner, ttl))
 
@@ -283,32 +336,34 @@ class RedisState(State):
 
     async def add(self, key: str, amount: int, ttl: float) -> int:
         async def shared() -> int:
-            return int(await self._add(keys=[key], args=[amount, _ms(ttl)]))
+            return int(await self._batches.script(self._add, [key], [amount, _ms(ttl)]))
 
         return await self._either(shared, lambda: self._local.add(key, amount, ttl))
 
     async def get(self, key: str) -> str | None:
         async def shared() -> str | None:
-            value = await self._redis.get(key)
+            value = await self._batches.run("GET", key)
             return None if value is None else str(value)
 
         return await self._either(shared, lambda: self._local.get(key))
 
     async def put(self, key: str, value: str, ttl: float) -> None:
         async def shared() -> None:
-            await self._redis.set(key, value, px=_ms(ttl))
+            await self._batches.run("SET", key, value, "PX", _ms(ttl))
 
         await self._either(shared, lambda: self._local.put(key, value, ttl))
 
     async def delete(self, key: str) -> None:
         async def shared() -> None:
-            await self._redis.delete(key)
+            await self._batches.run("DEL", key)
 
         await self._either(shared, lambda: self._local.delete(key))
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
         async def shared() -> list[str | None]:
-            return [None if v is None else str(v) for v in await self._redis.mget(keys)] if keys else []
+            if not keys:
+                return []
+            return [None if v is None else str(v) for v in await self._batches.run("MGET", *keys)]
 
         return await self._either(shared, lambda: self._local.get_many(keys))
 
@@ -317,13 +372,13 @@ class RedisState(State):
 
     async def delist(self, index: str, member: str) -> None:
         async def shared() -> None:
-            await self._redis.zrem(index, member)
+            await self._batches.run("ZREM", index, member)
 
         await self._either(shared, lambda: self._local.delist(index, member))
 
     async def members(self, index: str) -> list[str]:
         async def shared() -> list[str]:
-            return [str(m) for m in await self._members(keys=[index])]
+            return [str(m) for m in await self._batches.script(self._members, [index], [])]
 
         return await self._either(shared, lambda: self._local.members(index))
 
@@ -331,7 +386,7 @@ class RedisState(State):
         async def shared() -> None:
             if writes:
                 changes = [arg for w in writes for arg in (w.kind, w.value, _ms(w.ttl))]
-                await self._write_all(keys=[w.key for w in writes], args=changes)
+                await self._batches.script(self._write_all, [w.key for w in writes], changes)
 
         await self._either(shared, lambda: self._local.write_all(writes))
 

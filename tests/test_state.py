@@ -194,3 +194,25 @@ async def test_several_writes_are_one_command_to_redis_even_after_it_forgot_its_
     assert sent["cmdstat_evalsha"]["calls"] == 1
     assert not {"cmdstat_multi", "cmdstat_script|exists", "cmdstat_exec"} & sent.keys()
     assert after_flush == ([None], [])
+
+
+async def test_commands_asked_for_at_once_reach_redis_together(redis_server: RedisServer) -> None:
+    """A burst's answers each ask Redis something in the same turn of the event loop: those go as one
+    pipeline, one write for Redis to read, instead of a pooled connection, a write and a read each
+    (in a burst, most of a replica's Redis CPU)."""
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    async with in_use(RedisState(redis_server.url), redis_server) as shared:
+        try:
+            await shared.put("answer:0", "{}", 5)  # connected, scripts loaded
+            await shared.add("rate:user:0", 1, 60)
+            before = (await raw.info("stats"))["total_reads_processed"]
+            results = await asyncio.gather(
+                *(shared.claim(f"dedupe:event:{i}", 60) for i in range(10)),
+                *(shared.add(f"rate:user:{i}", 1, 60) for i in range(10)),
+                shared.get("answer:0"),
+            )
+            reads = (await raw.info("stats"))["total_reads_processed"] - before
+        finally:
+            await raw.aclose()
+    assert results == [True] * 10 + [2] + [1] * 9 + ["{}"]
+    assert reads <= 3  # ours, and the two INFO calls around it
