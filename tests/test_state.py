@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from bot.state import MemoryState, RedisState, State, StateKeys, Write
 from tests.redis_server import RedisServer, in_use
@@ -216,3 +217,19 @@ async def test_commands_asked_for_at_once_reach_redis_together(redis_server: Red
             await raw.aclose()
     assert results == [True] * 10 + [2] + [1] * 9 + ["{}"]
     assert reads <= 3  # ours, and the two INFO calls around it
+
+
+async def test_a_command_that_fails_or_is_given_up_in_a_batch_leaves_the_others_be(
+    redis_server: RedisServer,
+) -> None:
+    async with in_use(RedisState(redis_server.url), redis_server) as shared:
+        await shared.enlist("answers:x", "a", 5)  # a sorted set: GET on it is Redis's WRONGTYPE error
+        given_up = asyncio.ensure_future(shared.claim("lease:b", 5))
+        await asyncio.sleep(0)  # its command is queued, not yet sent
+        given_up.cancel()
+        wrong, claimed = await asyncio.gather(
+            shared.get("answers:x"), shared.claim("lease:a", 5), return_exceptions=True
+        )
+        after = await shared.get_many(["lease:a"])
+    assert given_up.cancelled()
+    assert isinstance(wrong, redis.exceptions.ResponseError) and claimed is True and after == ["1"]
