@@ -19,7 +19,7 @@ import uvloop
 from benchmarks.caching import CachingRun, caching_lines, caching_runs, caching_target
 from benchmarks.context import ContextResult, run_context
 from benchmarks.harness import REPO
-from benchmarks.load import BOT, BOT_X2, PLAIN, LevelResult, LoadConfig, run_load
+from benchmarks.load import BOT, BOT_HTTP, BOT_X2, PLAIN, LevelResult, LoadConfig, run_load
 from benchmarks.redaction import redaction_lines
 from benchmarks.report import context_lines, critical_path, level_figures, load_lines, targets
 
@@ -44,8 +44,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--levels", default="1,60,200", help="conversations arriving at once, per level")
     parser.add_argument(
         "--variants",
-        default="plain,bot,bot-x2",
-        help="what to measure: plain (the baseline), bot, bot-x2 (two processes on one Redis)",
+        default="plain,bot,bot-x2,bot-http",
+        help="what to measure: plain (the baseline), bot, bot-x2 (two processes on one Redis), bot-http "
+        "(events POSTed to it as in HTTP mode)",
     )
     parser.add_argument("--rounds", type=int, help="bursts per level (default: by level, fewer with --quick)")
     parser.add_argument("--page-size", type=int, default=200, help="messages per conversations.* page")
@@ -67,10 +68,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--claude-slots: between 1 and 1000 (what the bot accepts)")
     if args.rounds is not None and not 1 <= args.rounds <= 100:
         parser.error("--rounds: between 1 and 100")
-    known = {"plain": PLAIN, "bot": BOT, "bot-x2": BOT_X2}
+    known = {"plain": PLAIN, "bot": BOT, "bot-x2": BOT_X2, "bot-http": BOT_HTTP}
     names = [part.strip() for part in args.variants.split(",") if part.strip()]
     if not names or any(name not in known for name in names):
-        parser.error("--variants: some of plain, bot, bot-x2, separated by commas")
+        parser.error("--variants: some of plain, bot, bot-x2, bot-http, separated by commas")
     args.levels = tuple(levels)
     args.variants = tuple(known[name] for name in names)
     return args

@@ -21,6 +21,8 @@ from typing import Any
 
 from benchmarks.harness import (
     BotProcess,
+    HttpIntake,
+    SocketIntake,
     TimedClaude,
     TimedSlack,
     bot_env,
@@ -41,11 +43,13 @@ MAX_PROBES_PER_ROUND = 400
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """What is measured: `python -m <module>`, with WORKERS=`workers` (more than one share a Redis)."""
+    """What is measured: `python -m <module>`, with WORKERS=`workers` (more than one share a Redis), its
+    events over Socket Mode or (`over_http`) POSTed to it as in HTTP mode."""
 
     name: str
     module: str
     workers: int = 1
+    over_http: bool = False
 
     @property
     def baseline(self) -> bool:
@@ -55,6 +59,7 @@ class Variant:
 PLAIN = Variant("plain", "benchmarks.plain_bot")
 BOT = Variant("bot", "bot")
 BOT_X2 = Variant("bot x2", "bot", workers=2)
+BOT_HTTP = Variant("bot http", "bot", over_http=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +76,7 @@ class LoadConfig:
     levels: tuple[int, ...]
     rounds: dict[int, int]  # bursts per level
     probe_interval: float | None  # seconds between no-op probe events while answers stream; None: off
-    variants: tuple[Variant, ...] = (PLAIN, BOT, BOT_X2)
+    variants: tuple[Variant, ...] = (PLAIN, BOT, BOT_X2, BOT_HTTP)
 
     @property
     def chunk_chars(self) -> int:
@@ -154,6 +159,13 @@ class Recorder:
     def sent(self, conv: Conversation, envelope_id: str, at: float) -> None:
         conv.sent = at
         self._by_envelope[envelope_id] = conv
+
+    def left(self, envelope_id: str, at: float) -> None:
+        """The envelope left later than it was handed over (a POST starts once its task runs)."""
+        if (conv := self._by_envelope.get(envelope_id)) is not None:
+            conv.sent = at
+        elif (probe := self.probes.get(envelope_id)) is not None:
+            probe.sent = at
 
     def on_call(self, call: Call, at: float) -> None:
         channel = call.params.get("channel") or call.params.get("channel_id")
@@ -251,6 +263,7 @@ class LoadBench:
         self._burst_start = (0, 0.0, 0.0)
         self._asked: list[tuple[int, float, float]] = []
         self.recorder = Recorder()
+        self._intake: SocketIntake | HttpIntake | None = None
         self._answer = answer_text(config.answer_chars)
         self._next = 0
 
@@ -306,7 +319,7 @@ class LoadBench:
             self._burst_start = self._clocks()
             for conv, frame in zip(conversations, frames, strict=True):
                 self.recorder.sent(conv, frame["envelope_id"], time.perf_counter())
-                await slack.send_envelope(frame)
+                await self.intake.deliver(frame)
             prober = asyncio.create_task(self._probe(slack)) if probe else None
             try:
                 await asyncio.wait_for(self.recorder.all_done.wait(), self._round_timeout(count))
@@ -318,6 +331,7 @@ class LoadBench:
                 if prober is not None:
                     prober.cancel()
                     await asyncio.gather(prober, return_exceptions=True)
+                await self.intake.settle()
         for conv in conversations:  # a fast broken path must not pass for a fast bot
             if conv.failure is None and "".join(slack.thread_texts(conv.channel, conv.root_ts)) != answer:
                 conv.failure = "the answer in Slack is not Claude's whole answer"
@@ -339,7 +353,7 @@ class LoadBench:
             }
             frame = slack.events_api_envelope(event)
             self.recorder.probes[frame["envelope_id"]] = Probe(sent=time.perf_counter())
-            await slack.send_envelope(frame)
+            await self.intake.deliver(frame)
             await asyncio.sleep(self.config.probe_interval)
 
     async def _warm_up(self, slack: TimedSlack, claude: TimedClaude) -> None:
@@ -352,6 +366,11 @@ class LoadBench:
                     raise RuntimeError(f"warm-up failed: {conv.failure}")
         finally:
             claude.responder = lambda _body: self._answer
+
+    @property
+    def intake(self) -> SocketIntake | HttpIntake:
+        assert self._intake is not None, "the level is not running"
+        return self._intake
 
     def _cpu_ns(self) -> int:
         return sum(bot.cpu_ns() for bot in self.bots)
@@ -380,6 +399,13 @@ class LoadBench:
             if self.variant.workers > 1:  # `python -m bot` supervises that many workers on one Redis
                 settings["WORKERS"] = str(self.variant.workers)
                 settings["REDIS_URL"] = stack.enter_context(redis_server()).url
+            self._intake = (
+                HttpIntake(rec.left, rec.on_ack, connections=self.level)
+                if self.variant.over_http
+                else SocketIntake(slack, self.variant.workers)
+            )
+            stack.push_async_callback(self._intake.close)
+            settings.update(self._intake.settings())
             bot = BotProcess(bot_env(slack, claude, **settings), self.variant.module)
             self.bots = [bot]
             stack.push_async_callback(bot.stop)  # also when cancelled: no bot outlives the benchmark
@@ -396,7 +422,7 @@ class LoadBench:
         busy0, warnings0, before_claude_ns = machine_busy_seconds(), 0, 0
         before_claude_driver = before_claude_wall = 0.0
         try:
-            await slack.wait_for_socket(timeout=30, count=self.variant.workers)
+            await self.intake.ready()
             slack.latency = 0.0  # the warm-up is not measured; keep it short
             await self._warm_up(slack, claude)
             slack.latency = c.slack_latency
@@ -428,6 +454,8 @@ class LoadBench:
         except (AssertionError, RuntimeError, TimeoutError, OSError) as exc:
             error = f"{exc.__class__.__name__}: {exc}"
         running = all(bot.running for bot in bots)
+        if self.intake.failures:
+            error = f"{error or 'events were refused'}; {self.intake.failures} POSTs got no 200"
         for bot in bots:
             if not bot.running:  # its output is content-free by design (bot.logs), so it may be shown
                 last = " | ".join(list(bot.output)[-3:])
