@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import gc
 import json
@@ -31,6 +30,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import guards, metrics
+from bot.arrivals import Arrivals
 from bot.backends import ClaudeClient, build_claude_client, where
 from bot.config import ConfigError, Settings
 from bot.http_intake import EVENTS_PATH, start_http
@@ -219,27 +219,16 @@ async def _check_bot_token(slack: AsyncWebClient) -> dict[str, Any]:
     return dict(identity.data) if isinstance(identity.data, dict) else {}
 
 
-# Envelopes whose listeners start per turn of the event loop. Each start runs Bolt's dispatch up to the
-# first Slack call (about a millisecond); between turns the loop reads the socket, so under a burst the
-# acks of frames still arriving wait for at most this many starts. Measured at 200 at once: ack p99
-# 28-90 ms when all started in one turn, 8-20 ms with 16; first words at 60 at once the same within
-# the noise between runs (benchmarks).
-DISPATCH_BATCH = 16
-
-
 class AckOnArrivalClient(SocketModeClient):
     """slack_sdk's aiohttp Socket Mode client, acknowledging each Events API envelope in its receive loop
     as the frame is read, before any listener runs: under a burst an ack waits on nothing but the
     socket, not on the dispatch of the envelopes read before it. Each envelope is parsed once; its
-    listeners run as the SDK runs them, in a task of their own, started DISPATCH_BATCH at a time in
-    the order the envelopes came. Slash commands and interactions are acked by the handler, with
-    Bolt's reply."""
+    listeners run as the SDK runs them, in a task of their own, in the order the envelopes came
+    (`bot.arrivals`). Slash commands and interactions are acked by the handler, with Bolt's reply."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._listening: set[asyncio.Future[None]] = set()
-        self._arrived: collections.deque[tuple[dict[str, Any], str]] = collections.deque()
-        self._dispatcher: asyncio.Future[None] | None = None
+        self._arrivals = Arrivals()
 
     async def enqueue_message(self, message: str) -> None:
         try:
@@ -254,18 +243,7 @@ class AckOnArrivalClient(SocketModeClient):
             arrived = time.perf_counter()
             await self.send_socket_mode_response({"envelope_id": envelope_id})
             metrics.acked("socket_mode", time.perf_counter() - arrived)
-        self._arrived.append((envelope, message))
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.ensure_future(self._dispatch())
-
-    async def _dispatch(self) -> None:
-        while self._arrived:
-            for _ in range(min(DISPATCH_BATCH, len(self._arrived))):
-                envelope, message = self._arrived.popleft()
-                listening = asyncio.ensure_future(self.run_message_listeners(envelope, message))
-                self._listening.add(listening)
-                listening.add_done_callback(self._listening.discard)
-            await asyncio.sleep(0)
+        self._arrivals.add(functools.partial(self.run_message_listeners, envelope, message))
 
 
 class AckFirstSocketModeHandler(AsyncSocketModeHandler):

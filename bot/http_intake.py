@@ -1,6 +1,8 @@
 """HTTP mode's front door, before Bolt: bounded reads, then Slack's signature checked on the raw bytes
-before anything parses them, then the request handed to Bolt, and Slack answered 200 for all it signed.
-Beside the events path, unsigned GETs of the health routes (`bot.metrics`: /metrics, /healthz, /readyz).
+before anything parses them, then the request handed to Bolt, and Slack answered 200 for all it signed:
+an event at once, before Bolt dispatches it in arrival order (`bot.arrivals`), as over Socket Mode; a
+slash command or an interaction with Bolt's reply. Beside the events path, unsigned GETs of the health
+routes (`bot.metrics`: /metrics, /healthz, /readyz).
 
 The limits on a connection come from aiohttp itself: its keep-alive timer starts when a connection opens
 (and again after each answer) and is not pushed back by bytes arriving, so a client has
@@ -12,9 +14,12 @@ and `max_body_bytes` here. A refused request's unread body is not drained: its c
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -24,11 +29,13 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot import metrics
+from bot.arrivals import Arrivals
 from bot.guards import always_acknowledged
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+Headers = dict[str, str | Sequence[str]]  # as Bolt takes them
 EPOCH_SECONDS = re.compile(r"[0-9]{1,12}")  # the verifier calls int() on it, which raises on anything else
 
 
@@ -71,6 +78,7 @@ def http_application(
     app: AsyncApp, signing_secret: str, limits: HttpLimits, ready: metrics.Problems | None = None
 ) -> web.Application:
     verifier = SignatureVerifier(signing_secret)
+    arrivals = Arrivals()
 
     async def receive(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -93,7 +101,12 @@ def http_application(
             return _refused(401, "not UTF-8, so not Slack's")
         if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
             return _refused(401, "bad or stale signature")
-        bolt_request = _bolt_request(body, request)
+        headers: Headers = dict(request.headers)
+        if _is_event(body, request.content_type):  # Slack reads nothing in an event's answer
+            arrivals.add(functools.partial(_dispatch, app, body, request.query_string, headers))
+            metrics.acked("http", time.perf_counter() - started)
+            return web.Response(status=200)
+        bolt_request = _bolt_request(body, request.query_string, headers)
         if bolt_request is None:
             return web.Response(status=200)
         response = await to_aiohttp_response(always_acknowledged(await app.async_dispatch(bolt_request)))
@@ -107,11 +120,32 @@ def http_application(
     return web_app
 
 
-def _bolt_request(body: str, request: web.Request) -> AsyncBoltRequest | None:
+def _is_event(body: str, content_type: str) -> bool:
+    """An Events API delivery: JSON whose type is event_callback (read once more by Bolt, afterwards)."""
+    if content_type != "application/json":
+        return False
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("type") == "event_callback"
+
+
+async def _dispatch(app: AsyncApp, body: str, query: str, headers: Headers) -> None:
+    bolt_request = _bolt_request(body, query, headers)
+    if bolt_request is None:
+        return
+    try:
+        await app.async_dispatch(bolt_request)
+    except Exception as exc:  # Bolt answers its listeners' errors itself; this is for its own
+        log.debug("event not dispatched (%s)", exc.__class__.__name__)
+
+
+def _bolt_request(body: str, query: str, headers: Headers) -> AsyncBoltRequest | None:
     """Bolt's request, parsed from a body Slack signed; None if it cannot be read (signed, but broken:
     answered 200, so that Slack does not send it again)."""
     try:
-        bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers))
+        bolt_request = AsyncBoltRequest(body=body, query=query, headers=headers)
     except Exception as exc:  # whatever Bolt's parsing raises, the answer is the same
         log.debug("signed request ignored: unreadable body (%s)", exc.__class__.__name__)
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ from bot.app import build_app, build_claude_client, build_slack_client
 from bot.config import Settings
 from bot.guards import SIGNATURE_WINDOW_SECONDS, recent_interaction_ids
 from bot.http_intake import EVENTS_PATH, start_http
+from bot.pipeline.answer import Pipeline
 from bot.state import MemoryState, StateKeys
 from tests.conftest import CHANNEL, bot_env, mention
 
@@ -116,6 +118,44 @@ async def test_event_is_acked_before_claude_answers_and_answered_after(http_bot,
     assert not slack.calls_to("chat.startStream")  # the ack did not wait for Claude
     await slack.wait_for("reactions.remove")  # the answer is complete
     assert slack.thread_texts(CHANNEL, "2.000001") == ["Hello from fake Claude."]
+
+
+class HeldDedupe(MemoryState):
+    """Holds every event's dedupe claim until released: the Redis round trip Bolt's dispatch awaits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
+        if key.startswith("dedupe:event:"):
+            await self.release.wait()
+        return await super().claim(key, ttl, owner)
+
+
+async def test_an_event_is_acked_before_bolt_dispatches_it(slack, claude):
+    """A burst's events each waited for Bolt's dispatch of it (its middleware, our dedupe in Redis among
+    them) and of the events before it: 60 at once were acked after 12-19 ms, 1-2 ms over Socket Mode."""
+    settings = Settings.from_env(bot_env(slack, claude, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET))
+    claude_client, slack_client = build_claude_client(settings), build_slack_client(settings)
+    held = HeldDedupe()
+    app = build_app(
+        settings, slack_client, claude_client, Pipeline(settings, slack_client, claude_client, held)
+    )
+    runner = await start_http(app, SECRET, host="127.0.0.1", port=0)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}{EVENTS_PATH}"
+    payload = slack.events_api_envelope(mention("<@U0BOT> acked first", ts="2.500001"))["payload"]
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, _ = await asyncio.wait_for(HttpBot(url, session).post_event(payload), 2)
+            held.release.set()
+            await slack.wait_for("reactions.remove")  # and then answered
+    finally:
+        held.release.set()  # failing, too: the held request must not hold up the server's shutdown
+        await runner.cleanup()
+        await claude_client.close()
+        await slack_client.session.close()
+    assert status == 200 and len(claude.requests) == 1
 
 
 async def test_retried_delivery_is_acked_and_not_answered_again(http_bot, slack, claude):
