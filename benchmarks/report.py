@@ -251,7 +251,8 @@ def load_lines(figures: Sequence[LevelFigures], path: CriticalPath, config: Load
     lines.append(
         "  variants: plain = the baseline, a plain async bot on the same clients and Slack calls "
         "(benchmarks/plain_bot.py); bot = `python -m bot`; bot x2 = two of them on one Redis, the burst "
-        "shared between their Socket Mode connections"
+        "shared between their Socket Mode connections; bot http = `python -m bot` in HTTP mode, each "
+        "event POSTed to it signed (ack = the response)"
     )
     lines.append("")
     plain = baselines(figures)
