@@ -1,8 +1,9 @@
-"""Load scenario: N mentions arrive at once over Socket Mode; time acks, first words and completion.
+"""Load scenario: N mentions arrive at once over Socket Mode (or POSTed, in HTTP mode); time acks, first
+words and completion.
 
-Each level of each variant (the baseline plain bot, the bot, the bot as two processes sharing a Redis)
-starts fresh fakes and fresh processes, warms each process up with one short answer (the first request
-makes Bolt call auth.test), then runs `rounds` bursts of N conversations. Every
+Each level of each variant (the baseline plain bot, the bot, the bot as two processes sharing a Redis,
+the bot in HTTP mode) starts fresh fakes and fresh processes, warms each process up with one short
+answer (the first request makes Bolt call auth.test), then runs `rounds` bursts of N conversations. Every
 conversation has a channel and users of its own, so each Slack call and Claude request is attributed
 to its conversation by channel, user id or metadata.user_id. While a burst's answers stream, no-op
 events (reaction_added, which the bot only acknowledges) probe how quickly the busy bot still acks.
