@@ -99,6 +99,35 @@ async def test_an_answer_that_ends_while_the_watch_awaits_redis_is_left_to_finis
     await in_flight.end(keys[0])
 
 
+@pytest.mark.parametrize("watching", ["renewing leases", "reading stop flags"])
+async def test_an_answer_whose_claim_is_still_on_its_way_is_not_taken_for_lost_or_stopped(
+    state: Held, watching: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch may come round while an answer's first writes are on their way to Redis: its lease is not
+    there yet (taken for lost, the answer was cancelled and, no replica having taken it over, never
+    given), or an earlier Stop in its thread not yet deleted (taken for a Stop of this answer)."""
+    in_flight = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    if watching == "reading stop flags":  # pressed for an earlier answer in the thread
+        other = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+        assert not await other.stop("C0GENERAL", "1700000000.000100")
+    answering = asyncio.create_task(asyncio.Event().wait())
+    ask = mention_in_thread("1700000000.000400")
+    state.hold = {"write_all"}
+    beginning = asyncio.create_task(in_flight.begin(ask, answering, open_writer(slack, ask)))
+    await state.waiting.wait()
+    with caplog.at_level(logging.INFO, logger="bot"):
+        await (in_flight._renew_leases() if watching == "renewing leases" else in_flight._look_for_stops())
+        state.go.set()
+        key = await beginning
+        await asyncio.sleep(0)  # a cancel would have landed by now
+    assert not answering.done()
+    assert "lease was lost" not in caplog.text and "stop for an answer" not in caplog.text
+    answering.cancel()
+    state.hold = set()
+    await in_flight.end(key)
+
+
 async def test_a_cancel_while_an_answer_ends_still_releases_its_claim(
     state: Held, redis_server: RedisServer
 ) -> None:

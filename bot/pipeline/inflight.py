@@ -72,6 +72,7 @@ class _Writing:
     writer: ReplyWriter
     claim: Claim | None  # None: its surface cannot be answered again (its reply needs a response URL)
     stop_key: str | None  # None: not in a thread, so nothing can Stop it but Slack's own button
+    held: bool = False  # its first writes (the lease, the claim, an old Stop gone) are in State
 
 
 Resume = Callable[[Claim], Coroutine[Any, Any, None]]
@@ -102,7 +103,7 @@ class InFlight:
                 stop_key = self._stop_key(channel, thread_ts)
             if ask.surface in RESUMABLE:
                 claim = Claim(ask.surface, channel, ask.message.ts, _thread_of(ask), ask.origin.team_id)
-        self._writing[key] = _Writing(key, task, writer, claim, stop_key)
+        writing = self._writing[key] = _Writing(key, task, writer, claim, stop_key)
         writes = [] if stop_key is None else [Write("delete", stop_key)]  # an earlier Stop is not for it
         if claim is not None:  # the lease first, so that no sweep sees the claim unheld
             writes += [
@@ -111,6 +112,7 @@ class InFlight:
                 Write("enlist", self._answers, key, self._claim_ttl),
             ]
         await self._state.write_all(writes)
+        writing.held = True
         return key
 
     async def end(self, key: str, *, hand_over: bool = False) -> None:
@@ -160,7 +162,7 @@ class InFlight:
                 log.warning("in-flight watch: %s", exc.__class__.__name__)
 
     async def _look_for_stops(self) -> None:
-        stoppable = [w for w in self._writing.values() if w.stop_key is not None]
+        stoppable = [w for w in self._writing.values() if w.stop_key is not None and w.held]
         if not stoppable:
             return
         flags = await self._state.get_many([w.stop_key for w in stoppable if w.stop_key is not None])
@@ -176,7 +178,7 @@ class InFlight:
 
     async def _renew_leases(self) -> None:
         for writing in list(self._writing.values()):
-            if writing.claim is None or not self._still_writing(writing):
+            if writing.claim is None or not writing.held or not self._still_writing(writing):
                 continue
             if not await self._state.renew(f"lease:{writing.key}", self.replica, self._lease):
                 if self._still_writing(writing):
