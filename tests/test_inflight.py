@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,7 +14,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction, SlackMessage, Thread
 from bot.pipeline.inflight import InFlight
 from bot.pipeline.reply import open_writer
-from bot.state import RedisState, StateKeys, Write
+from bot.state import MemoryState, RedisState, StateKeys, Write
+from tests.conftest import CHANNEL, mention, running_bot
 from tests.redis_server import RedisServer, in_use
 
 
@@ -151,3 +152,44 @@ async def test_a_cancel_while_an_answer_ends_still_releases_its_claim(
     finally:
         await raw.aclose()
     assert kept == []  # no claim, no lease, no index entry left to be taken over and answered again
+
+
+class HeldBegin(MemoryState):
+    """Holds the writes that begin the first answer until the test lets them land. Like commands already
+    sent to Redis, they land even if their caller gives up, and later writes land after them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing, self.land = asyncio.Event(), asyncio.Event()
+        self._first: asyncio.Future[None] | None = None
+
+    async def write_all(self, writes: Sequence[Write]) -> None:
+        if self._first is None and any(w.kind == "put" and w.key.startswith("lease:") for w in writes):
+            self.writing.set()
+            self._first = asyncio.ensure_future(self._landing(writes))
+            await asyncio.shield(self._first)
+            return
+        if self._first is not None:
+            await asyncio.shield(self._first)
+        await super().write_all(writes)
+
+    async def _landing(self, writes: Sequence[Write]) -> None:
+        await self.land.wait()
+        await super().write_all(writes)
+
+
+async def test_an_answer_stopped_as_it_begins_is_ended_not_left_claimed(slack, claude) -> None:
+    """Cancelled while its claim was on its way to Redis (a Stop through agent_session_stopped, the
+    drain), an answer skipped the pipeline's ending: its claim stayed, to be taken over once its lease
+    ran out and answered after all, and this replica kept it among its answers for good."""
+    held = HeldBegin()
+    async with running_bot(slack, claude, {}, held) as bot:
+        await bot.send_event(mention("<@U0BOT> hi", ts="9.000000"))
+        await held.writing.wait()
+        assert await bot.pipeline.stop(CHANNEL, "9.000000")
+        held.land.set()
+        await asyncio.wait_for(bot.pipeline.wait_idle(), 5)
+        assert not bot.pipeline.in_flight._writing
+        assert await held.members(bot.pipeline.in_flight._answers) == []
+        assert not [key for key in held._items if key.startswith(("lease:", "answer:"))]
+    assert not claude.requests

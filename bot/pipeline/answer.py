@@ -234,13 +234,15 @@ class Pipeline:
         asker_name: str | None,
     ) -> None:
         person = _person(ask)
-        answer_key = await self.in_flight.begin(ask, task, writer)
+        answer_key = self.in_flight.enter(ask, task, writer)  # ended below, whatever cuts it short
         handed_over = False
         # What Claude reports, kept as it comes: an answer cut short counts it too.
         usage = Usage(self._model_for(ask))
         timings = _Timings(started=time.perf_counter())
-        shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
+        shown: asyncio.Task[None] | None = None
         try:
+            await self.in_flight.hold(answer_key)  # claimed before anything is shown
+            shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
             async with (
                 asyncio.timeout(self._settings.request_deadline_seconds),
                 self._turn(ask, shown, leave_lane),
@@ -305,8 +307,9 @@ class Pipeline:
             )
             try:
                 await self._budget.spend(*person, usage.total)
-                await shown  # a quick failure must not clear progress before it was shown
-                await clear_progress(self._slack, ask.progress)
+                if shown is not None:
+                    await shown  # a quick failure must not clear progress before it was shown
+                    await clear_progress(self._slack, ask.progress)
             finally:  # even when a Stop lands just now: a claim left held would be answered again
                 await self.in_flight.end(answer_key, hand_over=handed_over)
 

@@ -95,6 +95,13 @@ class InFlight:
 
     async def begin(self, ask: Ask, task: asyncio.Task[None], writer: ReplyWriter) -> str:
         """Hold this answer as ours; returns its key for `end`."""
+        key = self.enter(ask, task, writer)
+        await self.hold(key)
+        return key
+
+    def enter(self, ask: Ask, task: asyncio.Task[None], writer: ReplyWriter) -> str:
+        """Know this answer here from now on, so that `end` ends it even if `hold` is cut short; returns
+        its key."""
         key = self._keys.of(ask.origin.channel_id or "", ask.message.ts)
         claim, stop_key = None, None
         if isinstance(ask.reply_to, InConversation):
@@ -103,17 +110,21 @@ class InFlight:
                 stop_key = self._stop_key(channel, thread_ts)
             if ask.surface in RESUMABLE:
                 claim = Claim(ask.surface, channel, ask.message.ts, _thread_of(ask), ask.origin.team_id)
-        writing = self._writing[key] = _Writing(key, task, writer, claim, stop_key)
-        writes = [] if stop_key is None else [Write("delete", stop_key)]  # an earlier Stop is not for it
-        if claim is not None:  # the lease first, so that no sweep sees the claim unheld
+        self._writing[key] = _Writing(key, task, writer, claim, stop_key)
+        return key
+
+    async def hold(self, key: str) -> None:
+        """Its first writes: an earlier Stop in its thread is not for it; its lease and its claim."""
+        writing = self._writing[key]
+        writes = [] if writing.stop_key is None else [Write("delete", writing.stop_key)]
+        if writing.claim is not None:  # the lease first, so that no sweep sees the claim unheld
             writes += [
                 Write("put", f"lease:{key}", self.replica, self._lease),
-                Write("put", f"answer:{key}", claim.dumps(), self._claim_ttl),
+                Write("put", f"answer:{key}", writing.claim.dumps(), self._claim_ttl),
                 Write("enlist", self._answers, key, self._claim_ttl),
             ]
         await self._state.write_all(writes)
         writing.held = True
-        return key
 
     async def end(self, key: str, *, hand_over: bool = False) -> None:
         """The answer is done, or (`hand_over`) left unfinished for another replica to answer again."""
