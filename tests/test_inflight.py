@@ -1,5 +1,6 @@
-"""Answers in flight (bot.pipeline.inflight) on a real Redis: the lease renewal and the end of an answer
-may interleave, as they do when a burst's answers all end at once."""
+"""Answers in flight (bot.pipeline.inflight), on a real Redis and through the pipeline: the watch, the
+beginning and the end of an answer, and a cancel, may interleave, as they do when a burst's answers all
+begin or end at once."""
 
 from __future__ import annotations
 
