@@ -133,6 +133,23 @@ class Probe:
     acked: float | None = None
 
 
+Clocks = tuple[int, float, float]  # the bots' CPU (ns), this process's CPU (s) and the time (s)
+
+
+@dataclass
+class Burst:
+    conversations: list[Conversation]
+    started: Clocks  # as its first envelope went
+    asked: Clocks | None = None  # as its last Claude request arrived
+
+    def before_claude(self) -> Clocks | None:
+        """How much of each clock went by from the first envelope to the last Claude request."""
+        if self.asked is None:
+            return None
+        (ns0, driver0, wall0), (ns1, driver1, wall1) = self.started, self.asked
+        return ns1 - ns0, driver1 - driver0, wall1 - wall0
+
+
 class Recorder:
     """Attributes every timestamped arrival at the fakes to its conversation or probe."""
 
@@ -259,10 +276,6 @@ class LoadBench:
         self.level = level
         self.variant = variant
         self.bots: list[BotProcess] = []
-        # The bots' CPU (ns), this process's CPU and the time: as the burst starts, and as each burst's
-        # last Claude request arrives.
-        self._burst_start = (0, 0.0, 0.0)
-        self._asked: list[tuple[int, float, float]] = []
         self.recorder = Recorder()
         self._intake: SocketIntake | HttpIntake | None = None
         self._answer = answer_text(config.answer_chars)
@@ -311,13 +324,18 @@ class LoadBench:
         ideal = c.ttft + c.stream_seconds() + 20 * c.slack_latency
         return 30.0 + 3 * ideal + 0.1 * count  # generous, but bounded
 
-    async def _burst(self, slack: TimedSlack, count: int, answer: str, probe: bool) -> list[Conversation]:
+    async def _burst(self, slack: TimedSlack, count: int, answer: str, probe: bool) -> Burst:
         """`count` mentions sent at once; returns when every answer is complete (or the time is up)."""
         conversations = [self._conversation(slack) for _ in range(count)]
         frames = [slack.events_api_envelope(self._mention(conv)) for conv in conversations]
         self.recorder.expect(conversations)
         with collector_paused():
-            self._burst_start = self._clocks()
+            burst = Burst(conversations, self._clocks())
+
+            def all_asked() -> None:
+                burst.asked = self._clocks()
+
+            self.recorder.on_all_asked = all_asked
             for conv, frame in zip(conversations, frames, strict=True):
                 self.recorder.sent(conv, frame["envelope_id"], time.perf_counter())
                 await self.intake.deliver(frame)
@@ -336,7 +354,7 @@ class LoadBench:
         for conv in conversations:  # a fast broken path must not pass for a fast bot
             if conv.failure is None and "".join(slack.thread_texts(conv.channel, conv.root_ts)) != answer:
                 conv.failure = "the answer in Slack is not Claude's whole answer"
-        return conversations
+        return burst
 
     async def _probe(self, slack: TimedSlack) -> None:
         """No-op events while the answers stream: how soon does a busy bot ack?"""
@@ -362,7 +380,9 @@ class LoadBench:
         first connections and imports happen here, unmeasured."""
         claude.responder = lambda _body: "Warmed up."
         try:
-            for conv in await self._burst(slack, self.variant.workers, "Warmed up.", probe=False):
+            for conv in (
+                await self._burst(slack, self.variant.workers, "Warmed up.", probe=False)
+            ).conversations:
                 if conv.failure:
                     raise RuntimeError(f"warm-up failed: {conv.failure}")
         finally:
@@ -376,7 +396,7 @@ class LoadBench:
     def _cpu_ns(self) -> int:
         return sum(bot.cpu_ns() for bot in self.bots)
 
-    def _clocks(self) -> tuple[int, float, float]:
+    def _clocks(self) -> Clocks:
         return self._cpu_ns(), time.process_time(), time.perf_counter()
 
     async def run(self) -> LevelResult:
@@ -429,21 +449,18 @@ class LoadBench:
             slack.latency = c.slack_latency
             rec.probes.clear()
             rec.unattributed.clear()
-            rec.on_all_asked = lambda: self._asked.append(self._clocks())
             warnings0 = sum(bot.warnings for bot in bots)  # Bolt warns once at start: `client`, not `token`
             cpu0 = [cpu for bot in bots for cpu in bot.cpu_seconds_each()]
             wall0, driver0 = time.perf_counter(), time.process_time()
             busy0 = machine_busy_seconds()
             probe = c.probe_interval is not None and self.level > 1  # one answer: its own ack says it
             for _ in range(c.rounds[self.level]):
-                self._asked.clear()
-                batch = await self._burst(slack, self.level, self._answer, probe)
-                if self._asked:
-                    burst_ns, burst_driver, burst_wall = self._burst_start
-                    asked_ns, asked_driver, asked_wall = self._asked[0]
-                    before_claude_ns += asked_ns - burst_ns
-                    before_claude_driver += asked_driver - burst_driver
-                    before_claude_wall += asked_wall - burst_wall
+                burst = await self._burst(slack, self.level, self._answer, probe)
+                if (spent := burst.before_claude()) is not None:
+                    before_claude_ns += spent[0]
+                    before_claude_driver += spent[1]
+                    before_claude_wall += spent[2]
+                batch = burst.conversations
                 conversations.extend(batch)
                 ends = [conv.done for conv in batch if conv.done is not None]
                 starts = [conv.sent for conv in batch if conv.sent is not None]
