@@ -449,7 +449,7 @@ class LoadBench:
             slack.latency = c.slack_latency
             rec.probes.clear()
             rec.unattributed.clear()
-            warnings0 = sum(bot.warnings for bot in bots)  # Bolt warns once at start: `client`, not `token`
+            warnings0 = sum(bot.warnings for bot in bots)  # what start-up logged is not the rounds'
             cpu0 = [cpu for bot in bots for cpu in bot.cpu_seconds_each()]
             wall0, driver0 = time.perf_counter(), time.process_time()
             busy0 = machine_busy_seconds()

@@ -73,13 +73,21 @@ def build_app(
 ) -> AsyncApp:
     """`pipeline` holds the State kept between requests (ids only), shared by every process when it is
     Redis; without one, a pipeline on this process's memory."""
-    app = AsyncApp(
-        client=slack,
-        signing_secret=settings.slack_signing_secret or "",
-        # Over HTTP, bot.http_intake has checked the signature on the raw bytes before Bolt sees them.
-        request_verification_enabled=False,
-        logger=logging.getLogger(BOLT_LOGGER),
-    )
+    bolt_logger = logging.getLogger(BOLT_LOGGER)
+    # Bolt reads SLACK_BOT_TOKEN from the environment besides the client's token, then warns that the
+    # client's wins: the same token, so every process would start with a WARNING that says nothing.
+    level = bolt_logger.level
+    bolt_logger.setLevel(logging.ERROR)
+    try:
+        app = AsyncApp(
+            client=slack,
+            signing_secret=settings.slack_signing_secret or "",
+            # Over HTTP, bot.http_intake has checked the signature on the raw bytes before Bolt sees them.
+            request_verification_enabled=False,
+            logger=bolt_logger,
+        )
+    finally:
+        bolt_logger.setLevel(level)
     pipeline = pipeline or Pipeline(settings, slack, claude)
     state, keys = pipeline.state, pipeline.keys
     replays = None if settings.socket_mode else guards.recent_interaction_ids(state, keys)
