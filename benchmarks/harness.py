@@ -200,18 +200,18 @@ class HttpIntake:
             f"X-Slack-Request-Timestamp: {timestamp}\r\nX-Slack-Signature: {signature}\r\n"
             f"Content-Length: {len(data)}\r\n\r\n"
         ).encode() + data
+
+        def acked() -> None:
+            self._on_ack(envelope_id, time.perf_counter())
+
         connection = await self._idle.get()
         self._on_sent(envelope_id, time.perf_counter())
         try:
-            status = await _exchange(
-                connection, request, lambda: self._on_ack(envelope_id, time.perf_counter())
-            )
+            status = await _exchange(connection, request, acked)
         except (OSError, asyncio.IncompleteReadError):  # the bot closed it (idle too long): once more
             connection[1].close()
             connection = await self._connect()
-            status = await _exchange(
-                connection, request, lambda: self._on_ack(envelope_id, time.perf_counter())
-            )
+            status = await _exchange(connection, request, acked)
         self.failures += status != 200
         self._idle.put_nowait(connection)
 

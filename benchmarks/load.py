@@ -457,9 +457,10 @@ class LoadBench:
             for _ in range(c.rounds[self.level]):
                 burst = await self._burst(slack, self.level, self._answer, probe)
                 if (spent := burst.before_claude()) is not None:
-                    before_claude_ns += spent[0]
-                    before_claude_driver += spent[1]
-                    before_claude_wall += spent[2]
+                    spent_ns, spent_driver, spent_wall = spent
+                    before_claude_ns += spent_ns
+                    before_claude_driver += spent_driver
+                    before_claude_wall += spent_wall
                 batch = burst.conversations
                 conversations.extend(batch)
                 ends = [conv.done for conv in batch if conv.done is not None]
