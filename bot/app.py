@@ -151,15 +151,16 @@ async def serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         ready = metrics.Readiness(stop.is_set, state.ping if isinstance(state, RedisState) else None)
         health = await _start_health(settings, ready)
+        arrivals = Arrivals()  # what was acked, on its way to the pipeline
         try:
             if settings.slack_app_token is not None:
-                await _serve_socket_mode(app, settings.slack_app_token, stop, ready)
+                await _serve_socket_mode(app, settings.slack_app_token, stop, ready, arrivals)
             else:
-                await _serve_http(app, settings, stop, ready)
+                await _serve_http(app, settings, stop, ready, arrivals)
             log.info(
                 "stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds
             )
-            interrupted = await pipeline.drain(settings.shutdown_grace_seconds)
+            interrupted = await pipeline.drain(settings.shutdown_grace_seconds, arrivals.settled)
         finally:
             if health is not None:
                 await health.cleanup()
@@ -234,9 +235,9 @@ class AckOnArrivalClient(SocketModeClient):
     listeners run as the SDK runs them, in a task of their own, in the order the envelopes came
     (`bot.arrivals`). Slash commands and interactions are acked by the handler, with Bolt's reply."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, arrivals: Arrivals | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._arrivals = Arrivals()
+        self._arrivals = arrivals or Arrivals()
 
     async def enqueue_message(self, message: str) -> None:
         try:
@@ -259,10 +260,12 @@ class AckFirstSocketModeHandler(AsyncSocketModeHandler):
     other one is acked with Bolt's reply, or empty when Bolt has none (no listener of ours takes it, or
     its payload broke one)."""
 
-    def __init__(self, app: AsyncApp, app_token: str) -> None:  # Bolt's own, on our client
-        self.app = app
+    def __init__(self, app: AsyncApp, app_token: str, arrivals: Arrivals | None = None) -> None:
+        self.app = app  # Bolt's own attributes, on our client
         self.app_token = app_token
-        self.client = AckOnArrivalClient(app_token=app_token, logger=app.logger, web_client=app.client)
+        self.client = AckOnArrivalClient(
+            arrivals, app_token=app_token, logger=app.logger, web_client=app.client
+        )
         self.client.socket_mode_request_listeners.append(self.handle)  # type: ignore[arg-type]
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
@@ -280,9 +283,9 @@ class AckFirstSocketModeHandler(AsyncSocketModeHandler):
 
 
 async def _serve_socket_mode(
-    app: AsyncApp, app_token: str, stop: asyncio.Event, ready: metrics.Readiness
+    app: AsyncApp, app_token: str, stop: asyncio.Event, ready: metrics.Readiness, arrivals: Arrivals
 ) -> None:
-    handler = AckFirstSocketModeHandler(app, app_token)
+    handler = AckFirstSocketModeHandler(app, app_token, arrivals)
     try:
         with slack_call("apps.connections.open"):
             await handler.connect_async()  # type: ignore[no-untyped-call]
@@ -299,12 +302,18 @@ async def _serve_socket_mode(
 
 
 async def _serve_http(
-    app: AsyncApp, settings: Settings, stop: asyncio.Event, ready: metrics.Readiness
+    app: AsyncApp, settings: Settings, stop: asyncio.Event, ready: metrics.Readiness, arrivals: Arrivals
 ) -> None:
     port, secret = settings.port, settings.slack_signing_secret or ""
     ready.connected = metrics.always  # Slack reaches us: listening is being connected
     runner = await start_http(
-        app, secret, host="0.0.0.0", port=port, shared_port=settings.workers > 1, ready=ready.problems
+        app,
+        secret,
+        host="0.0.0.0",
+        port=port,
+        shared_port=settings.workers > 1,
+        ready=ready.problems,
+        arrivals=arrivals,
     )
     try:
         log.info("listening over HTTP on port %d at %s", port, EVENTS_PATH)

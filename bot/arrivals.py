@@ -2,7 +2,8 @@
 start runs Bolt's dispatch up to the first Slack call (about a millisecond), so under a burst the
 event loop reads its sockets between every DISPATCH_BATCH starts, and the acks of what is still
 arriving wait for at most that many. Socket Mode's client and HTTP mode's intake both start their
-dispatches here."""
+dispatches here; a stopping process waits for them (`settled`), as Slack never sends an acked event
+again."""
 
 from __future__ import annotations
 
@@ -38,3 +39,11 @@ class Arrivals:
                 self._running.add(running)
                 running.add_done_callback(self._running.discard)
             await asyncio.sleep(0)
+
+    async def settled(self) -> None:
+        """Once all that was added has been dispatched, and the listeners those dispatches started (Bolt
+        runs an event's listener in a task of its own) have taken their first step."""
+        while self._arrived or self._running:
+            dispatching = {self._dispatcher} if self._dispatcher and not self._dispatcher.done() else set()
+            await asyncio.wait(self._running | dispatching)
+        await asyncio.sleep(0)

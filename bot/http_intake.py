@@ -56,15 +56,16 @@ async def start_http(
     limits: HttpLimits | None = None,
     shared_port: bool = False,
     ready: metrics.Problems | None = None,
+    arrivals: Arrivals | None = None,
 ) -> web.AppRunner:
     """Listen on host:port (0: any free port, see `runner.addresses`); `await runner.cleanup()` stops.
 
     `shared_port`: with WORKERS > 1 every worker binds the same PORT (SO_REUSEPORT) and the kernel spreads
     connections; otherwise a PORT another program holds is refused, as it should be. `ready`: serve the
-    health routes too, `/readyz` asking it."""
+    health routes too, `/readyz` asking it. `arrivals`: where acked events wait for Bolt."""
     limits = limits or HttpLimits()
     runner = web.AppRunner(
-        http_application(app, signing_secret, limits, ready),
+        http_application(app, signing_secret, limits, ready, arrivals),
         access_log=None,
         keepalive_timeout=limits.header_timeout_seconds,
         lingering_time=0,  # don't read on after answering a refused request: close its connection
@@ -75,10 +76,14 @@ async def start_http(
 
 
 def http_application(
-    app: AsyncApp, signing_secret: str, limits: HttpLimits, ready: metrics.Problems | None = None
+    app: AsyncApp,
+    signing_secret: str,
+    limits: HttpLimits,
+    ready: metrics.Problems | None = None,
+    arrivals: Arrivals | None = None,
 ) -> web.Application:
     verifier = SignatureVerifier(signing_secret)
-    arrivals = Arrivals()
+    arrivals = arrivals or Arrivals()
 
     async def receive(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()

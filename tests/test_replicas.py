@@ -9,20 +9,25 @@ import asyncio
 import json
 import random
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from slack_sdk.signature import SignatureVerifier
 
+from bot.http_intake import EVENTS_PATH
 from bot.pipeline.said import HANDED_OVER
 from bot.surfaces.resumed import CUT_OFF
 from tests.bot_process import BotProcess
 from tests.conftest import ALICE, CHANNEL, DM, bot_env, direct_message, mention, said
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 LEASE = "3"  # ANSWER_LEASE_SECONDS: short, so that a takeover comes within seconds
+SECRET = "replicas-signing-secret"
 ANSWER = "words " * 60  # 360 characters, streamed over about three seconds below
 
 
@@ -41,19 +46,32 @@ def slow_claude(claude):
 
 @asynccontextmanager
 async def replicas(
-    tmp_path: Path, slack, claude, redis_url: str, count: int = 2, **overrides: str
+    tmp_path: Path,
+    slack,
+    claude,
+    redis_url: str,
+    count: int = 2,
+    http_ports: tuple[int, ...] = (),
+    **overrides: str,
 ) -> AsyncIterator[list[BotProcess]]:
-    """`count` replicas, started one after another, so that slack.sockets[i] is replica i's."""
+    """`count` replicas, started one after another, so that slack.sockets[i] is replica i's; with
+    `http_ports`, in HTTP mode instead, replica i listening on http_ports[i]."""
     env = bot_env(slack, claude, REDIS_URL=redis_url, ANSWER_LEASE_SECONDS=LEASE, **overrides)
     bots = []
     try:
         for n in range(count):
             (tmp_path / f"replica{n}").mkdir()
-            bot = BotProcess(tmp_path / f"replica{n}", env)
+            listening = (
+                {"SLACK_APP_TOKEN": "", "SLACK_SIGNING_SECRET": SECRET, "PORT": str(http_ports[n])}
+                if http_ports
+                else {}
+            )
+            bot = BotProcess(tmp_path / f"replica{n}", {**env, **listening})
             bots.append(bot)
             await bot.start()
             await bot.wait_listening()
-            await slack.wait_for_socket(count=n + 1)
+            if not http_ports:
+                await slack.wait_for_socket(count=n + 1)
         yield bots
     finally:
         for bot in bots:
@@ -64,6 +82,22 @@ async def replicas(
 async def send_to(slack, index: int, frame: dict) -> None:
     await slack.sockets[index].send_str(json.dumps(frame))
     await slack.wait_for_ack(frame["envelope_id"])
+
+
+async def post_to(port: int, frame: dict) -> None:
+    """The frame's event as Slack POSTs it in HTTP mode, signed; returns once it is acked."""
+    body = json.dumps(frame["payload"])
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=timestamp, body=body),
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}{EVENTS_PATH}", data=body, headers=headers) as response,
+    ):
+        assert response.status == 200
 
 
 def question(slack, n: int) -> tuple[str, dict]:
@@ -137,6 +171,36 @@ async def test_a_rolling_deploy_hands_cut_answers_to_the_other_replica_and_loses
         [answer] = slack.thread_texts(CHANNEL, ts)
         assert answer.strip() == ANSWER.strip()
     assert_clean(output)
+
+
+@pytest.mark.parametrize("over", ["socket_mode", "http"])
+async def test_an_event_acked_but_not_yet_dispatched_as_a_replica_stops_is_handed_over(
+    tmp_path, slack, claude, redis_url, over
+):
+    """Acked on arrival, then SIGTERM while the event still waits for its dedupe claim: the stopping
+    replica must not exit with it (Slack never sends an acked event again), but hand it over."""
+    raw = aioredis.Redis.from_url(redis_url)
+    ports = (free_port(), free_port()) if over == "http" else ()
+    async with replicas(tmp_path, slack, claude, redis_url, http_ports=ports) as (first, second):
+        ts, event = question(slack, 0)
+        frame = slack.events_api_envelope(event)
+        # Writes wait in Redis for 1.5 s (less than the bot's Redis timeout): the event's claim too.
+        await raw.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        await (post_to(ports[0], frame) if ports else send_to(slack, 0, frame))
+        first.process.send_signal(signal.SIGTERM)
+        first_output = await first.stop(signal_first=False)
+
+        await second.wait_for_output("taking over", timeout=30)
+        await slack.wait_for("reactions.remove", timeout=30)
+        output = await second.stop()
+    await raw.aclose()
+
+    assert first.process.returncode == 0
+    assert len(claude.requests) == 1
+    [answer] = slack.thread_texts(CHANNEL, ts)
+    assert answer.strip() == claude.responder({}).strip()
+    for text in (first_output, output):
+        assert_clean(text)
 
 
 async def test_a_replica_killed_mid_answer_is_taken_over_within_the_lease(

@@ -3,6 +3,8 @@ rest as interrupted in Slack, and exit 0."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.pipeline.said import RESTARTING
@@ -32,6 +34,20 @@ async def test_drain_interrupts_what_outlives_the_grace_period_and_says_so(bot):
     [text] = bot.replies(CHANNEL, "2.000001")
     assert text.startswith("an an") and text.endswith(RESTARTING_NOTE)
     assert bot.slack.reactions(CHANNEL, "2.000001") == set()  # progress cleared too
+
+
+async def test_what_is_still_arriving_is_awaited_within_the_grace_period_too(bot):
+    bot.claude.chunk_chars = 5
+    bot.claude.chunk_delay = 0.2
+    bot.claude.reply("an answer much too slow to finish before the bot stops")
+    await bot.send_event(mention("<@U0BOT> slow", ts="4.000001"))
+    await bot.slack.wait_for("chat.startStream")
+
+    never = asyncio.Event()  # an event acked whose dispatch never comes to an end
+    async with asyncio.timeout(10):
+        assert await bot.pipeline.drain(grace_seconds=0.2, arriving=never.wait) == 1
+    [text] = bot.replies(CHANNEL, "4.000001")
+    assert text.endswith(RESTARTING_NOTE)
 
 
 async def test_after_drain_new_asks_are_told_to_come_back(bot):

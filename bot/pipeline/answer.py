@@ -7,9 +7,10 @@ policy they keep is `bot.pipeline`'s docstring."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -144,15 +145,21 @@ class Pipeline:
         while self._tasks:
             await asyncio.wait(set(self._tasks))
 
-    async def drain(self, grace_seconds: float) -> int:
-        """Take no new Asks, let running answers finish within the grace, interrupt the rest.
+    async def drain(self, grace_seconds: float, arriving: Callable[[], Awaitable[None]] | None = None) -> int:
+        """Take no new Asks, let running answers finish within the grace, interrupt the rest. What was
+        acked but is still `arriving` (awaited, within the grace) is turned away, handed over if it can be.
 
         Returns how many were interrupted; each says so in Slack."""
         self._accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        if arriving is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arriving(), grace_seconds)
         running = set(self._tasks)
         if not running:
             return 0
-        _, late = await asyncio.wait(running, timeout=grace_seconds)
+        _, late = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
         for task in late:
             task.cancel(SHUTDOWN)
         await asyncio.gather(*late, return_exceptions=True)
