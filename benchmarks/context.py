@@ -6,11 +6,13 @@ default. `pure` is the bot's own work on pages already fetched: slim each raw me
 name, build_prompt. The difference is the HTTP round trips and JSON on both sides, plus the fake's own
 paging, so Slack's side shows apart from the bot's work: `decode` is the bot's share of it (json.loads of
 the page bodies, as its client does) and `fake` the time inside FakeSlack's conversations.replies handler
-(which re-sorts the whole thread for every page).
+(which re-sorts the whole thread for every page). `plain` is the baseline, measured in the same run: a
+plain bot's read of the same thread through the same client (`plain_read`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import math
@@ -65,6 +67,7 @@ class ContextResult:
     pure: Summary
     decode: Summary
     fake: Summary
+    plain: Summary  # the baseline: plain_read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +125,26 @@ async def assemble(client: AsyncWebClient, ask: Ask, settings: Settings) -> tupl
         redact=default_redactor(settings),
     )
     return prompt, names
+
+
+async def plain_read(client: AsyncWebClient, thread_ts: str) -> str:
+    """The baseline: the read a plain bot would make with the same client. Every page of the thread,
+    every author's users.info at once (but the bot's), then "name: text" lines; no slimming, budget or
+    redaction."""
+    messages: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = await client.conversations_replies(
+            channel=CHANNEL, ts=thread_ts, limit=PAGE_SIZE, inclusive=True, cursor=cursor
+        )
+        messages += page.get("messages") or []
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            break
+    people = sorted({str(m["user"]) for m in messages if m.get("user") and m["user"] != BOT_USER})
+    found = await asyncio.gather(*(client.users_info(user=person) for person in people))
+    names = {p: str((f.get("user") or {}).get("name", p)) for p, f in zip(people, found, strict=True)}
+    return "\n".join(f"{names.get(m.get('user', ''), '?')}: {m.get('text', '')}" for m in messages)
 
 
 async def _fetch_pages(client: AsyncWebClient, thread_ts: str) -> list[bytes]:
@@ -186,9 +209,15 @@ async def _measure_sizes(
         prompt, names = await assemble(client, ask, settings)  # warm-up, and the prompt's shape
         pages = await _fetch_pages(client, root)
         name_waves = math.ceil(min(len(names), MAX_NAME_LOOKUPS) / NAME_LOOKUPS_AT_ONCE)
-        full_ms, pure_ms, decode_ms, fake_ms = [], [], [], []
+        full_ms, pure_ms, decode_ms, fake_ms, plain_ms = [], [], [], [], []
+        await plain_read(client, root)  # its warm-up
         for _ in range(repeats):
             gc.collect()  # every run starts from the same heap; collections it triggers still count
+            start = time.perf_counter()
+            await plain_read(client, root)
+            plain_ms.append((time.perf_counter() - start) * 1000)
+
+            gc.collect()
             slack.handler_seconds = 0.0
             start = time.perf_counter()
             await assemble(client, ask, settings)
@@ -225,6 +254,7 @@ async def _measure_sizes(
                 pure=Summary.of(pure_ms),
                 decode=Summary.of(decode_ms),
                 fake=Summary.of(fake_ms),
+                plain=Summary.of(plain_ms),
             )
         )
     return results

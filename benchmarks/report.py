@@ -32,7 +32,9 @@ CONTEXT_NOTE = """\
   through the real client; pure = slim + people_to_name + build_prompt on fetched pages; Slack side =
   full - pure: JSON decode of the pages is the bot's share of it, fake paging the time inside
   FakeSlack's conversations.replies handler, the rest HTTP on both sides. k = sequential Slack round
-  trips (each page, then users.info in waves of 10): with Slack latency L the read takes k*L more)"""
+  trips (each page, then users.info in waves of 10): with Slack latency L the read takes k*L more;
+  plain read = the baseline, a plain bot's read of the same thread through the same client: every
+  page, every author's users.info at once, "name: text" lines, no budget or redaction)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +216,11 @@ def targets(figures: Sequence[LevelFigures], context: Sequence[ContextResult]) -
         target("first-words overhead p50, 60 arriving at once", BOT_X2, 60, overhead, 50, "ms"),
         target("peak memory (VmHWM) at 200", BOT, 200, lambda f: f.peak_rss_mb, 200, "MB"),
         Target(
-            "context assembly p50, 5,000 messages, zero latency", big.full.p50 if big else None, 200, "ms"
+            "context assembly p50, 5,000 messages, zero latency",
+            big.full.p50 if big else None,
+            200,
+            "ms",
+            big.plain.p50 if big else None,
         ),
     ]
 
@@ -366,6 +372,8 @@ def context_lines(results: Sequence[ContextResult], repeats: int) -> list[str]:
         "JSON decode",
         "fake paging",
         "Slack side p50",
+        "plain read",
+        "full/plain p50",
     )
     rows: list[tuple[str, ...]] = [
         (
@@ -380,6 +388,8 @@ def context_lines(results: Sequence[ContextResult], repeats: int) -> list[str]:
             r.decode.triple(1),
             r.fake.triple(1),
             _num(r.full.p50 - r.pure.p50, 1),
+            r.plain.triple(1),
+            _ratio(r.full.p50, r.plain.p50),
         )
         for r in results
     ]
