@@ -244,10 +244,7 @@ def _window(
     moves on in steps (`_stepped_start`)."""
     if not messages:
         return _Window(0, 0)
-    costs = [
-        _cost(message, bot, names, files, newest=False) if i < len(messages) - 1 else 0
-        for i, message in enumerate(messages)
-    ]
+    costs = [0] * len(messages)  # measured back from the newest, only as far as the window can reach
     newest = messages[-1]
     with_files = bool(files and newest.files)
     turn = _turn_of(newest, _readable(newest.text, bot, names), bot, names, with_files, newest=True)
@@ -257,9 +254,12 @@ def _window(
         first = budget_tokens - left
     costs[-1] = first
     left, start = budget_tokens - first, len(messages) - 1
-    while start > 0 and costs[start - 1] <= left:
+    while start > 0:
+        cost = _cost(messages[start - 1], bot, names, files, newest=False)
+        if cost > left:
+            break
         start -= 1
-        left -= costs[start]
+        costs[start], left = cost, left - cost
     if stepped and start > 0:
         start = _stepped_start(messages, costs, start, budget_tokens // STEP_FRACTION)
     return _Window(start, sum(costs[start:]))
@@ -272,17 +272,17 @@ def _stepped_start(messages: Sequence[SlackMessage], costs: Sequence[int], lo: i
     put until the thread has grown by about a step: the prefix the next question repeats stays cacheable,
     where dropping one message at a time would change it on every question. Stateless: it needs neither
     the thread's first message (long threads are not read that far) nor anything kept between requests."""
-    stamps = [ts_micros(message.ts) for message in messages]
-    last = len(messages) - 1
+    stamps = [ts_micros(message.ts) for message in messages[lo:]]  # stamps[i] is messages[lo + i]'s
+    last = len(stamps) - 1
     dropped = [0]
-    for cost in costs[lo:last]:
+    for cost in costs[lo : lo + last]:
         dropped.append(dropped[-1] + cost)
     for level in range(GRID_LEVELS, -1, -1):
         spacing = 1 << level
-        line = -(-stamps[lo] // spacing) * spacing  # the first line at or after `lo`'s time
-        at = bisect_left(stamps, line, lo, last)
-        if stamps[at] >= line and dropped[at - lo] <= step:
-            return at
+        line = -(-stamps[0] // spacing) * spacing  # the first line at or after `lo`'s time
+        at = bisect_left(stamps, line, 0, last)
+        if stamps[at] >= line and dropped[at] <= step:
+            return lo + at
     return lo
 
 
