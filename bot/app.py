@@ -161,10 +161,11 @@ async def serve(settings: Settings) -> None:
                 "stopping: finishing answers in progress for up to %.0fs", settings.shutdown_grace_seconds
             )
             interrupted = await pipeline.drain(settings.shutdown_grace_seconds, arrivals.settled)
+            watching.cancel()
+            await pipeline.in_flight.let_go()
         finally:
             if health is not None:
                 await health.cleanup()
-        watching.cancel()
         log.info("stopped; %d answers interrupted", interrupted)
     finally:
         await claude.close()

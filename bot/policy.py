@@ -74,7 +74,7 @@ REDIS_KEYS = (
     RedisKey(
         "takeover:",
         "which process answers it again if that one died",
-        lambda s: _duration(s.answer_lease_seconds),
+        lambda s: f"{_duration(s.answer_lease_seconds)}, renewed",
     ),
     RedisKey(
         "answers:",

@@ -155,6 +155,75 @@ async def test_a_cancel_while_an_answer_ends_still_releases_its_claim(
     assert kept == []  # no claim, no lease, no index entry left to be taken over and answered again
 
 
+async def redis_keys(redis_server: RedisServer) -> list[str]:
+    """Every key in Redis, by kind (answer, lease, takeover, ...)."""
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        return sorted(k.decode().split(":")[0] for k in await raw.keys("*"))
+    finally:
+        await raw.aclose()
+
+
+async def orphan(state: Held, ask: Ask) -> InFlight:
+    """A replica that claimed an answer, then died: its claim is left, its lease gone."""
+    dead = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    task = asyncio.create_task(asyncio.Event().wait())
+    key = await dead.begin(ask, task, open_writer(slack, ask))
+    await state.release(f"lease:{key}", dead.replica)
+    task.cancel()
+    return dead
+
+
+async def test_a_question_taken_over_keeps_its_claim_until_its_new_answer_holds_it(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """Should the replica that took it over die before it answers, the claim is still there for another,
+    once the takeover (renewed while it lasts) runs out."""
+    ask = mention_in_thread("1700000000.000500")
+    await orphan(state, ask)
+    taker = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    third = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    reading_again, taken = asyncio.Event(), []
+
+    async def resume(claim) -> None:
+        taken.append(claim)
+        await reading_again.wait()  # Slack is being asked for the question again
+        task = asyncio.current_task()
+        assert task is not None
+        slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+        await taker.end(await taker.begin(ask, task, open_writer(slack, ask)))
+
+    await taker._take_over_orphans(resume)
+    await asyncio.sleep(0)  # the resume has begun
+    assert len(taken) == 1
+    assert await redis_keys(redis_server) == ["answer", "answers", "takeover"]
+    await taker._renew_leases()  # the takeover is renewed, not let lapse
+    await third._take_over_orphans(resume)
+    assert len(taken) == 1  # the third leaves it to the taker
+    reading_again.set()
+    await asyncio.gather(*taker._resuming)
+    assert await redis_keys(redis_server) == []  # answered: nothing left to take over
+
+
+async def test_a_question_taken_over_that_is_not_answered_again_lets_its_claim_go(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """The question was deleted meanwhile, say: no replica takes it over again and again."""
+    await orphan(state, mention_in_thread("1700000000.000600"))
+    taker = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    taken = []
+
+    async def resume(claim) -> None:
+        taken.append(claim)
+
+    await taker._take_over_orphans(resume)
+    await asyncio.gather(*taker._resuming)
+    await taker._take_over_orphans(resume)
+    assert len(taken) == 1
+    assert await redis_keys(redis_server) == []
+
+
 class HeldBegin(MemoryState):
     """Holds the writes that begin the first answer until the test lets them land. Like commands already
     sent to Redis, they land even if their caller gives up, and later writes land after them."""

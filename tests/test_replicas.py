@@ -112,6 +112,21 @@ def assert_clean(output: str) -> None:
     assert "question" not in output  # no message text in any log line
 
 
+async def claim_shows_the_stream(redis_url: str) -> None:
+    """Once the answer's claim in Redis names its stream (renewed every third of a lease), so that a
+    replica that takes it over ends that stream."""
+    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                values = [await raw.get(key) async for key in raw.scan_iter(match="answer:*")]
+                if any(value and '"stream"' in value for value in values):
+                    return
+                await asyncio.sleep(0.05)
+    finally:
+        await raw.aclose()
+
+
 async def test_spread_and_redelivered_to_another_replica_each_question_is_answered_once(
     tmp_path, slack, claude, redis_url
 ):
@@ -206,33 +221,61 @@ async def test_an_event_acked_but_not_yet_dispatched_as_a_replica_stops_is_hande
 async def test_a_replica_killed_mid_answer_is_taken_over_within_the_lease(
     tmp_path, slack, slow_claude, redis_url
 ):
-    raw = aioredis.Redis.from_url(redis_url, decode_responses=True)
     async with replicas(tmp_path, slack, slow_claude, redis_url) as (first, second):
         ts, event = question(slack, 0)
         await send_to(slack, 0, slack.events_api_envelope(event))
         await slack.wait_for("chat.appendStream", timeout=10)
-
-        async def claim_shows_the_stream() -> None:
-            while True:
-                values = [await raw.get(key) async for key in raw.scan_iter(match="answer:*")]
-                if any(value and '"stream"' in value for value in values):
-                    return
-                await asyncio.sleep(0.05)
-
-        await asyncio.wait_for(claim_shows_the_stream(), timeout=10)
+        await claim_shows_the_stream(redis_url)
         first.process.kill()  # SIGKILL: no drain, no goodbye; its lease runs out
         await first.stop(signal_first=False)
 
         await second.wait_for_output("taking over", timeout=30)
         await slack.wait_for("reactions.remove", timeout=30)
         output = await second.stop()
-    await raw.aclose()
 
     assert len(slow_claude.requests) == 2
     cut_answer, answer = slack.thread_texts(CHANNEL, ts)
     assert cut_answer.endswith(CUT_OFF.strip()) and len(cut_answer) < len(ANSWER) + len(CUT_OFF)
     assert answer.strip() == ANSWER.strip()
     assert any(call.params.get("markdown_text") == CUT_OFF for call in slack.calls_to("chat.stopStream"))
+    assert_clean(output)
+
+
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+async def test_a_replica_that_takes_over_and_goes_too_leaves_the_question_to_a_third(
+    tmp_path, slack, slow_claude, redis_url, how
+):
+    """The first replica dies mid-answer; the one that takes it over is killed (or SIGTERMed) before it
+    has answered again, while it marks the cut answer: the question is still answered, by the third."""
+    async with replicas(tmp_path, slack, slow_claude, redis_url, count=3) as (first, *others):
+        ts, event = question(slack, 0)
+        await send_to(slack, 0, slack.events_api_envelope(event))
+        await slack.wait_for("chat.appendStream", timeout=10)
+        await claim_shows_the_stream(redis_url)
+        slack.hold("chat.stopStream")  # where a takeover marks the cut answer
+        first.process.kill()
+        await first.stop(signal_first=False)
+
+        taking_over = {asyncio.ensure_future(bot.wait_for_output("taking over")): bot for bot in others}
+        done, waiting = await asyncio.wait(taking_over, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waiting:
+            wait.cancel()
+        taker = taking_over[done.pop()]
+        [third] = [bot for bot in others if bot is not taker]
+        await slack.wait_for("chat.stopStream", timeout=30)
+        if how == "killed":
+            taker.process.kill()
+        else:
+            taker.process.send_signal(signal.SIGTERM)
+        await taker.stop(signal_first=False)
+        slack.let_go("chat.stopStream")
+
+        await third.wait_for_output("taking over", timeout=30)
+        await slack.wait_for("reactions.remove", timeout=30)
+        output = await third.stop()
+
+    assert len(slow_claude.requests) == 2  # the first's, and the third's
+    assert slack.thread_texts(CHANNEL, ts)[-1].strip() == ANSWER.strip()
     assert_clean(output)
 
 

@@ -6,7 +6,8 @@ replica ends the answer, and an answer whose writer died is taken over by anothe
     answer:<answer>   a Claim: where the question is and where the answer is being shown, ids only (no
                       person's id, no text), for the request deadline plus one lease
     lease:<answer>    which replica writes it, for ANSWER_LEASE_SECONDS, renewed every third of that
-    takeover:<answer> one replica's right to answer again a question whose lease expired
+    takeover:<answer> one replica's right to answer again a question whose lease expired, held (and
+                      renewed) until its new answer holds the claim, which stays until then
     answers:<app>     the set of claims' `<answer>` hashes, each member for as long as its claim, so
                       that a replica looks for orphans without scanning Redis
 
@@ -88,6 +89,7 @@ class InFlight:
         self.replica = uuid.uuid4().hex[:12]
         self._writing: dict[str, _Writing] = {}  # answer hash -> this replica's answer
         self._resuming: set[asyncio.Task[None]] = set()
+        self._taking_over: dict[str, asyncio.Task[None]] = {}  # taken over here, not yet held anew
         self._answers = f"answers:{keys.of('answers')}"  # one set per app: another app's hash differs
 
     def _stop_key(self, channel: str, thread_ts: str) -> str:
@@ -123,6 +125,8 @@ class InFlight:
                 Write("put", f"answer:{key}", writing.claim.dumps(), self._claim_ttl),
                 Write("enlist", self._answers, key, self._claim_ttl),
             ]
+        if self._taking_over.pop(key, None) is not None:  # the question taken over is held anew
+            writes.append(Write("release", f"takeover:{key}", self.replica))
         await self._state.write_all(writes)
         writing.held = True
 
@@ -188,6 +192,11 @@ class InFlight:
         return self._writing.get(writing.key) is writing and not writing.task.done()
 
     async def _renew_leases(self) -> None:
+        for key, task in list(self._taking_over.items()):
+            renewed = await self._state.renew(f"takeover:{key}", self.replica, self._lease)
+            if not renewed and self._taking_over.get(key) is task:
+                log.warning("a question taken over here was taken over again; that replica answers it")
+                task.cancel(LOST)
         for writing in list(self._writing.values()):
             if writing.claim is None or not writing.held or not self._still_writing(writing):
                 continue
@@ -204,21 +213,50 @@ class InFlight:
                 await self._state.put(f"answer:{writing.key}", writing.claim.dumps(), self._claim_ttl)
 
     async def _take_over_orphans(self, resume: Resume) -> None:
-        others = [key for key in await self._state.members(self._answers) if key not in self._writing]
+        mine = self._writing.keys() | self._taking_over.keys()
+        others = [key for key in await self._state.members(self._answers) if key not in mine]
         leases = await self._state.get_many([f"lease:{key}" for key in others])
         for key in (key for key, lease in zip(others, leases, strict=True) if lease is None):
-            # Held only until the answer's new lease is: should this replica die too, another takes over.
+            # Held until the new answer holds the claim: should this replica die first, the takeover
+            # expires and another replica takes the question over.
             if not await self._state.claim(f"takeover:{key}", self._lease, self.replica):
                 continue  # another replica has it
             value = await self._state.get(f"answer:{key}")
             claim = None if value is None else Claim.loads(value)
-            await self._state.write_all(self._unclaimed(key))
             if claim is None:
+                await self._state.write_all(self._let_go_of(key, unclaim=True))
                 continue
             log.info("taking over a %s answer whose replica stopped", claim.surface)
-            task = asyncio.create_task(resume(claim))
+            task = asyncio.create_task(self._resume(key, claim, resume))
+            self._taking_over[key] = task
             self._resuming.add(task)
             task.add_done_callback(self._resuming.discard)
+
+    async def _resume(self, key: str, claim: Claim, resume: Resume) -> None:
+        """Answer a question taken over again. Its claim stays until the new answer, under the same key,
+        holds it (`hold`). If none does, the question is not answered again here (it is gone, or its
+        asker refused) and the claim goes; if this replica stops first, another takes it over at once."""
+        stopping = False
+        try:
+            await resume(claim)
+        except asyncio.CancelledError:
+            stopping = True
+            raise
+        finally:
+            if self._taking_over.pop(key, None) is not None:
+                await asyncio.shield(self._state.write_all(self._let_go_of(key, unclaim=not stopping)))
+
+    def _let_go_of(self, key: str, *, unclaim: bool) -> list[Write]:
+        """The takeover ends; with `unclaim`, so does the question's claim."""
+        release = Write("release", f"takeover:{key}", self.replica)
+        return [*self._unclaimed(key), release] if unclaim else [release]
+
+    async def let_go(self) -> None:
+        """Stopping: the questions taken over here and not yet answered are left to another replica."""
+        taking_over = list(self._taking_over.values())
+        for task in taking_over:
+            task.cancel()
+        await asyncio.gather(*taking_over, return_exceptions=True)
 
 
 def _thread_of(ask: Ask) -> str | None:
