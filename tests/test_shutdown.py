@@ -23,12 +23,17 @@ async def test_drain_lets_an_answer_finish_within_the_grace_period(bot):
     assert bot.replies(CHANNEL, "1.000001") == ["Hello from fake Claude."]
 
 
-async def test_drain_interrupts_what_outlives_the_grace_period_and_says_so(bot):
+async def ask_for_a_slow_answer(bot, ts: str) -> None:
+    """A question whose answer streams for seconds; returns once its first words show."""
     bot.claude.chunk_chars = 5
     bot.claude.chunk_delay = 0.2
     bot.claude.reply("an answer much too slow to finish before the bot stops")
-    await bot.send_event(mention("<@U0BOT> slow", ts="2.000001"))
+    await bot.send_event(mention("<@U0BOT> slow", ts=ts))
     await bot.slack.wait_for("chat.startStream")
+
+
+async def test_drain_interrupts_what_outlives_the_grace_period_and_says_so(bot):
+    await ask_for_a_slow_answer(bot, "2.000001")
 
     assert await bot.pipeline.drain(grace_seconds=0.2) == 1
     [text] = bot.replies(CHANNEL, "2.000001")
@@ -37,11 +42,7 @@ async def test_drain_interrupts_what_outlives_the_grace_period_and_says_so(bot):
 
 
 async def test_what_is_still_arriving_is_awaited_within_the_grace_period_too(bot):
-    bot.claude.chunk_chars = 5
-    bot.claude.chunk_delay = 0.2
-    bot.claude.reply("an answer much too slow to finish before the bot stops")
-    await bot.send_event(mention("<@U0BOT> slow", ts="4.000001"))
-    await bot.slack.wait_for("chat.startStream")
+    await ask_for_a_slow_answer(bot, "4.000001")
 
     never = asyncio.Event()  # an event acked whose dispatch never comes to an end
     async with asyncio.timeout(10):
