@@ -224,6 +224,22 @@ async def test_a_question_taken_over_that_is_not_answered_again_lets_its_claim_g
     assert await redis_keys(redis_server) == []
 
 
+async def test_a_replica_that_is_stopping_takes_nothing_over(state: Held, redis_server: RedisServer) -> None:
+    """Its own answers handed over in the drain, or another's: it would only read the question again
+    and turn it away, while the replica that will answer it waits."""
+    await orphan(state, mention_in_thread("1700000000.000700"))
+    stopping = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+    taken = []
+
+    async def resume(claim) -> None:
+        taken.append(claim)
+
+    stopping.stop_taking_over()
+    await stopping._take_over_orphans(resume)
+    assert taken == []
+    assert await redis_keys(redis_server) == ["answer", "answers"]  # left for another replica
+
+
 class HeldBegin(MemoryState):
     """Holds the writes that begin the first answer until the test lets them land. Like commands already
     sent to Redis, they land even if their caller gives up, and later writes land after them."""

@@ -151,6 +151,7 @@ class Pipeline:
 
         Returns how many were interrupted; each says so in Slack."""
         self._accepting = False
+        self.in_flight.stop_taking_over()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_seconds
         if arriving is not None:

@@ -90,6 +90,7 @@ class InFlight:
         self._writing: dict[str, _Writing] = {}  # answer hash -> this replica's answer
         self._resuming: set[asyncio.Task[None]] = set()
         self._taking_over: dict[str, asyncio.Task[None]] = {}  # taken over here, not yet held anew
+        self._may_take_over = True  # until the replica stops
         self._answers = f"answers:{keys.of('answers')}"  # one set per app: another app's hash differs
 
     def _stop_key(self, channel: str, thread_ts: str) -> str:
@@ -212,11 +213,17 @@ class InFlight:
                 writing.claim = replace(writing.claim, reply_ts=shown[0], reply_kind=shown[1])
                 await self._state.put(f"answer:{writing.key}", writing.claim.dumps(), self._claim_ttl)
 
+    def stop_taking_over(self) -> None:
+        """Stopping: what is left unfinished now is for the other replicas to answer."""
+        self._may_take_over = False
+
     async def _take_over_orphans(self, resume: Resume) -> None:
         mine = self._writing.keys() | self._taking_over.keys()
         others = [key for key in await self._state.members(self._answers) if key not in mine]
         leases = await self._state.get_many([f"lease:{key}" for key in others])
         for key in (key for key, lease in zip(others, leases, strict=True) if lease is None):
+            if not self._may_take_over:  # it began stopping meanwhile
+                return
             # Held until the new answer holds the claim: should this replica die first, the takeover
             # expires and another replica takes the question over.
             if not await self._state.claim(f"takeover:{key}", self._lease, self.replica):
