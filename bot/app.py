@@ -162,7 +162,6 @@ async def serve(settings: Settings) -> None:
             )
             interrupted = await pipeline.drain(settings.shutdown_grace_seconds, arrivals.settled)
             watching.cancel()
-            await pipeline.in_flight.let_go()
         finally:
             if health is not None:
                 await health.cleanup()

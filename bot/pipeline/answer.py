@@ -157,13 +157,13 @@ class Pipeline:
         if arriving is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(arriving(), grace_seconds)
-        running = set(self._tasks)
-        if not running:
-            return 0
-        _, late = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
-        for task in late:
-            task.cancel(SHUTDOWN)
-        await asyncio.gather(*late, return_exceptions=True)
+        late: set[asyncio.Task[None]] = set()
+        if running := set(self._tasks):
+            _, late = await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+            for task in late:
+                task.cancel(SHUTDOWN)
+            await asyncio.gather(*late, return_exceptions=True)
+        await self.in_flight.let_go()  # questions taken over and not yet begun: for another replica
         return len(late)
 
     async def __call__(self, ask: Ask) -> None:
