@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction, SlackMessage, Thread
-from bot.pipeline.inflight import InFlight
+from bot.pipeline.inflight import Claim, InFlight, Resume
 from bot.pipeline.reply import open_writer
-from bot.state import MemoryState, RedisState, StateKeys, Write
+from bot.state import MemoryState, RedisState, State, StateKeys, Write
 from tests.conftest import CHANNEL, mention, running_bot
 from tests.redis_server import RedisServer, in_use
 
@@ -57,6 +57,16 @@ async def state(redis_server: RedisServer) -> AsyncIterator[Held]:
         yield shared
 
 
+def replica(state: State) -> InFlight:
+    """One replica's answers in flight."""
+    return InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+
+
+def never_called() -> AsyncWebClient:
+    """A Slack client for writers the test never lets write."""
+    return AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")
+
+
 def mention_in_thread(ts: str) -> Ask:
     return Ask(
         request_id=f"Ev{ts}",
@@ -76,15 +86,15 @@ async def test_an_answer_that_ends_while_the_watch_awaits_redis_is_left_to_finis
 ) -> None:
     """Its task is still finishing (clearing progress, say): cancelling it, as lost or as stopped, could
     cut the very writes that release its claim, and another replica would answer the question again."""
-    in_flight = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    in_flight = replica(state)
+    slack = never_called()
     finishing = asyncio.Event()
     tasks = [asyncio.create_task(finishing.wait()) for _ in range(2)]
     asks = [mention_in_thread(f"1700000000.00020{i}") for i in range(2)]
     pairs = zip(asks, tasks, strict=True)
     keys = [await in_flight.begin(ask, task, open_writer(slack, ask)) for ask, task in pairs]
     if watching == "reading stop flags":  # a Stop for their thread, pressed through another replica
-        other = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+        other = replica(state)
         assert not await other.stop("C0GENERAL", "1700000000.000100")
     state.hold = {"renew", "get_many"}
     with caplog.at_level(logging.INFO, logger="bot"):
@@ -108,10 +118,10 @@ async def test_an_answer_whose_claim_is_still_on_its_way_is_not_taken_for_lost_o
     """The watch may come round while an answer's first writes are on their way to Redis: its lease is not
     there yet (taken for lost, the answer was cancelled and, no replica having taken it over, never
     given), or an earlier Stop in its thread not yet deleted (taken for a Stop of this answer)."""
-    in_flight = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    in_flight = replica(state)
+    slack = never_called()
     if watching == "reading stop flags":  # pressed for an earlier answer in the thread
-        other = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
+        other = replica(state)
         assert not await other.stop("C0GENERAL", "1700000000.000100")
     answering = asyncio.create_task(asyncio.Event().wait())
     ask = mention_in_thread("1700000000.000400")
@@ -134,8 +144,8 @@ async def test_a_cancel_while_an_answer_ends_still_releases_its_claim(
     state: Held, redis_server: RedisServer
 ) -> None:
     """A Stop or the drain may land while the end's writes are on their way to Redis."""
-    in_flight = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    in_flight = replica(state)
+    slack = never_called()
     ask = mention_in_thread("1700000000.000300")
     task = asyncio.current_task()
     assert task is not None
@@ -166,13 +176,22 @@ async def redis_keys(redis_server: RedisServer) -> list[str]:
 
 async def orphan(state: Held, ask: Ask) -> InFlight:
     """A replica that claimed an answer, then died: its claim is left, its lease gone."""
-    dead = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
+    dead = replica(state)
+    slack = never_called()
     task = asyncio.create_task(asyncio.Event().wait())
     key = await dead.begin(ask, task, open_writer(slack, ask))
     await state.release(f"lease:{key}", dead.replica)
     task.cancel()
     return dead
+
+
+def recording(taken: list[Claim]) -> Resume:
+    """A resume that only notes what it was given, as when the question is gone from Slack."""
+
+    async def resume(claim: Claim) -> None:
+        taken.append(claim)
+
+    return resume
 
 
 async def test_a_question_taken_over_keeps_its_claim_until_its_new_answer_holds_it(
@@ -182,17 +201,15 @@ async def test_a_question_taken_over_keeps_its_claim_until_its_new_answer_holds_
     once the takeover (renewed while it lasts) runs out."""
     ask = mention_in_thread("1700000000.000500")
     await orphan(state, ask)
-    taker = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    third = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    reading_again, taken = asyncio.Event(), []
+    taker, third = replica(state), replica(state)
+    reading_again, taken = asyncio.Event(), list[Claim]()
 
-    async def resume(claim) -> None:
+    async def resume(claim: Claim) -> None:
         taken.append(claim)
         await reading_again.wait()  # Slack is being asked for the question again
         task = asyncio.current_task()
         assert task is not None
-        slack = AsyncWebClient(token="xoxb-test", base_url="http://127.0.0.1:9/")  # never called
-        await taker.end(await taker.begin(ask, task, open_writer(slack, ask)))
+        await taker.end(await taker.begin(ask, task, open_writer(never_called(), ask)))
 
     await taker._take_over_orphans(resume)
     await asyncio.sleep(0)  # the resume has begun
@@ -211,11 +228,9 @@ async def test_a_question_taken_over_that_is_not_answered_again_lets_its_claim_g
 ) -> None:
     """The question was deleted meanwhile, say: no replica takes it over again and again."""
     await orphan(state, mention_in_thread("1700000000.000600"))
-    taker = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    taken = []
-
-    async def resume(claim) -> None:
-        taken.append(claim)
+    taker = replica(state)
+    taken: list[Claim] = []
+    resume = recording(taken)
 
     await taker._take_over_orphans(resume)
     await asyncio.gather(*taker._resuming)
@@ -228,11 +243,9 @@ async def test_a_replica_that_is_stopping_takes_nothing_over(state: Held, redis_
     """Its own answers handed over in the drain, or another's: it would only read the question again
     and turn it away, while the replica that will answer it waits."""
     await orphan(state, mention_in_thread("1700000000.000700"))
-    stopping = InFlight(state, StateKeys("xoxb-test"), lease_seconds=15, deadline_seconds=60)
-    taken = []
-
-    async def resume(claim) -> None:
-        taken.append(claim)
+    stopping = replica(state)
+    taken: list[Claim] = []
+    resume = recording(taken)
 
     stopping.stop_taking_over()
     await stopping._take_over_orphans(resume)
