@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from bot.pipeline.defuse import JOINER
 from bot.pipeline.reply import MESSAGE_LIMIT
 from tests.conftest import CHANNEL, DM, direct_message, mention
@@ -55,8 +57,9 @@ async def test_long_posted_answer_is_split_in_order_without_losing_text_or_break
     assert joined.index("Paragraph 5:") < joined.index("print(0)") < joined.index("Paragraph 6:")
 
 
-async def test_answer_cut_at_max_tokens_says_so(bot):
-    bot.claude.reply("The first half", stop_reason="max_tokens")
+@pytest.mark.parametrize("stop_reason", ["max_tokens", "model_context_window_exceeded"])
+async def test_answer_cut_at_a_length_limit_says_so(bot, stop_reason):
+    bot.claude.reply("The first half", stop_reason=stop_reason)
     await bot.send_event(mention("<@U0BOT> go on", ts="3.000001"))
 
     await bot.finished()

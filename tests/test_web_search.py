@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anthropic
 import pytest
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot import metrics
 from bot.config import ConfigError, Settings, WebSearchSettings
 from bot.pipeline.claude import (
+    MAX_CONTINUATIONS,
     VERTEX_WEB_SEARCH_TOOL,
     WEB_SEARCH_TOOL,
     ClaudeOutcome,
@@ -24,14 +26,17 @@ from bot.pipeline.claude import (
     web_search_tool,
 )
 from bot.pipeline.prompt import Prompt
+from bot.pipeline.reply import STOP_NOTES
 from bot.policy import policy_summary
 from bot.pricing import WEB_SEARCH_USD, prices_for
 from tests.conftest import ALICE, CHANNEL, mention, said
 from tests.fakes.claude_api import (
     WEB_SEARCH_TYPES,
     FakeClaude,
+    _estimate_tokens,
     cited_text,
     text_block,
+    thinking_block,
     web_search_result,
     web_search_use,
 )
@@ -202,6 +207,45 @@ async def test_text_before_a_search_is_its_own_paragraph(claude: FakeClaude, cli
     assert text == "Let me look that up.\n\nIt adds an offline mode."
 
 
+def script_pause(claude: FakeClaude, *before: dict[str, Any]) -> list[dict[str, Any]]:
+    """The next answer is `before`, then a search, then the API pauses its turn (`pause_turn`, as after
+    many searches). Returns the turn's content blocks as the API sent them."""
+    use = web_search_use(QUERY)
+    blocks = [*before, use, web_search_result(use["id"], [DOCS])]
+    claude.lead_with(*blocks)
+    claude.reply("", stop_reason="pause_turn")
+    return blocks
+
+
+async def test_a_paused_turn_is_sent_back_as_it_came_and_goes_on(claude: FakeClaude, client):
+    claude.chunk_chars = 7  # every block in several deltas
+    paused = script_pause(claude, thinking_block("CANARY-THOUGHT search for it"), text_block("Let me look."))
+    claude.search(QUERY, [NEWS], then=(cited_text("It adds an offline mode.", (*DOCS, CITED)),))
+    claude.reply(" Done.")
+
+    outcome, text = await ask(client, ON)
+
+    first, second = claude.requests
+    question = first.body["messages"]
+    assert second.body["messages"] == [*question, {"role": "assistant", "content": paused}]
+    assert second.body["tools"] == first.body["tools"]
+    assert text == "Let me look.\n\nIt adds an offline mode. Done."
+    assert outcome.stop_reason == "end_turn" and outcome.sources == (Source(*DOCS),)
+    assert outcome.usage.web_searches == 2  # each request counts its own
+    assert outcome.usage.input_tokens == _estimate_tokens(first.body) + _estimate_tokens(second.body)
+
+
+async def test_a_turn_paused_again_is_sent_back_whole(claude: FakeClaude, client):
+    paused = script_pause(claude)
+    paused += script_pause(claude)
+    claude.reply("Found it.")
+
+    _, text = await ask(client, ON)
+
+    assert claude.requests[-1].body["messages"][-1] == {"role": "assistant", "content": paused}
+    assert text == "Found it."
+
+
 async def test_queries_and_results_are_never_logged(claude: FakeClaude, client, caplog):
     caplog.set_level(logging.DEBUG, logger="bot")
     script_search(claude)
@@ -257,6 +301,19 @@ async def test_a_searched_answer_lists_its_sources_under_it_and_counts_the_searc
     assert "web_searches=1" in caplog.text
     after = generate_latest(metrics.REGISTRY).decode()
     assert searches_counted(after) - searches_counted(before) == 1
+
+
+@pytest.mark.parametrize("bot_overrides", [SEARCH_ON], indirect=True)
+async def test_a_turn_that_keeps_pausing_ends_and_says_so(bot):
+    bot.claude.lead_with(text_block("Searching."))
+    for _ in range(MAX_CONTINUATIONS + 2):
+        script_pause(bot.claude)
+    await bot.send_event(mention("<@U0BOT> search everything", ts="72.000001"))
+    await bot.finished(count=2)
+
+    assert len(bot.claude.requests) == MAX_CONTINUATIONS + 1
+    [answer] = bot.replies(CHANNEL, "72.000001")
+    assert answer.startswith("Searching.") and answer.endswith(STOP_NOTES["pause_turn"])
 
 
 @pytest.mark.parametrize("bot_overrides", [SEARCH_ON], indirect=True)

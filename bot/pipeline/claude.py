@@ -27,7 +27,7 @@ import hashlib
 import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
@@ -82,9 +82,10 @@ class RateLimits(Protocol):
 
 @dataclass(slots=True)
 class Usage:
-    """The tokens Claude reported for one request, kept up to date as the stream goes, so that an answer
+    """The tokens Claude reported for one answer, kept up to date as the stream goes, so that an answer
     cut short (Stop, an error, the deadline) still counts what was reported: `message_start`'s usage,
-    then `message_delta`'s, whose counts are cumulative (as the SDK's `MessageDeltaUsage` says)."""
+    then `message_delta`'s, whose counts are cumulative (as the SDK's `MessageDeltaUsage` says); a
+    paused turn's further requests (`next_request`) add theirs."""
 
     model: str  # the model asked (CLAUDE_MODEL, or the channel's own)
     input_tokens: int = 0  # not read from or written to the cache
@@ -93,19 +94,25 @@ class Usage:
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int | None = None  # of cache_write_tokens; None: not broken down by TTL
     web_searches: int = 0  # web search tool calls (usage.server_tool_use), billed per search
+    _earlier: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # earlier requests'
 
     def update(self, reported: Mapping[str, Any]) -> None:
-        """Take the counts one event reports; later counts replace earlier ones, a missing one keeps it."""
-        for name, field in _USAGE_FIELDS:
-            value = reported.get(name)
-            if isinstance(value, int):
-                setattr(self, field, value)
-        breakdown = reported.get("cache_creation")
-        if isinstance(breakdown, Mapping) and isinstance(breakdown.get("ephemeral_1h_input_tokens"), int):
-            self.cache_write_1h_tokens = breakdown["ephemeral_1h_input_tokens"]
+        """Take the counts one event reports; later counts replace earlier ones of the same request, a
+        missing one keeps it."""
         server_tools = reported.get("server_tool_use")
-        if isinstance(server_tools, Mapping) and isinstance(server_tools.get("web_search_requests"), int):
-            self.web_searches = server_tools["web_search_requests"]
+        breakdown = reported.get("cache_creation")
+        counts = [(attribute, reported.get(name)) for name, attribute in _USAGE_FIELDS]
+        if isinstance(breakdown, Mapping):
+            counts.append(("cache_write_1h_tokens", breakdown.get("ephemeral_1h_input_tokens")))
+        if isinstance(server_tools, Mapping):
+            counts.append(("web_searches", server_tools.get("web_search_requests")))
+        for attribute, value in counts:
+            if isinstance(value, int):
+                setattr(self, attribute, self._earlier.get(attribute, 0) + value)
+
+    def next_request(self) -> None:
+        """The turn goes on in another request (`pause_turn`), whose counts start from zero again."""
+        self._earlier = {name: getattr(self, name) or 0 for name in _COUNTED}
 
     @property
     def total(self) -> int:
@@ -119,6 +126,7 @@ _USAGE_FIELDS = (
     ("cache_read_input_tokens", "cache_read_tokens"),
     ("cache_creation_input_tokens", "cache_write_tokens"),
 )
+_COUNTED = (*(name for _, name in _USAGE_FIELDS), "cache_write_1h_tokens", "web_searches")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +150,7 @@ class ClaudeOutcome:
 # The current web search tool on the Anthropic API; Vertex AI documents only the first version.
 WEB_SEARCH_TOOL = "web_search_20260318"
 VERTEX_WEB_SEARCH_TOOL = "web_search_20250305"
+MAX_CONTINUATIONS = 3  # requests that continue one paused turn (`pause_turn`)
 
 
 def web_search_tool(kind: str, settings: WebSearchSettings) -> dict[str, Any]:
@@ -201,14 +210,15 @@ async def ask_claude(
     The SDK sends the request (auth, retries, errors before the stream). The Anthropic API and Vertex AI
     answer with server-sent events, read here with one `json.loads` each: about a fifth of the CPU of the
     SDK's typed `messages.stream` helper. Bedrock answers in AWS's binary event-stream, which the SDK
-    decodes into typed events; both feed `_read_events`. An exception from `on_text` (the reader pressed
+    decodes into typed events; both are read by `_Turn`. An exception from `on_text` (the reader pressed
     Stop, say) leaves the stream at once, which closes the connection so that no more tokens are generated.
 
     The prompt is cached for `cache_ttl` (CLAUDE_CACHE_TTL), so that the next question in the conversation
     reads what it repeats (the system prompt and every earlier turn) from the cache (`cached`).
 
     With `web_search` enabled, Claude may search the web (`web_search_tool`); `on_search` is awaited as
-    each search starts, told nothing of it (its query is content).
+    each search starts, told nothing of it (its query is content). A turn the API pauses (`pause_turn`)
+    is sent back to go on, up to MAX_CONTINUATIONS times.
     """
     if limits is not None:
         claude = _reporting(claude, limits)
@@ -230,21 +240,19 @@ async def ask_claude(
     }
     if web_search is not None and web_search.enabled:
         request["tools"] = [web_search_tool(backend.kind, web_search)]
+    turn = _Turn(on_text, usage, on_search)
+    asked = request["messages"]  # with its cache breakpoint, where the platform needs one on a block
     try:
-        if isinstance(claude, AsyncAnthropicBedrock):
-            stream = await claude.messages.create(**request, stream=True)
-            async with stream:
-                request_id = stream.response.headers.get("x-amzn-requestid")
-                outcome = await _read_events(_as_dicts(stream), on_text, request_id, usage, on_search)
-        else:
-            async with claude.messages.with_streaming_response.create(**request, stream=True) as response:
-                request_id = response.headers.get("request-id")
-                outcome = await _read_events(
-                    _server_sent(response.iter_lines()), on_text, request_id, usage, on_search
-                )
+        for continuation in range(MAX_CONTINUATIONS + 1):
+            if continuation:  # the API paused the turn: sent back as it came, it goes on where it was
+                usage.next_request()
+                request["messages"] = [*asked, {"role": "assistant", "content": turn.content}]
+            stop_reason = await _request(claude, request, turn)
+            if stop_reason != "pause_turn":
+                break
         if limits is not None:
             limits.used(usage.input_tokens, usage.output_tokens)
-        return outcome
+        return ClaudeOutcome(stop_reason, usage, tuple(turn.sources.values()))
     except ClaudeBusy:  # overloaded or throttled after HTTP 200: no headers, but as telling as a 529
         if limits is not None:
             limits.observe(529, {})
@@ -330,6 +338,16 @@ def opaque_user_id(team_id: str, user_id: str) -> str:
     return hashlib.sha256(f"slack:{team_id}:{user_id}".encode()).hexdigest()
 
 
+async def _request(claude: ClaudeClient, request: dict[str, Any], turn: _Turn) -> str | None:
+    """Send one request of the turn and read its stream; returns its stop reason."""
+    if isinstance(claude, AsyncAnthropicBedrock):
+        stream = await claude.messages.create(**request, stream=True)
+        async with stream:
+            return await turn.read(_as_dicts(stream), stream.response.headers.get("x-amzn-requestid"))
+    async with claude.messages.with_streaming_response.create(**request, stream=True) as response:
+        return await turn.read(_server_sent(response.iter_lines()), response.headers.get("request-id"))
+
+
 async def _server_sent(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
     async for line in lines:
         if line.startswith("data:"):  # `event:` names repeat the data's own "type"; blank lines end an event
@@ -344,59 +362,92 @@ async def _as_dicts(
         yield event.to_dict()
 
 
-async def _read_events(
-    events: AsyncIterator[dict[str, Any]],
-    on_text: Callable[[str], Awaitable[None]],
-    request_id: str | None,
-    usage: Usage,
-    on_search: Callable[[], Awaitable[None]] | None = None,
-) -> ClaudeOutcome:
-    """The Messages API's stream events: text deltas go to `on_text`, usage into `usage`; the end gives the
-    outcome.
+class _Turn:
+    """Claude's turn as the Messages API streams it, over one request or more: text deltas go to `on_text`,
+    usage into `usage`, and the content blocks are put together as they came, so that a turn the API
+    paused (`pause_turn`, after many searches) can be sent back whole to go on.
 
     Web search, when on: a `server_tool_use` block starts a search (`on_search`), its query follows as
     `input_json_delta`s, and a `web_search_tool_result` block holds the results or an `error_code`; both
-    are skipped whole, so that nothing of them is shown or logged (a failed search is Claude's to answer
-    around). Citations arrive as `citations_delta`s on the text blocks, whose text deltas are the text
-    alone: only the cited pages' URLs and titles are taken. Text after a search starts a new paragraph
-    when text came before it (the blocks around a search are separate thoughts; cited blocks in one
-    sentence are not separated)."""
-    stop_reason: str | None = None
-    sources: dict[str, Source] = {}  # by URL, in the order first cited
-    wrote = searched = False  # text so far; a search since the last text
-    async for event in events:
-        kind = event.get("type")
-        if kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            delta_kind = delta.get("type")
-            if delta_kind == "text_delta" and delta.get("text"):
-                text = delta["text"]
-                if searched and wrote and not text[:1].isspace():
-                    text = "\n\n" + text
-                searched, wrote = False, True
-                await on_text(text)
-            elif delta_kind == "citations_delta":
-                cited = delta.get("citation") or {}
-                url = cited.get("url")
-                if cited.get("type") == "web_search_result_location" and isinstance(url, str) and url:
-                    title = cited.get("title")
-                    sources.setdefault(url, Source(url, title if isinstance(title, str) and title else None))
-        elif kind == "content_block_start":
-            block = event.get("content_block") or {}
-            if block.get("type") == "server_tool_use" and block.get("name") == "web_search":
-                searched = True
-                if on_search is not None:
-                    await on_search()
-        elif kind == "message_start":
-            usage.update((event.get("message") or {}).get("usage") or {})
-        elif kind == "message_delta":
-            stop_reason = (event.get("delta") or {}).get("stop_reason")
-            usage.update(event.get("usage") or {})
-        elif kind == "message_stop":
-            return ClaudeOutcome(stop_reason, usage, tuple(sources.values()))
-        elif kind == "error":  # an error after HTTP 200, such as overloaded mid-stream
-            raise _classify(event, 200, request_id)
-    raise ClaudeUnavailable(200, request_id)  # the stream ended without message_stop
+    are never shown or logged (a failed search is Claude's to answer around). Citations arrive as
+    `citations_delta`s on the text blocks, whose text deltas are the text alone: only the cited pages'
+    URLs and titles are taken. Text after a search starts a new paragraph when text came before it (the
+    blocks around a search are separate thoughts; cited blocks in one sentence are not separated)."""
+
+    def __init__(
+        self,
+        on_text: Callable[[str], Awaitable[None]],
+        usage: Usage,
+        on_search: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        self._on_text, self._usage, self._on_search = on_text, usage, on_search
+        self.content: list[dict[str, Any]] = []  # the turn's finished blocks, every request's
+        self.sources: dict[str, Source] = {}  # by URL, in the order first cited
+        self._wrote = self._searched = False  # text so far; a search since the last text
+
+    async def read(self, events: AsyncIterator[dict[str, Any]], request_id: str | None) -> str | None:
+        """One request's stream, to its end; returns its stop reason."""
+        stop_reason: str | None = None
+        open_blocks: dict[object, tuple[dict[str, Any], list[str]]] = {}  # by index: the block, its pieces
+        async for event in events:
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                if (opened := open_blocks.get(event.get("index"))) is None:
+                    continue
+                block, pieces = opened
+                delta = event.get("delta") or {}
+                delta_kind = delta.get("type")
+                if delta_kind == "text_delta" and delta.get("text"):
+                    pieces.append(delta["text"])
+                    text = delta["text"]
+                    if self._searched and self._wrote and not text[:1].isspace():
+                        text = "\n\n" + text
+                    self._searched, self._wrote = False, True
+                    await self._on_text(text)
+                elif delta_kind in ("thinking_delta", "input_json_delta"):
+                    pieces.append(delta.get("thinking") or delta.get("partial_json") or "")
+                elif delta_kind == "signature_delta":
+                    block["signature"] = delta.get("signature")
+                elif delta_kind == "citations_delta":
+                    cited = delta.get("citation") or {}
+                    block["citations"] = [*(block.get("citations") or ()), cited]
+                    url = cited.get("url")
+                    if cited.get("type") == "web_search_result_location" and isinstance(url, str) and url:
+                        title = cited.get("title")
+                        title = title if isinstance(title, str) and title else None
+                        self.sources.setdefault(url, Source(url, title))
+            elif kind == "content_block_start":
+                block = dict(event.get("content_block") or {})
+                open_blocks[event.get("index")] = (block, [])
+                if block.get("type") == "server_tool_use" and block.get("name") == "web_search":
+                    self._searched = True
+                    if self._on_search is not None:
+                        await self._on_search()
+            elif kind == "content_block_stop":
+                if (opened := open_blocks.pop(event.get("index"), None)) is not None:
+                    self._finish(*opened)
+            elif kind == "message_start":
+                self._usage.update((event.get("message") or {}).get("usage") or {})
+            elif kind == "message_delta":
+                stop_reason = (event.get("delta") or {}).get("stop_reason")
+                self._usage.update(event.get("usage") or {})
+            elif kind == "message_stop":
+                return stop_reason
+            elif kind == "error":  # an error after HTTP 200, such as overloaded mid-stream
+                raise _classify(event, 200, request_id)
+        raise ClaudeUnavailable(200, request_id)  # the stream ended without message_stop
+
+    def _finish(self, block: dict[str, Any], pieces: list[str]) -> None:
+        """A block is whole: its pieces joined into the field they are of; an empty text block is
+        dropped (the API refuses one sent back), and so are fields the API left null."""
+        kind = block.get("type")
+        if kind in ("text", "thinking"):
+            block[kind] = (block.get(kind) or "") + "".join(pieces)
+            if kind == "text" and not block["text"]:
+                return
+        elif pieces:  # a tool call's input, as JSON in pieces
+            block["input"] = json.loads("".join(pieces))
+        self.content.append({name: value for name, value in block.items() if value is not None})
 
 
 def _classify(body: object, status: int, request_id: str | None) -> ClaudeError:

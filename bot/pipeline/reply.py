@@ -56,6 +56,8 @@ FEEDBACK_ACTION = "answer_feedback"  # the buttons' action_id, taken by bot.surf
 POSITIVE, NEGATIVE = "positive", "negative"  # the buttons' values, sent back with a click
 STOP_NOTES = {
     "max_tokens": "_(The answer was cut off at its length limit.)_",
+    "model_context_window_exceeded": "_(The answer was cut off at its length limit.)_",
+    "pause_turn": "_(Claude paused after a long search. Ask again to have it go on.)_",
     "refusal": "_(Claude declined to answer this.)_",
 }
 

@@ -156,6 +156,7 @@ class FakeClaude(LoopbackServer):
         self.thinking_delay = 0.0  # seconds between thinking deltas
         self.thinking_started = 0  # streams that have sent a thinking delta
         self._leads: deque[list[dict[str, Any]]] = deque()
+        self._paused: list[list[dict[str, Any]]] = []  # turns paused (`pause_turn`), which may be sent back
         self.rate_limited = 0  # requests refused with 429 because a rate limit was exhausted
         # Scripted usage fields added to each answer's usage instead of the emulated ones below:
         # {"cache_read_input_tokens": 900, "cache_creation": {...}}; {}: emulate prompt caching.
@@ -439,7 +440,7 @@ class FakeClaude(LoopbackServer):
                 self.rate_limited += 1
             return _error(429, "rate_limit_error", headers={**limits, "retry-after": str(limited)})
         try:
-            _validate(body)
+            _validate(body, self._paused)
         except _Invalid as err:
             return _error(400, "invalid_request_error", str(err), headers=limits)
         text, stop_reason = self._replies.popleft() if self._replies else (self.responder(body), "end_turn")
@@ -507,7 +508,7 @@ class FakeClaude(LoopbackServer):
             body = _platform_body(body, BEDROCK_VERSION, request.match_info["model"])
             if "stream" in body:  # the SDK moves it into the path
                 raise _Invalid("extraneous key [stream] is not permitted")
-            _validate(body)
+            _validate(body, self._paused)
         except _Invalid as err:
             return _aws_error(
                 400, f"Malformed input request: {err}, please reformat your input and try again."
@@ -542,7 +543,7 @@ class FakeClaude(LoopbackServer):
                 return _drop(request)
         try:
             body = _platform_body(body, VERTEX_VERSION, model)
-            _validate(body)
+            _validate(body, self._paused)
         except _Invalid as err:
             return _error(400, "invalid_request_error", str(err))
         text, stop_reason = self._replies.popleft() if self._replies else (self.responder(body), "end_turn")
@@ -588,7 +589,7 @@ class FakeClaude(LoopbackServer):
         start = _message(body, [], None, "")
         start["usage"].update(self._input_usage(body), **self.cache_usage)
         await send("message_start", {"type": "message_start", "message": start})
-        index, searches = await self._lead(send)  # thinking and other scripted blocks first; 0 if none
+        index, searches, led = await self._lead(send)  # thinking and other scripted blocks first
         block = {"type": "text", "text": ""}
         await send(
             "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
@@ -633,6 +634,10 @@ class FakeClaude(LoopbackServer):
             if searches:
                 usage["server_tool_use"] = {"web_search_requests": searches, "web_fetch_requests": 0}
             await send("message_delta", {"type": "message_delta", "delta": end, "usage": usage})
+            if stop_reason == "pause_turn":  # the turn so far, as a continuation sends it back
+                last = body["messages"][-1]
+                before = _uncached(last["content"]) if last["role"] == "assistant" else []
+                self._paused.append([*before, *led, *([text_block(text)] if text else [])])
             stop: dict[str, Any] = {"type": "message_stop"}
             if bedrock:
                 metrics = {
@@ -650,13 +655,15 @@ class FakeClaude(LoopbackServer):
         await resp.write_eof()
         return resp
 
-    async def _lead(self, send: Callable[[str, dict[str, Any]], Awaitable[None]]) -> tuple[int, int]:
+    async def _lead(
+        self, send: Callable[[str, dict[str, Any]], Awaitable[None]]
+    ) -> tuple[int, int, list[dict[str, Any]]]:
         """Stream the blocks `lead_with` scripted for this answer, each as the API does: thinking as a
         start with empty `thinking` and `signature`, `thinking_delta`s, one `signature_delta`, a stop;
         redacted thinking whole in its start; text as `text_delta`s, after a `citations_delta` for each
         of its citations; a `server_tool_use` as a start with empty `input` and its input as
         `input_json_delta`s; a `web_search_tool_result` whole in its start. Returns the next block's
-        index and the number of web searches."""
+        index, the number of web searches and the blocks."""
         blocks = self._leads.popleft() if self._leads else []
         searches = 0
         size = max(1, self.chunk_chars)
@@ -710,7 +717,7 @@ class FakeClaude(LoopbackServer):
                 self.abandoned += 1
                 self._arrived.notify_all()
             raise
-        return len(blocks), searches
+        return len(blocks), searches, blocks
 
 
 def thinking_block(thinking: str) -> dict[str, Any]:
@@ -1006,7 +1013,16 @@ def _drop(request: web.Request) -> web.Response:
     return web.Response()
 
 
-def _validate(body: Any) -> None:
+def _uncached(content: Any) -> Any:
+    """Content blocks without their cache breakpoints (Bedrock and Vertex AI put one on the last)."""
+    if not isinstance(content, list):
+        return content
+    return [
+        {k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in content
+    ]
+
+
+def _validate(body: Any, paused: list[list[dict[str, Any]]]) -> None:
     if not isinstance(body, dict):
         raise _Invalid("There was an error parsing the body of your request")
     for key in body:
@@ -1043,8 +1059,8 @@ def _validate(body: Any) -> None:
         for j, block in enumerate(content if isinstance(content, list) else []):
             if isinstance(block, dict) and block.get("type") == "text" and not block.get("text"):
                 raise _Invalid(f"messages.{i}.content.{j}.text: text content blocks must be non-empty")
-    if previous != "user":
-        raise _Invalid(_PREFILL)
+    if previous != "user" and _uncached(messages[-1].get("content")) not in paused:
+        raise _Invalid(_PREFILL)  # but a turn the API paused goes on when sent back as it came
     _validate_cache_control(body)
     if "tools" in body:
         _validate_tools(body["tools"])
