@@ -23,9 +23,9 @@ import hmac
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
@@ -37,17 +37,23 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_MEMORY_KEYS = 200_000
+MAX_OWED_WRITES = 100_000  # made in this process's memory while Redis was out, to make in Redis when back
 RETRY_SECONDS = 1.0  # while Redis is unreachable, how often a call tries it again
 REDIS_TIMEOUT_SECONDS = 2.0
 # Connections to Redis per process. Beyond them a command waits for one (up to REDIS_TIMEOUT_SECONDS):
 # redis-py's default pool raises instead, which would read as an outage under a burst.
 REDIS_CONNECTIONS = 64
 
-# Compare-and-set scripts: one round trip, atomic in Redis.
+Renewal = Literal["renewed", "retaken", "lost"]  # see `State.renew`
+
+# Compare-and-set scripts: one round trip, atomic in Redis. A renewal returns 0 lost, 1 renewed, 2 retaken.
 _RENEW = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
-    "return 0"
+    "local held = redis.call('GET', KEYS[1]) "
+    "if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
+    "if held or (KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1) then return 0 end "
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2"
 )
+_RENEWALS: tuple[Renewal, ...] = ("lost", "renewed", "retaken")
 # A set whose members expire: a sorted set scored by each member's expiry in Redis's own clock (ms).
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 _MEMBERS = (
@@ -95,8 +101,11 @@ class State(ABC):
         """Hold `key` as `owner` for `ttl` if no one holds it; True if we now hold it."""
 
     @abstractmethod
-    async def renew(self, key: str, owner: str, ttl: float) -> bool:
-        """Hold `key` for another `ttl`; False if it expired or someone else holds it."""
+    async def renew(self, key: str, owner: str, ttl: float, *, unless: str | None = None) -> Renewal:
+        """Hold `key` as `owner` for another `ttl`: "renewed"; "lost" if someone else holds it, or it
+        is gone and `unless` is there; else "retaken", held again. A key gone from the store asked is
+        not another's: Redis restarted empty, or it was put in Redis and this process's memory is asked
+        in an outage (or the other way round once Redis is back)."""
 
     @abstractmethod
     async def release(self, key: str, owner: str) -> None:
@@ -176,11 +185,12 @@ class MemoryState(State):
         self._set(key, owner, ttl)
         return True
 
-    async def renew(self, key: str, owner: str, ttl: float) -> bool:
-        if self._live(key) != owner:
-            return False
+    async def renew(self, key: str, owner: str, ttl: float, *, unless: str | None = None) -> Renewal:
+        held = self._live(key)
+        if held not in (None, owner) or (held is None and unless is not None and self._live(unless)):
+            return "lost"
         self._set(key, owner, ttl)
-        return True
+        return "renewed" if held == owner else "retaken"
 
     async def release(self, key: str, owner: str) -> None:
         if self._live(key) == owner:
@@ -294,17 +304,28 @@ class RedisState(State):
         )
         self._down_since: float | None = None
         self._last_try = float("-inf")
+        self._owed: deque[tuple[float, Write]] = deque(maxlen=MAX_OWED_WRITES)  # and when each was made
 
     async def ping(self) -> None:
         """Reach Redis now; raises redis's ConnectionError (or OSError) if it cannot be reached."""
         await self._redis.ping()
 
-    async def _either(self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
+    async def _either(
+        self,
+        shared: Callable[[], Awaitable[T]],
+        local: Callable[[], Awaitable[T]],
+        owed: Sequence[Write] = (),
+    ) -> T:
+        """`shared()` in Redis; while Redis is out of reach, `local()` in this process's memory, and
+        `owed`, the same change, is made in Redis too once it is back."""
         now = time.monotonic()
         if self._down_since is not None and now - self._last_try < self._retry_seconds:
+            self._owe(owed, now)
             return await local()
         self._last_try = now
         try:
+            if self._owed:
+                await self._send_owed()
             result = await shared()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if self._down_since is None:
@@ -313,11 +334,37 @@ class RedisState(State):
                     "Redis unreachable (%s): using this process's memory until it is back",
                     exc.__class__.__name__,
                 )
+            self._owe(owed, now)
             return await local()
         if self._down_since is not None:
             log.warning("Redis reachable again after %.0fs", now - self._down_since)
             self._down_since = None
         return result
+
+    def _owe(self, writes: Sequence[Write], now: float) -> None:
+        self._owed.extend((now, write) for write in writes)
+
+    async def _send_owed(self) -> None:
+        """Redis is back: what this process wrote meanwhile (answers claimed, ended, released) goes
+        there too, each put for what is left of its time, so that Redis holds no claim of an answer
+        that ended in the outage (another replica would take it for an orphan and answer it again)."""
+        owed, self._owed = self._owed, deque(maxlen=MAX_OWED_WRITES)
+        now = time.monotonic()
+        writes = [
+            replace(write, ttl=write.ttl - (now - at)) if write.kind in ("put", "enlist") else write
+            for at, write in owed
+        ]
+        try:
+            await self._send([w for w in writes if w.kind not in ("put", "enlist") or w.ttl > 0])
+        except BaseException:
+            owed.extend(self._owed)  # still owed, with what was owed meanwhile
+            self._owed = owed
+            raise
+
+    async def _send(self, writes: Sequence[Write]) -> None:
+        if writes:
+            changes = [arg for w in writes for arg in (w.kind, w.value, _ms(w.ttl))]
+            await self._batches.script(self._write_all, [w.key for w in writes], changes)
 
     async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
         async def shared() -> bool:
@@ -325,11 +372,12 @@ class RedisState(State):
 
         return await self._either(shared, lambda: self._local.claim(key, ttl, owner))
 
-    async def renew(self, key: str, owner: str, ttl: float) -> bool:
-        async def shared() -> bool:
-            return bool(await self._batches.script(self._renew, [key], [owner, _ms(ttl)]))
+    async def renew(self, key: str, owner: str, ttl: float, *, unless: str | None = None) -> Renewal:
+        async def shared() -> Renewal:
+            keys = [key] if unless is None else [key, unless]
+            return _RENEWALS[int(await self._batches.script(self._renew, keys, [owner, _ms(ttl)]))]
 
-        return await self._either(shared, lambda: self._local.renew(key, owner, ttl))
+        return await self._either(shared, lambda: self._local.renew(key, owner, ttl, unless=unless))
 
     async def release(self, key: str, owner: str) -> None:
         await self.write_all([Write("release", key, owner)])
@@ -357,7 +405,7 @@ class RedisState(State):
         async def shared() -> None:
             await self._batches.run("DEL", key)
 
-        await self._either(shared, lambda: self._local.delete(key))
+        await self._either(shared, lambda: self._local.delete(key), [Write("delete", key)])
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
         async def shared() -> list[str | None]:
@@ -371,10 +419,7 @@ class RedisState(State):
         await self.write_all([Write("enlist", index, member, ttl)])
 
     async def delist(self, index: str, member: str) -> None:
-        async def shared() -> None:
-            await self._batches.run("ZREM", index, member)
-
-        await self._either(shared, lambda: self._local.delist(index, member))
+        await self.write_all([Write("delist", index, member)])
 
     async def members(self, index: str) -> list[str]:
         async def shared() -> list[str]:
@@ -383,12 +428,7 @@ class RedisState(State):
         return await self._either(shared, lambda: self._local.members(index))
 
     async def write_all(self, writes: Sequence[Write]) -> None:
-        async def shared() -> None:
-            if writes:
-                changes = [arg for w in writes for arg in (w.kind, w.value, _ms(w.ttl))]
-                await self._batches.script(self._write_all, [w.key for w in writes], changes)
-
-        await self._either(shared, lambda: self._local.write_all(writes))
+        await self._either(lambda: self._send(writes), lambda: self._local.write_all(writes), writes)
 
     async def close(self) -> None:
         await self._redis.aclose()

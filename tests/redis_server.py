@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -81,3 +82,60 @@ async def in_use(state: S, server: RedisServer) -> AsyncIterator[S]:
     finally:
         await server.flush()
         await state.close()
+
+
+class Cuttable:
+    """A loopback TCP hop in front of a Redis server that the test can cut and restore, as a network
+    loses a Redis that keeps running (and keeps its keys): while cut, every connection is closed at once."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self._target = server.port
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self.is_cut = False
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def __aenter__(self) -> Cuttable:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for writer in list(self._open):
+            writer.transport.abort()
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    async def _forward(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        if self.is_cut:
+            client_out.transport.abort()
+            return
+        redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self._target)
+        self._open |= {client_out, redis_out}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        try:
+            await asyncio.gather(pipe(client_in, redis_out), pipe(redis_in, client_out))
+        finally:
+            self._open -= {client_out, redis_out}

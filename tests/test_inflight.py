@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,9 +16,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction, SlackMessage, Thread
 from bot.pipeline.inflight import Claim, InFlight, Resume
 from bot.pipeline.reply import open_writer
-from bot.state import MemoryState, RedisState, State, StateKeys, Write
+from bot.state import MemoryState, RedisState, Renewal, State, StateKeys, Write
 from tests.conftest import CHANNEL, mention, running_bot
-from tests.redis_server import RedisServer, in_use
+from tests.redis_server import Cuttable, RedisServer, in_use
 
 
 class Held(RedisState):
@@ -36,9 +37,9 @@ class Held(RedisState):
             self.waiting.set()
             await self.go.wait()
 
-    async def renew(self, key: str, owner: str, ttl: float) -> bool:
+    async def renew(self, key: str, owner: str, ttl: float, *, unless: str | None = None) -> Renewal:
         await self._held("renew")
-        return await super().renew(key, owner, ttl)
+        return await super().renew(key, owner, ttl, unless=unless)
 
     async def get_many(self, keys: list[str]) -> list[str | None]:
         await self._held("get_many")
@@ -292,3 +293,109 @@ async def test_an_answer_stopped_as_it_begins_is_ended_not_left_claimed(slack, c
         assert await held.members(bot.pipeline.in_flight._answers) == []
         assert not [key for key in held._items if key.startswith(("lease:", "answer:"))]
     assert not claude.requests
+
+
+@pytest.fixture
+async def outage(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, Cuttable, RedisState]]:
+    """A Redis of the test's own behind a hop the test cuts and restores, and a replica's State on it."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        async with Cuttable(server) as network:
+            state = RedisState(network.url, retry_seconds=0.05)
+            try:
+                await state.ping()
+                yield server, network, state
+            finally:
+                await state.close()
+    finally:
+        server.stop()
+
+
+async def back(server: RedisServer, network: Cuttable, *, emptied: bool = False) -> None:
+    """Redis answers again (restarted, it holds nothing: it keeps nothing on disk); the next call tries it."""
+    if emptied:
+        server.stop()
+        server.start()
+    network.restore()
+    await asyncio.sleep(0.1)
+
+
+async def in_redis(server: RedisServer, in_flight: InFlight) -> tuple[list[str], list[str]]:
+    """The kinds of key in Redis, and the answers its index lists."""
+    raw = aioredis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        keys = sorted(k.split(":")[0] for k in await raw.keys("*"))
+        return keys, list(await raw.zrange(in_flight._answers, 0, -1))
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.parametrize(
+    "outage_at",
+    ["after the answer began", "before the answer began", "a restart that empties Redis"],
+)
+async def test_an_answer_outlives_a_redis_outage_and_is_claimed_in_redis_again(
+    outage: tuple[RedisServer, Cuttable, RedisState], outage_at: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal that finds no lease where it looks (this process's memory in the outage, Redis once it
+    is back) has lost nothing to another replica: cancelled as lost, the answer was cut unmarked and, its
+    claim being nowhere another replica looks, never answered again."""
+    server, network, state = outage
+    in_flight = replica(state)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    ask = mention_in_thread("1700000000.000500")
+    if outage_at == "before the answer began":
+        network.cut()
+    key = await in_flight.begin(ask, answering, open_writer(never_called(), ask))
+    with caplog.at_level(logging.INFO, logger="bot"):
+        if outage_at != "before the answer began":
+            network.cut()
+            await in_flight._renew_leases()  # in the outage
+        await back(server, network, emptied=outage_at == "a restart that empties Redis")
+        await in_flight._renew_leases()
+        await asyncio.sleep(0)  # a cancel would have landed by now
+    assert not answering.done()
+    assert "lease was lost" not in caplog.text
+    assert await in_redis(server, in_flight) == (["answer", "answers", "lease"], [key])
+    answering.cancel()
+    await in_flight.end(key)
+    assert await in_redis(server, in_flight) == ([], [])
+
+
+async def test_an_answer_that_ends_in_a_redis_outage_leaves_no_claim_to_answer_again(
+    outage: tuple[RedisServer, Cuttable, RedisState],
+) -> None:
+    """Its end went to this process's memory; the claim it had put in Redis, left there, would be taken
+    for an orphan once its lease expired, and the question answered twice."""
+    server, network, state = outage
+    in_flight = replica(state)
+    ask = mention_in_thread("1700000000.000600")
+    task = asyncio.create_task(asyncio.Event().wait())
+    key = await in_flight.begin(ask, task, open_writer(never_called(), ask))
+    network.cut()
+    await in_flight.end(key)
+    task.cancel()
+    await back(server, network)
+    await state.get("anything")  # the first call after the outage
+    assert await in_redis(server, in_flight) == ([], [])
+
+
+@pytest.mark.parametrize("taken_by", ["its new answer", "a takeover"])
+async def test_an_answer_another_replica_took_over_is_cancelled_as_lost(
+    state: Held, taken_by: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    in_flight, other = replica(state), replica(state)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    ask = mention_in_thread("1700000000.000700")
+    key = await in_flight.begin(ask, answering, open_writer(never_called(), ask))
+    await state.delete(f"lease:{key}")  # it expired, this replica stalled
+    if taken_by == "its new answer":
+        await state.put(f"lease:{key}", other.replica, 15)
+    else:
+        assert await state.claim(f"takeover:{key}", 15, other.replica)
+    with caplog.at_level(logging.INFO, logger="bot"):
+        await in_flight._renew_leases()
+        await asyncio.gather(answering, return_exceptions=True)
+    assert answering.cancelled() and "lease was lost" in caplog.text
+    await in_flight.end(key)

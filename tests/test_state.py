@@ -28,12 +28,24 @@ async def state(request: pytest.FixtureRequest, redis_server: RedisServer) -> As
 async def test_a_claim_is_held_by_one_owner_until_released(state: State) -> None:
     assert await state.claim("lease:answer:a", 5, owner="replica-1")
     assert not await state.claim("lease:answer:a", 5, owner="replica-2")
-    assert not await state.renew("lease:answer:a", "replica-2", 5)
-    assert await state.renew("lease:answer:a", "replica-1", 5)
+    assert await state.renew("lease:answer:a", "replica-2", 5) == "lost"
+    assert await state.renew("lease:answer:a", "replica-1", 5) == "renewed"
     await state.release("lease:answer:a", "replica-2")  # not theirs: nothing happens
     assert not await state.claim("lease:answer:a", 5, owner="replica-2")
     await state.release("lease:answer:a", "replica-1")
     assert await state.claim("lease:answer:a", 5, owner="replica-2")
+
+
+async def test_a_renewal_takes_a_lease_gone_from_the_store_again_unless_another_is_taking_over(
+    state: State,
+) -> None:
+    """Gone is not another's: Redis restarted empty, or the outage switched which store is asked."""
+    assert await state.renew("lease:answer:a", "replica-1", 5, unless="takeover:a") == "retaken"
+    assert await state.get("lease:answer:a") == "replica-1"
+    await state.delete("lease:answer:a")
+    assert await state.claim("takeover:a", 5, owner="replica-2")
+    assert await state.renew("lease:answer:a", "replica-1", 5, unless="takeover:a") == "lost"
+    assert await state.get("lease:answer:a") is None
 
 
 async def test_keys_expire_on_time(state: State) -> None:

@@ -74,6 +74,7 @@ class _Writing:
     claim: Claim | None  # None: its surface cannot be answered again (its reply needs a response URL)
     stop_key: str | None  # None: not in a thread, so nothing can Stop it but Slack's own button
     held: bool = False  # its first writes (the lease, the claim, an old Stop gone) are in State
+    claim_until: float = 0.0  # when its claim expires (time.monotonic())
 
 
 Resume = Callable[[Claim], Coroutine[Any, Any, None]]
@@ -128,6 +129,7 @@ class InFlight:
             ]
         if self._taking_over.pop(key, None) is not None:  # the question taken over is held anew
             writes.append(Write("release", f"takeover:{key}", self.replica))
+        writing.claim_until = time.monotonic() + self._claim_ttl
         await self._state.write_all(writes)
         writing.held = True
 
@@ -193,15 +195,21 @@ class InFlight:
         return self._writing.get(writing.key) is writing and not writing.task.done()
 
     async def _renew_leases(self) -> None:
+        """Lost means another replica holds it; one that is only gone (Redis restarted empty, or the
+        store asked changed with an outage) is taken again, and an answer's claim written again with it."""
         for key, task in list(self._taking_over.items()):
-            renewed = await self._state.renew(f"takeover:{key}", self.replica, self._lease)
-            if not renewed and self._taking_over.get(key) is task:
+            renewal = await self._state.renew(f"takeover:{key}", self.replica, self._lease)
+            if renewal == "lost" and self._taking_over.get(key) is task:
                 log.warning("a question taken over here was taken over again; that replica answers it")
                 task.cancel(LOST)
         for writing in list(self._writing.values()):
             if writing.claim is None or not writing.held or not self._still_writing(writing):
                 continue
-            if not await self._state.renew(f"lease:{writing.key}", self.replica, self._lease):
+            key = writing.key
+            renewal = await self._state.renew(
+                f"lease:{key}", self.replica, self._lease, unless=f"takeover:{key}"
+            )
+            if renewal == "lost":
                 if self._still_writing(writing):
                     log.warning("an answer's lease was lost; another replica answers it")
                     writing.task.cancel(LOST)
@@ -211,7 +219,11 @@ class InFlight:
             shown = writing.writer.shown_at()
             if shown is not None and (writing.claim.reply_ts, writing.claim.reply_kind) != shown:
                 writing.claim = replace(writing.claim, reply_ts=shown[0], reply_kind=shown[1])
-                await self._state.put(f"answer:{writing.key}", writing.claim.dumps(), self._claim_ttl)
+            elif renewal == "renewed":
+                continue  # nothing of its claim changed
+            ttl = max(writing.claim_until - time.monotonic(), self._lease)
+            claimed = Write("put", f"answer:{key}", writing.claim.dumps(), ttl)
+            await self._state.write_all([claimed, Write("enlist", self._answers, key, ttl)])
 
     def stop_taking_over(self) -> None:
         """Stopping: what is left unfinished now is for the other replicas to answer."""
