@@ -13,11 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.pipeline.answer import _person
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Origin, Reaction, SlackMessage, Thread
 from bot.pipeline.inflight import Claim, InFlight, Resume
 from bot.pipeline.reply import open_writer
 from bot.state import MemoryState, RedisState, Renewal, State, StateKeys, Write
-from tests.conftest import CHANNEL, mention, running_bot
+from bot.surfaces import mention as mention_surface
+from tests.conftest import ALICE, CHANNEL, mention, running_bot, said
 from tests.redis_server import Cuttable, RedisServer, in_use
 
 
@@ -175,7 +177,7 @@ async def redis_keys(redis_server: RedisServer) -> list[str]:
         await raw.aclose()
 
 
-async def orphan(state: Held, ask: Ask) -> InFlight:
+async def orphan(state: State, ask: Ask) -> InFlight:
     """A replica that claimed an answer, then died: its claim is left, its lease gone."""
     dead = replica(state)
     slack = never_called()
@@ -399,3 +401,23 @@ async def test_an_answer_another_replica_took_over_is_cancelled_as_lost(
         await asyncio.gather(answering, return_exceptions=True)
     assert answering.cancelled() and "lease was lost" in caplog.text
     await in_flight.end(key)
+
+
+async def test_a_question_taken_over_is_not_counted_again_against_its_askers_rate_limit(
+    slack, claude
+) -> None:
+    """It was counted when it first arrived; counted again, an asker at the limit was refused it, and the
+    question, its cut answer already marked as answered again below, was never answered."""
+    state = MemoryState()
+    async with running_bot(slack, claude, {"USER_REQUESTS_PER_MINUTE": "1"}, state) as bot:
+        ts, text = "40.000001", "<@U0BOT> question"
+        slack.add_history(CHANNEL, [said(ALICE, text, ts)])
+        event = mention(text, ts=ts)
+        body = {"type": "event_callback", "team_id": "T0TEAM", "event_id": "Ev1", "event": event}
+        ask = mention_surface.to_ask(body, BotIdentity("U0BOT", "B0BOT"))
+        assert ask is not None
+        assert await bot.pipeline._rate_limit.allow(*_person(ask))  # as the replica that died counted it
+        await orphan(state, ask)
+        await claude.wait_for_requests(timeout=10)  # the watch sweeps every 2 s
+        await slack.wait_for("reactions.remove", timeout=10)
+    assert not slack.calls_to("chat.postEphemeral")

@@ -220,7 +220,8 @@ class Pipeline:
             await say_privately(self._slack, ask, refusal.sentence)
             return False
         person = _person(ask)
-        if not await self._rate_limit.allow(*person):  # counted once let in only
+        # Counted once let in only; a question taken over was counted when it first arrived.
+        if not ask.taken_over and not await self._rate_limit.allow(*person):
             log.info("request=%s surface=%s refused: user rate limit", ask.request_id, ask.surface)
             meter.refused("rate_limit")
             await say_privately(self._slack, ask, TOO_MANY_REQUESTS.sentence)

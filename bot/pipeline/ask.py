@@ -123,3 +123,4 @@ class Ask:
     bot: BotIdentity
     progress: Progress = None  # how to show at once that the bot is working
     viewing_channel: str | None = None  # in assistant threads: the channel the user is looking at
+    taken_over: bool = False  # asked again by a replica taking over (`bot.surfaces.resumed`): counted once

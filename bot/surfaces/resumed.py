@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -43,7 +44,7 @@ def resumer(
         else:
             ask = direct_message.to_ask(body, bot)
         if ask is not None:
-            await answer(ask)
+            await answer(replace(ask, taken_over=True))
 
     return resume
 
