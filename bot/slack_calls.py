@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+from slack_sdk.web.slack_response import SlackResponse
 
 from bot import metrics
 
@@ -45,9 +47,14 @@ def slack_call(method: str) -> Iterator[None]:
     try:
         yield
     except SlackApiError as exc:
-        error = str(exc.response.get("error", "unknown"))
+        response = exc.response  # an answer that is not JSON comes as aiohttp's raw response instead
+        status: int | None = getattr(response, "status_code", None) or getattr(response, "status", None)
+        if isinstance(response, (AsyncSlackResponse, SlackResponse)):
+            error = str(response.get("error", "unknown"))
+        else:
+            error = "invalid_response"
         metrics.slack_failed(method, error)
-        raise SlackCallFailed(method, error, exc.response.status_code) from None
+        raise SlackCallFailed(method, error, status) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         metrics.slack_failed(method, exc)
         raise SlackCallFailed(method, exc.__class__.__name__) from None

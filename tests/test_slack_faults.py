@@ -79,3 +79,18 @@ async def test_a_stream_that_cannot_be_stopped_keeps_its_words_and_the_bot_goes_
     assert bot.replies(CHANNEL, "5.000000")[0] == "Hello from fake Claude."
     assert len(bot.claude.requests) == 2
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("method", ["users.info", "conversations.replies"])
+async def test_a_slack_answer_that_is_not_json_is_explained_not_crashed_on(bot, method):
+    """slack_sdk raises it with the raw HTTP response, which has no error code to read: the access check
+    raised past the pipeline and the asker heard nothing."""
+    bot.slack.add_thread(CHANNEL, [said(ALICE, "root", "4.000000"), said(ALICE, "<@U0BOT> hi", "4.000001")])
+    bot.slack.fail(method, status=200, body="<html>Bad gateway</html>")
+
+    await bot.send_event(mention("<@U0BOT> hi", ts="4.000001", thread_ts="4.000000"))
+
+    told = "chat.postEphemeral" if method == "users.info" else "chat.postMessage"  # refused; can't read
+    [sentence] = await bot.slack.wait_for(told)
+    assert sentence.params["text"] and "<html>" not in sentence.params["text"]
+    assert not bot.claude.requests

@@ -65,6 +65,7 @@ class _Fault:
     status: int
     retry_after: int | None
     delay: float
+    body: str | None = None  # sent as it is, labelled JSON (a proxy's error page, say)
 
 
 def _err(error: str) -> Params:
@@ -335,8 +336,9 @@ class FakeSlack(LoopbackServer):
         times: int = 1,
         retry_after: int | None = None,
         delay: float = 0.0,
+        body: str | None = None,
     ) -> None:
-        self._faults[method].extend([_Fault(error, status, retry_after, delay)] * times)
+        self._faults[method].extend([_Fault(error, status, retry_after, delay, body)] * times)
 
     def delay(self, method: str, seconds: float) -> None:
         self._delays[method] = seconds
@@ -792,6 +794,8 @@ class FakeSlack(LoopbackServer):
     @staticmethod
     def _fault_response(fault: _Fault) -> web.Response:
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+        if fault.body is not None:
+            return web.Response(text=fault.body, status=fault.status, content_type="application/json")
         return web.json_response(_err(fault.error), status=fault.status, headers=headers)
 
     @staticmethod
