@@ -18,8 +18,6 @@ from contextlib import contextmanager
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.web.slack_response import SlackResponse
 
 from bot import metrics
 
@@ -47,12 +45,11 @@ def slack_call(method: str) -> Iterator[None]:
     try:
         yield
     except SlackApiError as exc:
-        response = exc.response  # an answer that is not JSON comes as aiohttp's raw response instead
-        status: int | None = getattr(response, "status_code", None) or getattr(response, "status", None)
-        if isinstance(response, (AsyncSlackResponse, SlackResponse)):
-            error = str(response.get("error", "unknown"))
+        response = exc.response
+        if isinstance(response, aiohttp.ClientResponse):  # an answer that is not JSON: the raw response
+            error, status = "invalid_response", response.status
         else:
-            error = "invalid_response"
+            error, status = str(response.get("error", "unknown")), response.status_code
         metrics.slack_failed(method, error)
         raise SlackCallFailed(method, error, status) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
