@@ -304,4 +304,4 @@ async def test_the_answer_does_not_wait_for_the_askers_facts_to_be_remembered(sl
         held.land.set()
         await bot.finished()
         assert bot.replies(CHANNEL, "8.000000") == [ANSWER]
-        assert await held.get(f"person:{bot.pipeline.keys.of(ALICE)}") == "T0TEAM,,0,0"
+        assert await held.get(f"person:{bot.pipeline.keys.of(ALICE)}") == "T0TEAM,,0,0,"

@@ -163,3 +163,41 @@ async def test_another_organizations_channel_is_not_read(bot):
 
     assert replies_read(bot, PUBLIC) == 0
     assert ephemerals(bot) == [LINK_NOT_READ]
+
+
+@pytest.mark.parametrize(
+    "alice_teams, channel_teams, members, told",
+    [
+        pytest.param(["T0SISTER"], ["T0TEAM"], [BOB], [LINK_NOT_READ], id="another-workspace-of-the-org"),
+        pytest.param(
+            ["T0SISTER"], ["T0TEAM"], [BOB, ALICE], [ANSWERED_PRIVATELY, ANSWER], id="a-member-from-elsewhere"
+        ),
+        pytest.param(["T0SISTER", "T0TEAM"], ["T0TEAM"], [BOB], [], id="also-in-the-channels-workspace"),
+        pytest.param(["T0SISTER"], ["T0TEAM", "T0SISTER"], [BOB], [], id="shared-with-her-workspace"),
+        pytest.param(["T0SISTER"], None, [BOB], [LINK_NOT_READ], id="a-channel-naming-none-is-the-bots"),
+    ],
+)
+async def test_a_public_channel_in_the_grid_org_is_read_only_for_its_workspaces_or_its_members(
+    bot, alice_teams, channel_teams, members, told
+):
+    """On Enterprise Grid a public channel is public to the workspaces it is in, not to the whole org;
+    read for a member from elsewhere, it is as private as a private channel to those she asks among."""
+    bot.slack.enterprise_id = "E0ORG"
+    bot.slack.add_user(
+        ALICE,
+        display_name="Alice",
+        team_id="T0SISTER",
+        enterprise_user={"id": "W0ALICE", "enterprise_id": "E0ORG", "teams": alice_teams},
+    )
+    channel = bot.slack.add_channel(PUBLIC, context_team_id="T0TEAM", shared_team_ids=channel_teams)
+    if channel_teams is None:
+        del channel["context_team_id"], channel["shared_team_ids"]
+    bot.slack.set_members(PUBLIC, members)
+    bot.slack.add_thread(PUBLIC, [said(BOB, "Ship 2.0 on Friday.", "400.000001")])
+
+    await ask(bot, f"<@{BOT_USER}> see {link_to(bot, PUBLIC, '400.000001')}")
+
+    read = told != [LINK_NOT_READ]
+    assert replies_read(bot, PUBLIC) == int(read)
+    assert ("Ship 2.0" in last_user_turn(bot)) is read
+    assert ephemerals(bot) == told

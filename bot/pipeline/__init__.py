@@ -14,7 +14,8 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
    plainly about it (`context.asks_about_channel`), and only if the asker may read it at that moment
    (`AccessCheck.may_read`, asked at every read, its answer never kept): the channel lists apply, a DM
    or a channel another organization hosts is never read, a private channel or group DM only while the
-   asker is a member. Otherwise the answer comes from the thread alone and the asker is told privately.
+   asker is a member, and so a public channel of a Grid org's workspace the asker is not in. Otherwise
+   the answer comes from the thread alone and the asker is told privately.
    Linked threads follow the same rule (`bot.pipeline.links`): only links in the question itself (at
    most 3), each read only if `may_read` allows it then; one that may not be read is left out and the
    asker told privately; an answer drawing on a private conversation other than the one asked in goes

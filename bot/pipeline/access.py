@@ -107,26 +107,34 @@ class PersonFacts:
     enterprise_id: str
     guest: bool
     deleted: bool = False
+    teams: frozenset[str] = frozenset()  # on Enterprise Grid, every workspace of the org they are in
 
     @property
     def workspaces(self) -> frozenset[str]:
         return frozenset({self.team_id, self.enterprise_id} - {""})
 
+    @property
+    def member_of(self) -> frozenset[str]:
+        """The workspaces (and org) whose public channels this person can see."""
+        return self.workspaces | self.teams
+
     def dumps(self) -> str:
-        return f"{self.team_id},{self.enterprise_id},{int(self.guest)},{int(self.deleted)}"
+        teams = " ".join(sorted(self.teams))
+        return f"{self.team_id},{self.enterprise_id},{int(self.guest)},{int(self.deleted)},{teams}"
 
     @classmethod
     def loads(cls, value: str) -> PersonFacts | None:
         parts = value.split(",")
-        if len(parts) != 4:
+        if len(parts) != 5:
             return None
-        return cls(parts[0], parts[1], guest=parts[2] == "1", deleted=parts[3] == "1")
+        teams = frozenset(parts[4].split())
+        return cls(parts[0], parts[1], guest=parts[2] == "1", deleted=parts[3] == "1", teams=teams)
 
 
 @dataclass(frozen=True, slots=True)
 class Readable:
-    """A channel the asker may have read now; `private`: a private channel or group DM, whose content
-    only its members may see."""
+    """A channel the asker may have read now; `private`: its content only its members may see (a
+    private channel or group DM, or a Grid public channel of workspaces the asker is not in)."""
 
     private: bool
 
@@ -191,8 +199,9 @@ class AccessCheck:
 
         Asked again for every read, and nothing of the answer is kept: the channel lists apply; a DM is
         never read, nor a shared channel another organization hosts; a private channel or group DM
-        only while the asker is a member of it (any channel, for a guest or a person from another
-        organization). A lookup that fails says no."""
+        only while the asker is a member of it (any channel, for a guest, a person from another
+        organization, or one from a workspace of the Grid org the channel is not in). A lookup that
+        fails says no."""
         verdict = await self._verdict(ask, channel_id)
         if isinstance(verdict, str):
             log.info("request=%s channel=%s not read: %s", ask.request_id, channel_id, verdict)
@@ -219,13 +228,15 @@ class AccessCheck:
         if facts is None:
             return "asker unknown"
         private = channel_id.startswith("G") or bool(info.get("is_private") or info.get("is_mpim"))
-        if private or facts.guest or _is_external(facts, home):
+        in_its_workspaces = _in_workspace_of(facts, info, home)
+        if private or facts.guest or _is_external(facts, home) or not in_its_workspaces:
             member = await self._is_member(channel_id, ask.origin.user_id)
             if member is None:
                 return "conversations.members failed"
             if not member:
                 return "asker not a member"
-        return Readable(private)
+        # Public only to workspaces the asker is not in: to the asker's audience, as private as a group.
+        return Readable(private or not in_its_workspaces)
 
     def _channel_listed_out(self, channel_id: str | None) -> bool:
         access = self._settings
@@ -346,19 +357,15 @@ async def _looked_up(
 def _facts(user: object) -> PersonFacts | None:
     if not isinstance(user, Mapping) or not isinstance(user.get("team_id"), str):
         return None  # an answer we cannot judge by: fail closed
+    enterprise_user = user.get("enterprise_user")
+    grid = enterprise_user if isinstance(enterprise_user, Mapping) else {}
     return PersonFacts(
         team_id=user["team_id"],
-        enterprise_id=_enterprise_of(user),
+        enterprise_id=_str(grid.get("enterprise_id")) or _str(user.get("enterprise_id")),
         guest=bool(user.get("is_restricted") or user.get("is_ultra_restricted")),
         deleted=bool(user.get("deleted")),
+        teams=_ids(grid.get("teams")),
     )
-
-
-def _enterprise_of(user: Mapping[str, Any]) -> str:
-    enterprise_user = user.get("enterprise_user")
-    if isinstance(enterprise_user, Mapping) and isinstance(enterprise_user.get("enterprise_id"), str):
-        return str(enterprise_user["enterprise_id"])
-    return str(user.get("enterprise_id") or "")
 
 
 def _is_external(facts: PersonFacts, home: Home) -> bool:
@@ -368,6 +375,13 @@ def _is_external(facts: PersonFacts, home: Home) -> bool:
     return not (home.enterprise_id and facts.enterprise_id == home.enterprise_id)
 
 
+def _in_workspace_of(person: PersonFacts, channel: Mapping[str, Any], home: Home) -> bool:
+    """Whether the person is in a workspace the channel is in: on Enterprise Grid a public channel is
+    public to its workspaces, not to the whole org. A channel that names none is the bot's workspace's."""
+    workspaces = _ids(channel.get("shared_team_ids")) | _ids([channel.get("context_team_id")])
+    return bool(person.member_of & (workspaces or {home.team_id}))
+
+
 def _hosted_elsewhere(channel: Mapping[str, Any], home: Home) -> bool:
     """A Slack Connect channel not hosted by the bot's workspace (an unknown host counts as elsewhere)."""
     return bool(channel.get("is_ext_shared")) and channel.get("conversation_host_id") != home.team_id
@@ -375,3 +389,10 @@ def _hosted_elsewhere(channel: Mapping[str, Any], home: Home) -> bool:
 
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _ids(values: object) -> frozenset[str]:
+    """The ids in a list from a payload, ignoring whatever is not an id."""
+    if not isinstance(values, list):
+        return frozenset()
+    return frozenset(v for v in values if isinstance(v, str) and v and "," not in v and " " not in v)

@@ -872,6 +872,8 @@ class FakeSlack(LoopbackServer):
             "is_im": kind == "D",
             "is_private": kind in ("G", "D"),
             "is_member": True,
+            "context_team_id": self.team_id,
+            "shared_team_ids": [self.team_id],
             **dict.fromkeys(("is_mpim", "is_archived", "is_shared", "is_ext_shared", "is_org_shared"), False),
         }
 
