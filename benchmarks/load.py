@@ -32,10 +32,12 @@ from benchmarks.harness import (
     redis_server,
 )
 from bot.pipeline.claude import opaque_user_id
+from bot.state import StateKeys
 from tests.fakes.claude_api import ClaudeRequest
-from tests.fakes.slack_api import Call
+from tests.fakes.slack_api import BOT_TOKEN, Call
 
 TEAM = "T0TEAM"
+KEYS = StateKeys(BOT_TOKEN)  # as the bot keys its hashes, so that Claude's requests tell whose they are
 BOT_USER = "U0BOT"
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text
 FIRST_VISIBLE = frozenset({"chat.startStream", "chat.postMessage"})
@@ -115,7 +117,7 @@ class Conversation:
 
     @property
     def user_hash(self) -> str:
-        return opaque_user_id(TEAM, self.asker)
+        return opaque_user_id(KEYS, TEAM, self.asker)
 
     def overhead(self, path: float) -> float | None:
         """Seconds from the mention's envelope to its first visible words that were not Claude's (from

@@ -25,6 +25,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.claude import opaque_user_id
+from bot.state import StateKeys
 
 INTERVAL = 0.5  # seconds between appendStream calls, as the bot's NativeStream
 
@@ -32,6 +33,7 @@ INTERVAL = 0.5  # seconds between appendStream calls, as the bot's NativeStream
 class PlainBot:
     def __init__(self, slack: AsyncWebClient, claude: AsyncAnthropic, team: str, bot_user: str) -> None:
         self.slack, self.claude, self.team, self.bot_user = slack, claude, team, bot_user
+        self.keys = StateKeys(slack.token or "")  # the bot's own, so that the benchmark knows whose answer
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def on_request(self, client: SocketModeClient, req: SocketModeRequest) -> None:
@@ -63,7 +65,7 @@ class PlainBot:
             model="claude-sonnet-4-5",
             max_tokens=1024,
             messages=[{"role": "user", "content": turns}],
-            metadata={"user_id": opaque_user_id(self.team, user)},
+            metadata={"user_id": opaque_user_id(self.keys, self.team, user)},
             stream=True,
         ) as response:
             async for line in response.iter_lines():

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from bot.pipeline.claude import ClaudeBusy, ClaudeMisconfigured, ClaudeRejected, ClaudeUnavailable
+from bot.pipeline.claude import (
+    ClaudeBusy,
+    ClaudeMisconfigured,
+    ClaudeRejected,
+    ClaudeUnavailable,
+    opaque_user_id,
+)
 from bot.pipeline.context import ContextUnavailable
 from bot.pipeline.said import FALLBACK_SENTENCE
 from tests.conftest import CHANNEL, mention
@@ -106,7 +114,9 @@ async def test_request_carries_no_retention_flag_and_an_opaque_user(bot):
     allowed = {"model", "max_tokens", "system", "messages", "metadata", "stream", "cache_control"}
     assert set(request.body) <= allowed
     user_hash = request.body["metadata"]["user_id"]
-    assert len(user_hash) == 64 and "U0ALICE" not in user_hash
+    assert user_hash == opaque_user_id(bot.pipeline.keys, "T0TEAM", "U0ALICE")
+    # keyed: not a hash anyone holding the workspace's ids could compute
+    assert user_hash != hashlib.sha256(b"slack:T0TEAM:U0ALICE").hexdigest()
     assert request.body["model"] == "claude-sonnet-5-5"
     assert request.body["stream"] is True
     assert FALLBACK_SENTENCE  # the generic sentence exists for unexpected failures

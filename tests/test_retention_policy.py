@@ -13,6 +13,7 @@ from bot.pipeline.claude import opaque_user_id
 from bot.pipeline.context import slim
 from bot.pipeline.prompt import build_prompt, people_to_name
 from bot.policy import REDIS_KEYS
+from bot.state import StateKeys
 
 BOT = BotIdentity(user_id="U0BOT", bot_id="B0BOT")
 NAMES = {"U1": "Ada", "U2": "Grace"}
@@ -123,10 +124,13 @@ def test_people_to_name_are_authors_and_mentions_but_not_the_bot():
     assert people_to_name(messages, BOT) == {"U1", "U2"}
 
 
-def test_user_hash_is_stable_and_reveals_no_id():
-    first = opaque_user_id("T1", "U1")
-    assert first == opaque_user_id("T1", "U1")
-    assert first != opaque_user_id("T1", "U2") != opaque_user_id("T2", "U1")
+def test_user_hash_is_stable_keyed_and_reveals_no_id():
+    keys = StateKeys("xoxb-secret-of-this-app")
+    first = opaque_user_id(keys, "T1", "U1")
+    assert first == opaque_user_id(StateKeys("xoxb-secret-of-this-app"), "T1", "U1")  # every replica
+    assert first != opaque_user_id(keys, "T1", "U2") != opaque_user_id(keys, "T2", "U1")
+    assert first != opaque_user_id(StateKeys("another-app"), "T1", "U1")
+    assert first != keys.of("T1", "U1")  # not the name the person's counts have in Redis
     assert "U1" not in first and "T1" not in first
 
 

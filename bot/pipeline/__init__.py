@@ -70,6 +70,6 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
     as each request ends.
 12. Claude: the Messages API only, which is eligible for Anthropic's zero data retention (ZDR is an
     agreement between your organization and Anthropic, not a request flag); on Bedrock or Vertex AI
-    (`bot.backends`) the cloud provider's terms apply instead. The Slack user is sent as an opaque hash
+    (`bot.backends`) the cloud provider's terms apply instead. The Slack user is sent as a keyed hash
     in `metadata.user_id` (`claude.opaque_user_id`), never a name or an email.
 """

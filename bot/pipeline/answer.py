@@ -365,7 +365,7 @@ class Pipeline:
                 backend=self._settings.backend,
                 model=usage.model,
                 max_tokens=self._settings.claude_max_tokens,
-                user_hash=opaque_user_id(*_person(ask)),
+                user_hash=opaque_user_id(self.keys, *_person(ask)),
                 on_text=meter.on_text(writer.append),
                 limits=self._turns,
                 usage=usage,

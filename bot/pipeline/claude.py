@@ -23,7 +23,6 @@ only the cited sources' URLs and titles are kept, for the answer's own message.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -42,6 +41,7 @@ from bot.backends import BODY_VERSIONS, ClaudeClient, claude_model_id
 from bot.config import BackendSettings, WebSearchSettings
 from bot.pipeline.prompt import Prompt
 from bot.pipeline.said import VisibleError
+from bot.state import StateKeys
 
 
 class ClaudeError(VisibleError):
@@ -333,9 +333,10 @@ def _reporting(claude: ClaudeClient, limits: RateLimits) -> ClaudeClient:
     return known[1]
 
 
-def opaque_user_id(team_id: str, user_id: str) -> str:
-    """Claude's metadata.user_id: stable per Slack user, reveals no name or id."""
-    return hashlib.sha256(f"slack:{team_id}:{user_id}".encode()).hexdigest()
+def opaque_user_id(keys: StateKeys, team_id: str, user_id: str) -> str:
+    """Claude's metadata.user_id: stable per Slack user, reveals no name or id. Keyed, so that holding
+    the workspace's ids is not enough to tell who it is, and not the hash that names them in Redis."""
+    return keys.of("claude metadata.user_id", team_id, user_id)
 
 
 async def _request(claude: ClaudeClient, request: dict[str, Any], turn: _Turn) -> str | None:

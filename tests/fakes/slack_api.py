@@ -174,11 +174,14 @@ async def _read_params(request: web.Request) -> Params:
     return params
 
 
+BOT_TOKEN = "xoxb-test"  # the bot's token unless a test names another; the bot's keyed hashes derive from it
+
+
 class FakeSlack(LoopbackServer):
     def __init__(
         self,
         *,
-        bot_token: str = "xoxb-test",
+        bot_token: str = BOT_TOKEN,
         app_token: str = "xapp-test",
         bot_user_id: str = "U0BOT",
         bot_id: str = "B0BOT",
