@@ -94,7 +94,7 @@ def build_app(
     guards.register(app, guards.recent_event_ids(state, keys), replays)
     mention.register(app, pipeline)
     # Before direct_message: it takes the DM's threads.
-    assistant.register(app, pipeline, pipeline.stop, assistant.ViewedChannels(state, keys))
+    assistant.register(app, pipeline, pipeline.stop, pipeline.viewed)
     direct_message.register(app, pipeline)
     slash_command.register(app, pipeline, settings.slash_command, functools.partial(policy_summary, settings))
     shortcuts.register(app, pipeline)
@@ -114,8 +114,7 @@ def watch_in_flight(
     """Stop flags from other replicas, this replica's leases, and answers other replicas left unfinished
     (`bot.pipeline.inflight`), until cancelled."""
     bot = BotIdentity(_str_or_none(identity.get("user_id")), _str_or_none(identity.get("bot_id")))
-    viewed = assistant.ViewedChannels(pipeline.state, pipeline.keys)
-    return asyncio.create_task(pipeline.in_flight.watch(resumed.resumer(slack, bot, pipeline, viewed)))
+    return asyncio.create_task(pipeline.in_flight.watch(resumed.resumer(slack, bot, pipeline)))
 
 
 def _str_or_none(value: object) -> str | None:

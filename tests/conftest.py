@@ -19,6 +19,7 @@ from bot.app import (
     warm_up,
     watch_in_flight,
 )
+from bot.arrivals import Arrivals
 from bot.config import Settings
 from bot.pipeline.answer import Pipeline
 from bot.state import State
@@ -79,6 +80,7 @@ class RunningBot:
     slack: FakeSlack
     claude: FakeClaude
     pipeline: Pipeline
+    arrivals: Arrivals  # what was acked, on its way to the pipeline: `pipeline.drain` waits for it
 
     async def send_event(self, event: dict[str, Any], **envelope: Any) -> dict[str, Any]:
         """Deliver an event over Socket Mode; returns the envelope once the bot has acknowledged it."""
@@ -124,12 +126,13 @@ async def running_bot(
     assert isinstance(identity, dict)
     await warm_up(app, identity)  # as `serve` does
     watching = watch_in_flight(pipeline, slack_client, identity)
-    handler = AckFirstSocketModeHandler(app, settings.slack_app_token)
+    arrivals = Arrivals()
+    handler = AckFirstSocketModeHandler(app, settings.slack_app_token, arrivals)
     connected = slack.socket_connections
     await handler.connect_async()
     await slack.wait_for_socket(count=connected + 1)
     try:
-        yield RunningBot(app, settings, slack, claude, pipeline)
+        yield RunningBot(app, settings, slack, claude, pipeline, arrivals)
     finally:
         watching.cancel()
         await handler.close_async()

@@ -8,8 +8,9 @@ import asyncio
 import pytest
 
 from bot.pipeline.said import RESTARTING
+from bot.state import MemoryState
 from tests.bot_process import BotProcess
-from tests.conftest import CHANNEL, bot_env, mention
+from tests.conftest import ALICE, CHANNEL, DM, bot_env, direct_message, mention, running_bot, said
 
 RESTARTING_NOTE = f"_(Cut off: {RESTARTING.sentence})_"
 
@@ -49,6 +50,41 @@ async def test_what_is_still_arriving_is_awaited_within_the_grace_period_too(bot
         assert await bot.pipeline.drain(grace_seconds=0.2, arriving=never.wait) == 1
     [text] = bot.replies(CHANNEL, "4.000001")
     assert text.endswith(RESTARTING_NOTE)
+
+
+class SlowToRecall(MemoryState):
+    """A store whose every read takes a while, as a Redis round trip can."""
+
+    async def get(self, key: str) -> str | None:
+        await asyncio.sleep(0.05)
+        return await super().get(key)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(mention("<@U0BOT> hi", ts="6.000001"), id="mention"),
+        pytest.param(direct_message("hi", ts="6.000002", thread_ts="6.000001"), id="agent-thread"),
+        pytest.param(direct_message("hi", ts="6.000001"), id="direct-message"),
+    ],
+)
+async def test_a_question_acked_just_before_the_drain_is_answered_within_the_grace_period(
+    slack, claude, event
+):
+    """The drain waits for what was acked to reach the pipeline, however a surface gets there."""
+    if "thread_ts" in event:
+        slack.add_thread(DM, [said(ALICE, "root", event["thread_ts"]), said(ALICE, "hi", event["ts"])])
+    async with running_bot(slack, claude, {}, SlowToRecall()) as bot:
+        await bot.send_event(event)
+
+        assert await bot.pipeline.drain(grace_seconds=5, arriving=bot.arrivals.settled) == 0
+        if event["type"] == "app_mention":
+            shown = bot.replies(CHANNEL, event["ts"])
+        elif "thread_ts" in event:
+            shown = bot.replies(DM, event["thread_ts"])
+        else:
+            shown = bot.slack.top_level_texts(DM)
+        assert shown == ["Hello from fake Claude."]
 
 
 async def test_after_drain_new_asks_are_told_to_come_back(bot):

@@ -55,7 +55,7 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
     count (a minute; `bot.limits`); with USER_TOKENS_PER_DAY, `tokens:<hash>` each person's token count for
     the day (until midnight UTC; `bot.limits`); `person:<hash>` each recent asker's team and org ids and guest
     and deactivated flags (five minutes; `bot.pipeline.access`); `viewed:<hash>` the channel id an agent
-    thread's user is viewing (while Slack's context says so, at most a day; `bot.surfaces.assistant`); and for
+    thread's user is viewing (while Slack's context says so, at most a day; `bot.pipeline.viewed`); and for
     answers being written (`bot.pipeline.inflight`), `stop:<hash>` a Stop for a thread (a minute),
     `answer:<hash>` where the question and the answer are (workspace, channel and message ids, no person's id;
     the request deadline plus one lease), `lease:<hash>` which process writes it (ANSWER_LEASE_SECONDS,

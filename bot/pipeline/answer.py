@@ -24,7 +24,7 @@ from bot.config import Settings
 from bot.limits import UserRateLimit, UserTokenBudget
 from bot.logs import describe_exception
 from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
-from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage
+from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage, Thread
 from bot.pipeline.capacity import ClaudeCapacity
 from bot.pipeline.claude import ClaudeError, Source, Usage, ask_claude, opaque_user_id
 from bot.pipeline.context import (
@@ -68,6 +68,7 @@ from bot.pipeline.said import (
     VisibleError,
 )
 from bot.pipeline.url_caches import clear_url_caches
+from bot.pipeline.viewed import ViewedChannels
 from bot.pricing import prices_for
 from bot.state import MemoryState, State, StateKeys
 
@@ -126,6 +127,7 @@ class Pipeline:
                 model,
             )
         self._access = AccessCheck(settings.access, slack, self.state, self.keys)
+        self.viewed = ViewedChannels(self.state, self.keys)
         self.in_flight = InFlight(
             self.state,
             self.keys,
@@ -494,7 +496,9 @@ class Pipeline:
         """The channel the user is viewing is read only when the question is plainly about it, and only
         if the asker may read it now (checked at every read); if not, or if Slack will not give it, the
         thread alone is used and the asker is told privately."""
-        channel = ask.viewing_channel
+        if not (ask.agent_thread and isinstance(ask.history, Thread)):
+            return []
+        channel = await self.viewed.get(ask.history.channel, ask.history.thread_ts)
         if channel is None or not asks_about_channel(ask.message.text, channel):
             return []
         if await self._access.may_read(ask, channel):

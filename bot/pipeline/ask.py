@@ -122,5 +122,5 @@ class Ask:
     reply_to: ReplyTarget
     bot: BotIdentity
     progress: Progress = None  # how to show at once that the bot is working
-    viewing_channel: str | None = None  # in assistant threads: the channel the user is looking at
+    agent_thread: bool = False  # its user may be viewing a channel beside it (`bot.pipeline.viewed`)
     taken_over: bool = False  # asked again by a replica taking over (`bot.surfaces.resumed`): counted once

@@ -45,7 +45,7 @@ class MessageEvent:
         history: History,
         reply_to: ReplyTarget,
         progress: Progress,
-        viewing_channel: str | None = None,
+        agent_thread: bool = False,
     ) -> Ask:
         """The Ask, once the surface has said what to read, where to answer and how to show progress."""
         return Ask(
@@ -57,7 +57,7 @@ class MessageEvent:
             reply_to=reply_to,
             bot=bot,
             progress=progress,
-            viewing_channel=viewing_channel,
+            agent_thread=agent_thread,
         )
 
 

@@ -5,9 +5,8 @@ thread is answered with that thread as context, and the Stop button (`agent_sess
 the answer being written. Legacy assistant view: `assistant_thread_started` greets and offers prompts,
 and it and `assistant_thread_context_changed` say which channel the user is viewing. That channel's
 id is remembered for the thread only as long as Slack's context says so (a new channel replaces it, no
-channel forgets it; ids only, for a day at most, in State under a keyed hash of the thread, so that every
-replica knows it), and the pipeline reads it only for a question plainly about it, and only if the asker
-may read it then (`AccessCheck.may_read`).
+channel forgets it: `bot.pipeline.viewed`), and the pipeline reads it only for a question plainly about
+it, and only if the asker may read it then (`AccessCheck.may_read`).
 """
 
 from __future__ import annotations
@@ -21,29 +20,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.ask import Ask, BotIdentity, InConversation, Thread, ThreadStatus
 from bot.pipeline.progress import quietly
-from bot.state import State, StateKeys
+from bot.pipeline.viewed import ViewedChannels
 from bot.surfaces import Answer, message_event
 
 log = logging.getLogger(__name__)
 
 Stop = Callable[[str, str], Awaitable[bool]]
-VIEWED_TTL_SECONDS = 24 * 3600.0
-
-
-class ViewedChannels:
-    """Which channel the user of an agent thread is viewing, by (DM, thread): a channel id or none."""
-
-    def __init__(self, state: State, keys: StateKeys) -> None:
-        self._state, self._keys = state, keys
-
-    def _key(self, channel: str, thread_ts: str) -> str:
-        return f"viewed:{self._keys.of(channel, thread_ts)}"
-
-    async def get(self, channel: str, thread_ts: str) -> str | None:
-        return await self._state.get(self._key(channel, thread_ts)) or None
-
-    async def put(self, channel: str, thread_ts: str, viewing: str | None) -> None:
-        await self._state.put(self._key(channel, thread_ts), viewing or "", VIEWED_TTL_SECONDS)
 
 
 GREETING = (
@@ -59,7 +41,7 @@ SUGGESTED_PROMPTS = [
 ]
 
 
-def to_ask(body: Mapping[str, Any], bot: BotIdentity, viewing_channel: str | None = None) -> Ask | None:
+def to_ask(body: Mapping[str, Any], bot: BotIdentity) -> Ask | None:
     """A person's message in a thread of their DM with the bot."""
     said = message_event(body)
     if said is None or said.event.get("channel_type") != "im":
@@ -73,7 +55,7 @@ def to_ask(body: Mapping[str, Any], bot: BotIdentity, viewing_channel: str | Non
         history=Thread(channel, thread_ts),
         reply_to=InConversation(channel, thread_ts),
         progress=ThreadStatus(channel, thread_ts),
-        viewing_channel=viewing_channel,
+        agent_thread=True,
     )
 
 
@@ -86,9 +68,8 @@ def register(app: AsyncApp, answer: Answer, stop: Stop, viewed: ViewedChannels) 
 
     @app.event("message", matchers=[in_a_dm_thread])
     async def on_thread_message(body: dict[str, Any], context: AsyncBoltContext) -> None:
-        event = body.get("event") or {}
-        channel_seen = await viewed.get(str(event.get("channel")), str(event.get("thread_ts")))
-        ask = to_ask(body, BotIdentity(context.bot_user_id, context.bot_id), channel_seen)
+        # Nothing awaited before the pipeline: a stopping process waits for what reached it.
+        ask = to_ask(body, BotIdentity(context.bot_user_id, context.bot_id))
         if ask is not None:
             await answer(ask)
 

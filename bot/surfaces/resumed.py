@@ -24,9 +24,7 @@ CUT_OFF = "\n\n_(Cut off: I restarted while writing this, so I'm answering again
 EVENT_TYPES = {"mention": "app_mention", "direct_message": "message", "assistant": "message"}
 
 
-def resumer(
-    slack: AsyncWebClient, bot: BotIdentity, answer: Answer, viewed: assistant.ViewedChannels
-) -> Resume:
+def resumer(slack: AsyncWebClient, bot: BotIdentity, answer: Answer) -> Resume:
     async def resume(claim: Claim) -> None:
         if claim.surface not in EVENT_TYPES:  # not a claim this version wrote
             return
@@ -36,9 +34,8 @@ def resumer(
             log.info("taken-over %s question could not be read again", claim.surface)
             return
         body = _as_event(claim, message)
-        if claim.surface == "assistant" and claim.thread_ts is not None:
-            viewing = await viewed.get(claim.channel, claim.thread_ts)
-            ask = assistant.to_ask(body, bot, viewing)
+        if claim.surface == "assistant":
+            ask = assistant.to_ask(body, bot)
         elif claim.surface == "mention":
             ask = mention.to_ask(body, bot)
         else:
