@@ -168,6 +168,26 @@ async def test_a_cancel_while_an_answer_ends_still_releases_its_claim(
     assert kept == []  # no claim, no lease, no index entry left to be taken over and answered again
 
 
+async def test_an_answer_that_ends_before_its_claim_is_written_leaves_no_claim(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """A question is claimed as it arrives, meanwhile (a refusal may end it at once): the end's writes
+    wait for the claim's, or the claim would land after its end and be answered again."""
+    in_flight = replica(state)
+    ask = mention_in_thread("1700000000.000500")
+    task = asyncio.current_task()
+    assert task is not None
+    state.hold = {"write_all"}
+    key = in_flight.enter(ask, task, open_writer(never_called(), ask))
+    await state.waiting.wait()  # the claim on its way
+    ending = asyncio.create_task(in_flight.end(key))
+    await asyncio.sleep(0)
+    state.hold = set()
+    state.go.set()
+    await ending
+    assert await redis_keys(redis_server) == []
+
+
 async def redis_keys(redis_server: RedisServer) -> list[str]:
     """Every key in Redis, by kind (answer, lease, takeover, ...)."""
     raw = aioredis.Redis.from_url(redis_server.url)

@@ -241,6 +241,29 @@ async def test_a_replica_killed_mid_answer_is_taken_over_within_the_lease(
     assert_clean(output)
 
 
+async def test_a_replica_killed_before_its_answer_began_leaves_the_question_to_another(
+    tmp_path, slack, claude, redis_url
+):
+    """Killed while the question is still in the access check: it was claimed on arrival, so another
+    replica takes it over as it would a cut answer, checks the asker afresh and answers."""
+    async with replicas(tmp_path, slack, claude, redis_url) as (first, second):
+        ts, event = question(slack, 0)
+        slack.hold("users.info")  # the access check's lookup of the asker
+        await send_to(slack, 0, slack.events_api_envelope(event))
+        await slack.wait_for("users.info", timeout=10)
+        first.process.kill()
+        await first.stop(signal_first=False)
+        slack.let_go("users.info")
+
+        await second.wait_for_output("taking over", timeout=30)
+        await slack.wait_for("reactions.remove", timeout=30)
+        output = await second.stop()
+
+    assert len(claude.requests) == 1
+    assert [text.strip() for text in slack.thread_texts(CHANNEL, ts)] == [claude.responder({}).strip()]
+    assert_clean(output)
+
+
 @pytest.mark.parametrize("how", ["killed", "stopped"])
 async def test_a_replica_that_takes_over_and_goes_too_leaves_the_question_to_a_third(
     tmp_path, slack, slow_claude, redis_url, how

@@ -182,30 +182,34 @@ class Pipeline:
         preface = _quote(ask.message.text) + "\n\n" if isinstance(ask.reply_to, Privately) else ""
         writer = open_writer(self._slack, ask, preface)
         meter = metrics.RequestMeter(ask.surface)
-        if not self._accepting:
-            await self._turn_away(ask, task, writer, meter)
-            return
+        # Claimed on arrival, meanwhile: a replica that dies from here on leaves the question to another.
+        answer_key = self.in_flight.enter(ask, task, writer)
         leave_lane: Callable[[], None] | None = None
         try:
             try:  # until its answer is begun, a shutdown turns it away as if it came later
+                if not self._accepting:
+                    await self._turn_away(ask, answer_key, writer, meter)
+                    return
                 leave_lane = await self._lane.enter()
                 asker_name = await self._let_in(ask, meter)
             except asyncio.CancelledError as exc:
                 if SHUTDOWN in exc.args:
-                    await self._turn_away(ask, task, writer, meter)
+                    await self._turn_away(ask, answer_key, writer, meter)
                 raise
             if asker_name is not False:
-                await self._begun(ask, task, writer, meter, leave_lane, asker_name)
+                await self._begun(ask, answer_key, writer, meter, leave_lane, asker_name)
         finally:
             if leave_lane is not None:
                 leave_lane()
+            # Even when a Stop lands just now: a claim left held would be answered again.
+            await self.in_flight.end(answer_key)
 
     async def _turn_away(
-        self, ask: Ask, task: asyncio.Task[None], writer: ReplyWriter, meter: metrics.RequestMeter
+        self, ask: Ask, answer_key: str, writer: ReplyWriter, meter: metrics.RequestMeter
     ) -> None:
         """Stopping: another replica answers it, if there is one to hand it to."""
         if self.state.shared and ask.surface in RESUMABLE:
-            await self.in_flight.end(await self.in_flight.begin(ask, task, writer), hand_over=True)
+            self.in_flight.hand_over(answer_key)
         else:
             await writer.interrupt(RESTARTING)
         meter.ended("interrupted")
@@ -238,21 +242,19 @@ class Pipeline:
     async def _begun(
         self,
         ask: Ask,
-        task: asyncio.Task[None],
+        answer_key: str,
         writer: ReplyWriter,
         meter: metrics.RequestMeter,
         leave_lane: Callable[[], None],
         asker_name: str | None,
     ) -> None:
         person = _person(ask)
-        answer_key = self.in_flight.enter(ask, task, writer)  # ended below, whatever cuts it short
-        handed_over = False
         # What Claude reports, kept as it comes: an answer cut short counts it too.
         usage = Usage(self._model_for(ask))
         timings = _Timings(started=time.perf_counter())
         shown: asyncio.Task[None] | None = None
         try:
-            await self.in_flight.hold(answer_key)  # claimed before anything is shown
+            await self.in_flight.held(answer_key)  # claimed before anything is shown
             shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
             async with (
                 asyncio.timeout(self._settings.request_deadline_seconds),
@@ -279,6 +281,8 @@ class Pipeline:
             )
             if SHUTDOWN in exc.args:
                 handed_over = self.state.shared and ask.surface in RESUMABLE
+                if handed_over:
+                    self.in_flight.hand_over(answer_key)
                 await writer.interrupt(HANDED_OVER if handed_over else RESTARTING)
             elif LOST not in exc.args:  # a lost answer is marked by the replica that took it over
                 await writer.interrupt(STOPPED)
@@ -316,13 +320,10 @@ class Pipeline:
                 web_searches=usage.web_searches,
                 cost_usd=self.cost_usd(usage) or 0.0,
             )
-            try:
-                await self._budget.spend(*person, usage.total)
-                if shown is not None:
-                    await shown  # a quick failure must not clear progress before it was shown
-                    await clear_progress(self._slack, ask.progress)
-            finally:  # even when a Stop lands just now: a claim left held would be answered again
-                await self.in_flight.end(answer_key, hand_over=handed_over)
+            await self._budget.spend(*person, usage.total)
+            if shown is not None:
+                await shown  # a quick failure must not clear progress before it was shown
+                await clear_progress(self._slack, ask.progress)
 
     @asynccontextmanager
     async def _turn(

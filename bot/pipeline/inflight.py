@@ -20,6 +20,7 @@ the only copy, and answers it as if it had just arrived (`bot.surfaces.resumed`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -74,7 +75,9 @@ class _Writing:
     claim: Claim | None  # None: its surface cannot be answered again (its reply needs a response URL)
     stop_key: str | None  # None: not in a thread, so nothing can Stop it but Slack's own button
     held: bool = False  # its first writes (the lease, the claim, an old Stop gone) are in State
+    holding: asyncio.Future[None] | None = None  # those writes, on their way
     claim_until: float = 0.0  # when its claim expires (time.monotonic())
+    hand_over: bool = False  # at its end, left unfinished for another replica to answer again
 
 
 Resume = Callable[[Claim], Coroutine[Any, Any, None]]
@@ -100,12 +103,13 @@ class InFlight:
     async def begin(self, ask: Ask, task: asyncio.Task[None], writer: ReplyWriter) -> str:
         """Hold this answer as ours; returns its key for `end`."""
         key = self.enter(ask, task, writer)
-        await self.hold(key)
+        await self.held(key)
         return key
 
     def enter(self, ask: Ask, task: asyncio.Task[None], writer: ReplyWriter) -> str:
-        """Know this answer here from now on, so that `end` ends it even if `hold` is cut short; returns
-        its key."""
+        """Know this answer here from now on, and claim it in State meanwhile (`held` waits for that), so
+        that a replica dying from now on leaves it to another; `end` ends it, whatever cuts it short.
+        Returns its key."""
         key = self._keys.of(ask.origin.channel_id or "", ask.message.ts)
         claim, stop_key = None, None
         if isinstance(ask.reply_to, InConversation):
@@ -114,12 +118,24 @@ class InFlight:
                 stop_key = self._stop_key(channel, thread_ts)
             if ask.surface in RESUMABLE:
                 claim = Claim(ask.surface, channel, ask.message.ts, _thread_of(ask), ask.origin.team_id)
-        self._writing[key] = _Writing(key, task, writer, claim, stop_key)
+        writing = _Writing(key, task, writer, claim, stop_key)
+        self._writing[key] = writing
+        writing.holding = asyncio.ensure_future(self._hold(writing))
         return key
 
-    async def hold(self, key: str) -> None:
+    async def held(self, key: str) -> None:
+        """Once its claim is in State: before anything of the answer is shown."""
+        holding = self._writing[key].holding
+        if holding is not None:
+            await asyncio.shield(holding)
+
+    def hand_over(self, key: str) -> None:
+        """At its end, leave it unfinished for another replica to answer again at once."""
+        self._writing[key].hand_over = True
+
+    async def _hold(self, writing: _Writing) -> None:
         """Its first writes: an earlier Stop in its thread is not for it; its lease and its claim."""
-        writing = self._writing[key]
+        key = writing.key
         writes = [] if writing.stop_key is None else [Write("delete", writing.stop_key)]
         if writing.claim is not None:  # the lease first, so that no sweep sees the claim unheld
             writes += [
@@ -133,18 +149,26 @@ class InFlight:
         await self._state.write_all(writes)
         writing.held = True
 
-    async def end(self, key: str, *, hand_over: bool = False) -> None:
-        """The answer is done, or (`hand_over`) left unfinished for another replica to answer again."""
+    async def end(self, key: str) -> None:
+        """The answer is done, or (after `hand_over`) left unfinished for another replica to answer again."""
         writing = self._writing.pop(key, None)
-        if writing is None or writing.claim is None:
+        if writing is not None:
+            # Shielded: a cancel arriving now (a Stop, the drain) must not cut the release off halfway.
+            await asyncio.shield(self._ended(writing))
+
+    async def _ended(self, writing: _Writing) -> None:
+        if writing.holding is not None:  # the claim's writes first, or they would outlive its end
+            with contextlib.suppress(Exception):
+                await writing.holding
+        if writing.claim is None:
             return
-        if hand_over:  # already marked as cut off: the next replica answers again at once
+        key = writing.key
+        if writing.hand_over:  # already marked as cut off: the next replica answers again at once
             unmarked = replace(writing.claim, reply_ts=None)
             writes = [Write("put", f"answer:{key}", unmarked.dumps(), self._claim_ttl)]
         else:
             writes = self._unclaimed(key)
-        # Shielded: a cancel arriving now (a Stop, the drain) must not cut the release off halfway.
-        await asyncio.shield(self._state.write_all([*writes, Write("release", f"lease:{key}", self.replica)]))
+        await self._state.write_all([*writes, Write("release", f"lease:{key}", self.replica)])
 
     def _unclaimed(self, key: str) -> list[Write]:
         return [Write("delete", f"answer:{key}"), Write("delist", self._answers, key)]
