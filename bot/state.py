@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 MAX_MEMORY_KEYS = 200_000
 MAX_OWED_WRITES = 100_000  # made in this process's memory while Redis was out, to make in Redis when back
+OWED_PER_SCRIPT = 2_000  # Redis runs a script to its end before anyone's next command: a short one each
 RETRY_SECONDS = 1.0  # while Redis is unreachable, how often a call tries it again
 REDIS_TIMEOUT_SECONDS = 2.0
 # Connections to Redis per process. Beyond them a command waits for one (up to REDIS_TIMEOUT_SECONDS):
@@ -305,6 +306,7 @@ class RedisState(State):
         self._down_since: float | None = None
         self._last_try = float("-inf")
         self._owed: deque[tuple[float, Write]] = deque(maxlen=MAX_OWED_WRITES)  # and when each was made
+        self._sending_owed: asyncio.Future[None] | None = None
 
     async def ping(self) -> None:
         """Reach Redis now; raises redis's ConnectionError (or OSError) if it cannot be reached."""
@@ -324,8 +326,8 @@ class RedisState(State):
             return await local()
         self._last_try = now
         try:
-            if self._owed:
-                await self._send_owed()
+            if self._owed or (self._sending_owed is not None and not self._sending_owed.done()):
+                await self._owed_sent()
             result = await shared()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             if self._down_since is None:
@@ -344,22 +346,30 @@ class RedisState(State):
     def _owe(self, writes: Sequence[Write], now: float) -> None:
         self._owed.extend((now, write) for write in writes)
 
+    async def _owed_sent(self) -> None:
+        """Once what is owed is in Redis; every caller meanwhile waits for the one sending, so that
+        nothing asked now reaches Redis before the writes made in the outage."""
+        if self._sending_owed is None or self._sending_owed.done():
+            self._sending_owed = asyncio.ensure_future(self._send_owed())
+        await asyncio.shield(self._sending_owed)
+
     async def _send_owed(self) -> None:
         """Redis is back: what this process wrote meanwhile (answers claimed, ended, released) goes
-        there too, each put for what is left of its time, so that Redis holds no claim of an answer
-        that ended in the outage (another replica would take it for an orphan and answer it again)."""
-        owed, self._owed = self._owed, deque(maxlen=MAX_OWED_WRITES)
-        now = time.monotonic()
-        writes = [
-            replace(write, ttl=write.ttl - (now - at)) if write.kind in ("put", "enlist") else write
-            for at, write in owed
-        ]
-        try:
-            await self._send([w for w in writes if w.kind not in ("put", "enlist") or w.ttl > 0])
-        except BaseException:
-            owed.extend(self._owed)  # still owed, with what was owed meanwhile
-            self._owed = owed
-            raise
+        there too, in order, each put for what is left of its time, so that Redis holds no claim of an
+        answer that ended in the outage (another replica would take it for an orphan and answer it
+        again). A few thousand writes per script: Redis serves no one else while one runs."""
+        while self._owed:
+            sending = [self._owed.popleft() for _ in range(min(OWED_PER_SCRIPT, len(self._owed)))]
+            now = time.monotonic()
+            writes = [
+                replace(write, ttl=write.ttl - (now - at)) if write.kind in ("put", "enlist") else write
+                for at, write in sending
+            ]
+            try:
+                await self._send([w for w in writes if w.kind not in ("put", "enlist") or w.ttl > 0])
+            except BaseException:
+                self._owed.extendleft(reversed(sending))  # still owed, before what was owed meanwhile
+                raise
 
     async def _send(self, writes: Sequence[Write]) -> None:
         if writes:
