@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,23 @@ async def test_an_answer_that_ends_before_its_claim_is_written_leaves_no_claim(
     state.go.set()
     await ending
     assert await redis_keys(redis_server) == []
+
+
+async def test_two_commands_in_one_channel_are_two_answers_in_flight(state: Held) -> None:
+    """A slash command's or a shortcut's Ask has no message ts of its own: its request id tells it apart,
+    or the first to end would end the other's too (and the other fail on its next step)."""
+    in_flight = replica(state)
+    task = asyncio.current_task()
+    assert task is not None
+    asks = [
+        replace(mention_in_thread("0"), surface="slash_command", request_id=trigger)
+        for trigger in ("trigger-1", "trigger-2")
+    ]
+    keys = [in_flight.enter(ask, task, open_writer(never_called(), ask)) for ask in asks]
+    await in_flight.end(keys[1])
+    await in_flight.held(keys[0])  # still known here
+    await in_flight.end(keys[0])
+    assert keys[0] != keys[1]
 
 
 async def redis_keys(redis_server: RedisServer) -> list[str]:

@@ -110,7 +110,12 @@ class InFlight:
         """Know this answer here from now on, and claim it in State meanwhile (`held` waits for that), so
         that a replica dying from now on leaves it to another; `end` ends it, whatever cuts it short.
         Returns its key."""
-        key = self._keys.of(ask.origin.channel_id or "", ask.message.ts)
+        # A question that can be read again is known by its message; a command or shortcut (no message
+        # of its own) by its request, or two in one channel would be one answer here.
+        if ask.surface in RESUMABLE:
+            key = self._keys.of(ask.origin.channel_id or "", ask.message.ts)
+        else:
+            key = self._keys.of("request", ask.request_id)
         claim, stop_key = None, None
         if isinstance(ask.reply_to, InConversation):
             channel, thread_ts = ask.reply_to.channel, ask.reply_to.thread_ts
