@@ -459,3 +459,30 @@ async def test_a_question_taken_over_is_not_counted_again_against_its_askers_rat
         await claude.wait_for_requests(timeout=10)  # the watch sweeps every 2 s
         await slack.wait_for("reactions.remove", timeout=10)
     assert not slack.calls_to("chat.postEphemeral")
+
+
+async def test_an_answer_lost_to_another_replica_leaves_that_replicas_claim(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """Its lease ran out (a long pause, say) and another replica took the question over, under the same
+    key: ending the lost answer must not delete the claim the new answer holds, or nobody would answer
+    again should that replica die too."""
+    ask = mention_in_thread("1700000000.000800")
+    paused = replica(state)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    key = await paused.begin(ask, answering, open_writer(never_called(), ask))
+    await state.release(f"lease:{key}", paused.replica)  # run out while the replica was paused
+    taker = replica(state)
+    new_answer = asyncio.create_task(asyncio.Event().wait())
+
+    async def resume(claim: Claim) -> None:
+        await taker.begin(ask, new_answer, open_writer(never_called(), ask))
+
+    await taker._take_over_orphans(resume)
+    await asyncio.gather(*taker._resuming)
+    await paused._renew_leases()  # finds the lease another's: the answer is cancelled as lost
+    await asyncio.gather(answering, return_exceptions=True)
+    await paused.end(key)
+    assert await redis_keys(redis_server) == ["answer", "answers", "lease"]
+    assert await state.members(taker._answers) == [key]
+    new_answer.cancel()

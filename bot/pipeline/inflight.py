@@ -78,6 +78,7 @@ class _Writing:
     holding: asyncio.Future[None] | None = None  # those writes, on their way
     claim_until: float = 0.0  # when its claim expires (time.monotonic())
     hand_over: bool = False  # at its end, left unfinished for another replica to answer again
+    lost: bool = False  # another replica took it over: its claim, under the same key, is that one's now
 
 
 Resume = Callable[[Claim], Coroutine[Any, Any, None]]
@@ -168,7 +169,9 @@ class InFlight:
         if writing.claim is None:
             return
         key = writing.key
-        if writing.hand_over:  # already marked as cut off: the next replica answers again at once
+        if writing.lost:
+            writes = []
+        elif writing.hand_over:  # already marked as cut off: the next replica answers again at once
             unmarked = replace(writing.claim, reply_ts=None)
             writes = [Write("put", f"answer:{key}", unmarked.dumps(), self._claim_ttl)]
         else:
@@ -241,6 +244,7 @@ class InFlight:
             if renewal == "lost":
                 if self._still_writing(writing):
                     log.warning("an answer's lease was lost; another replica answers it")
+                    writing.lost = True
                     writing.task.cancel(LOST)
                 continue
             if not self._still_writing(writing):
