@@ -55,6 +55,7 @@ _RENEW = (
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2"
 )
 _RENEWALS: tuple[Renewal, ...] = ("lost", "renewed", "retaken")
+_TIMED = ("put", "enlist", "hold")  # the writes that carry a ttl
 # A set whose members expire: a sorted set scored by each member's expiry in Redis's own clock (ms).
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 _MEMBERS = (
@@ -76,6 +77,8 @@ _WRITE_ALL = (
     "redis.call('ZADD', key, now + ttl, value) "
     "redis.call('PEXPIREAT', key, redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) "
     "elseif kind == 'delist' then redis.call('ZREM', key, value) "
+    "elseif kind == 'hold' then local held = redis.call('GET', key) "
+    "if not held or held == value then redis.call('SET', key, value, 'PX', ttl) end "
     "elseif kind == 'release' and redis.call('GET', key) == value then redis.call('DEL', key) end "
     "end return 1"
 )
@@ -84,9 +87,10 @@ _WRITE_ALL = (
 @dataclass(frozen=True, slots=True)
 class Write:
     """One change in `State.write_all`: put (value, ttl), delete, enlist (member in value, ttl), delist
-    (member in value) or release (owner in value)."""
+    (member in value), hold (owner in value, ttl: held again unless another holds it) or release (owner
+    in value)."""
 
-    kind: Literal["put", "delete", "enlist", "delist", "release"]
+    kind: Literal["put", "delete", "enlist", "delist", "hold", "release"]
     key: str
     value: str = ""
     ttl: float = 0.0
@@ -152,6 +156,8 @@ class State(ABC):
                     await self.enlist(write.key, write.value, write.ttl)
                 case "delist":
                     await self.delist(write.key, write.value)
+                case "hold":
+                    await self.renew(write.key, write.value, write.ttl)
                 case "release":
                     await self.release(write.key, write.value)
 
@@ -362,11 +368,11 @@ class RedisState(State):
             sending = [self._owed.popleft() for _ in range(min(OWED_PER_SCRIPT, len(self._owed)))]
             now = time.monotonic()
             writes = [
-                replace(write, ttl=write.ttl - (now - at)) if write.kind in ("put", "enlist") else write
+                replace(write, ttl=write.ttl - (now - at)) if write.kind in _TIMED else write
                 for at, write in sending
             ]
             try:
-                await self._send([w for w in writes if w.kind not in ("put", "enlist") or w.ttl > 0])
+                await self._send([w for w in writes if w.kind not in _TIMED or w.ttl > 0])
             except BaseException:
                 self._owed.extendleft(reversed(sending))  # still owed, before what was owed meanwhile
                 raise
@@ -387,7 +393,9 @@ class RedisState(State):
             keys = [key] if unless is None else [key, unless]
             return _RENEWALS[int(await self._batches.script(self._renew, keys, [owner, _ms(ttl)]))]
 
-        return await self._either(shared, lambda: self._local.renew(key, owner, ttl, unless=unless))
+        # Owed: a lease renewed here through an outage longer than it is still held once Redis is back.
+        held = [Write("hold", key, owner, ttl)]
+        return await self._either(shared, lambda: self._local.renew(key, owner, ttl, unless=unless), held)
 
     async def release(self, key: str, owner: str) -> None:
         await self.write_all([Write("release", key, owner)])

@@ -486,3 +486,34 @@ async def test_an_answer_lost_to_another_replica_leaves_that_replicas_claim(
     assert await redis_keys(redis_server) == ["answer", "answers", "lease"]
     assert await state.members(taker._answers) == [key]
     new_answer.cancel()
+
+
+async def test_an_answer_renewed_through_an_outage_longer_than_its_lease_is_not_taken_over(
+    outage: tuple[RedisServer, Cuttable, RedisState],
+) -> None:
+    """Its lease ran out in Redis while the replica, cut off, renewed it in its own memory: once Redis is
+    back, the renewals made meanwhile land there with the rest of what it owes, before another replica's
+    sweep finds the claim unheld and answers the question a second time."""
+    server, network, state = outage
+    in_flight = replica(state)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    ask = mention_in_thread("1700000000.000900")
+    key = await in_flight.begin(ask, answering, open_writer(never_called(), ask))
+    network.cut()
+    raw = aioredis.Redis.from_url(server.url)
+    try:
+        await raw.delete(f"lease:{key}")  # what the outage's length does to it
+    finally:
+        await raw.aclose()
+    await in_flight._renew_leases()  # in the outage, in this process's memory
+    await back(server, network)
+    await in_flight._look_for_stops()  # its first call once Redis is back sends what it owes
+    other = RedisState(server.url)
+    try:
+        taken: list[Claim] = []
+        await replica(other)._take_over_orphans(recording(taken))
+    finally:
+        await other.close()
+    assert taken == []
+    assert not answering.done()
+    answering.cancel()
