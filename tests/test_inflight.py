@@ -475,7 +475,7 @@ async def test_an_answer_lost_to_another_replica_leaves_that_replicas_claim(
     taker = replica(state)
     new_answer = asyncio.create_task(asyncio.Event().wait())
 
-    async def resume(claim: Claim) -> None:
+    async def resume(_claim: Claim) -> None:
         await taker.begin(ask, new_answer, open_writer(never_called(), ask))
 
     await taker._take_over_orphans(resume)
