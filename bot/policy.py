@@ -140,8 +140,8 @@ def _what_is_read(settings: Settings) -> str:
         "only the conversation you ask in, when you ask: the thread you mention me in (up to your "
         f"message); in a DM, its last {settings.dm_context_hours:g} hours or its thread; with "
         f"{settings.slash_command}, only your question; in the assistant panel, its thread, and the channel "
-        "you are viewing only if you ask about it and may read it yourself; the threads your question "
-        "links to (at most 3), each only if you may read it now. "
+        "you view only if you ask about it and may read it yourself; threads your question links "
+        "to (at most 3), each only if you may read it, answered to you alone. "
         f"At most about {settings.context_budget_tokens:,} tokens, newest first."
     )
 

@@ -56,7 +56,20 @@ def test_links_are_found_in_slack_text_with_labels_and_escaped_ampersands():
     assert find_links(text) == [Link("C0A", "1700000000.000050"), Link("G0B", "1700000001.000200")]
 
 
-async def test_a_public_channels_linked_thread_is_read_and_marked_as_linked(bot):
+@pytest.mark.parametrize(
+    "asked_in",
+    [
+        pytest.param({}, id="an-internal-channel"),
+        pytest.param(
+            {"is_shared": True, "is_ext_shared": True, "conversation_host_id": "T0TEAM"}, id="slack-connect"
+        ),
+        pytest.param({"shared_team_ids": ["T0TEAM", "T0SISTER"]}, id="shared-with-another-workspace"),
+    ],
+)
+async def test_a_public_channels_linked_thread_is_read_and_answered_to_the_asker_alone(bot, asked_in):
+    """Who reads the channel asked in is not who may read the one linked: a partner in a Slack Connect
+    channel, a guest, or someone from another workspace of the Grid org may not see it."""
+    bot.slack.add_channel(CHANNEL, **asked_in)
     bot.slack.add_thread(
         PUBLIC, [said(BOB, "Ship 2.0 on Friday.", "400.000001"), said(BOB, "Agreed.", "400.000002")]
     )
@@ -71,6 +84,16 @@ async def test_a_public_channels_linked_thread_is_read_and_marked_as_linked(bot)
     assert f"linked from #{PUBLIC}" in turn
     assert "Ship 2.0 on Friday." in turn and "Agreed." in turn
     assert "Ship 2.0" not in bot.claude.requests[0].body["system"]  # the cached prefix stays the same
+    assert bot.replies(CHANNEL, "500.000001") == []  # nothing in the thread others read
+    assert ephemerals(bot) == [ANSWERED_PRIVATELY, ANSWER]
+
+
+async def test_a_thread_linked_from_the_channel_asked_in_is_answered_there(bot):
+    bot.slack.add_thread(CHANNEL, [said(BOB, "Ship 2.0 on Friday.", "400.000001")])
+
+    await ask(bot, f"<@{BOT_USER}> what did they decide in {link_to(bot, CHANNEL, '400.000001')}")
+
+    assert "Ship 2.0 on Friday." in last_user_turn(bot)
     assert bot.replies(CHANNEL, "500.000001")[-1] == ANSWER
     assert not ephemerals(bot)
 
@@ -172,16 +195,23 @@ async def test_another_organizations_channel_is_not_read(bot):
         pytest.param(
             ["T0SISTER"], ["T0TEAM"], [BOB, ALICE], [ANSWERED_PRIVATELY, ANSWER], id="a-member-from-elsewhere"
         ),
-        pytest.param(["T0SISTER", "T0TEAM"], ["T0TEAM"], [BOB], [], id="also-in-the-channels-workspace"),
-        pytest.param(["T0SISTER"], ["T0TEAM", "T0SISTER"], [BOB], [], id="shared-with-her-workspace"),
+        pytest.param(
+            ["T0SISTER", "T0TEAM"],
+            ["T0TEAM"],
+            [BOB],
+            [ANSWERED_PRIVATELY, ANSWER],
+            id="also-in-its-workspace",
+        ),
+        pytest.param(
+            ["T0SISTER"], ["T0TEAM", "T0SISTER"], [BOB], [ANSWERED_PRIVATELY, ANSWER], id="shared-with-hers"
+        ),
         pytest.param(["T0SISTER"], None, [BOB], [LINK_NOT_READ], id="a-channel-naming-none-is-the-bots"),
     ],
 )
 async def test_a_public_channel_in_the_grid_org_is_read_only_for_its_workspaces_or_its_members(
     bot, alice_teams, channel_teams, members, told
 ):
-    """On Enterprise Grid a public channel is public to the workspaces it is in, not to the whole org;
-    read for a member from elsewhere, it is as private as a private channel to those she asks among."""
+    """On Enterprise Grid a public channel is public to the workspaces it is in, not to the whole org."""
     bot.slack.enterprise_id = "E0ORG"
     bot.slack.add_user(
         ALICE,

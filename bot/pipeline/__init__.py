@@ -18,8 +18,8 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
    the answer comes from the thread alone and the asker is told privately.
    Linked threads follow the same rule (`bot.pipeline.links`): only links in the question itself (at
    most 3), each read only if `may_read` allows it then; one that may not be read is left out and the
-   asker told privately; an answer drawing on a private conversation other than the one asked in goes
-   to the asker alone.
+   asker told privately; an answer drawing on a conversation other than the one asked in goes to the
+   asker alone.
 4. Read newest first, as far as the budget goes. A long thread is read back from the invoking message
    a page-sized time window at a time, a DM's history newest first, each only as far as
    CONTEXT_BUDGET_TOKENS can use and never more than `context.MAX_PAGES` pages (`bot.pipeline.context`).

@@ -131,18 +131,9 @@ class PersonFacts:
         return cls(parts[0], parts[1], guest=parts[2] == "1", deleted=parts[3] == "1", teams=teams)
 
 
-@dataclass(frozen=True, slots=True)
-class Readable:
-    """A channel the asker may have read now; `private`: its content only its members may see (a
-    private channel or group DM, or a Grid public channel of workspaces the asker is not in)."""
-
-    private: bool
-
-
 class AccessCheck:
     """`check_ids(ask)`, then `await check_person(ask)`, raise Refused when the asker may not use the bot
-    for this Ask; `await may_read(ask, channel)` says whether another channel may be read for it, and
-    `await readable(ask, channel)` also whether it is private."""
+    for this Ask; `await may_read(ask, channel)` says whether another channel may be read for it."""
 
     def __init__(
         self, settings: AccessSettings, slack: AsyncWebClient, state: State, keys: StateKeys
@@ -191,11 +182,7 @@ class AccessCheck:
         return name
 
     async def may_read(self, ask: Ask, channel_id: str) -> bool:
-        return await self.readable(ask, channel_id) is not None
-
-    async def readable(self, ask: Ask, channel_id: str) -> Readable | None:
-        """Whether `channel_id`, a channel other than the one asked in, may be read for this Ask now, and
-        if so whether it is private; None: it may not.
+        """Whether `channel_id`, a channel other than the one asked in, may be read for this Ask now.
 
         Asked again for every read, and nothing of the answer is kept: the channel lists apply; a DM is
         never read, nor a shared channel another organization hosts; a private channel or group DM
@@ -203,13 +190,12 @@ class AccessCheck:
         organization, or one from a workspace of the Grid org the channel is not in). A lookup that
         fails says no."""
         verdict = await self._verdict(ask, channel_id)
-        if isinstance(verdict, str):
+        if verdict is not None:
             log.info("request=%s channel=%s not read: %s", ask.request_id, channel_id, verdict)
-            return None
-        return verdict
+        return verdict is None
 
-    async def _verdict(self, ask: Ask, channel_id: str) -> Readable | str:
-        """Readable, or why not."""
+    async def _verdict(self, ask: Ask, channel_id: str) -> str | None:
+        """Why it may not be read; None: it may."""
         if not _CHANNEL_ID.fullmatch(channel_id):
             return "not a channel"
         if self._channel_listed_out(channel_id):
@@ -228,15 +214,13 @@ class AccessCheck:
         if facts is None:
             return "asker unknown"
         private = channel_id.startswith("G") or bool(info.get("is_private") or info.get("is_mpim"))
-        in_its_workspaces = _in_workspace_of(facts, info, home)
-        if private or facts.guest or _is_external(facts, home) or not in_its_workspaces:
+        if private or facts.guest or _is_external(facts, home) or not _in_workspace_of(facts, info, home):
             member = await self._is_member(channel_id, ask.origin.user_id)
             if member is None:
                 return "conversations.members failed"
             if not member:
                 return "asker not a member"
-        # Public only to workspaces the asker is not in: to the asker's audience, as private as a group.
-        return Readable(private or not in_its_workspaces)
+        return None
 
     def _channel_listed_out(self, channel_id: str | None) -> bool:
         access = self._settings

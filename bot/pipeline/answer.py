@@ -512,32 +512,32 @@ class Pipeline:
 
     async def _read_linked_threads(self, ask: Ask) -> tuple[list[tuple[str, list[SlackMessage]]], bool]:
         """The threads the question itself links to (`bot.pipeline.links`), each only if the asker may read
-        its channel now, and whether the answer must be private: a linked conversation is private and is
-        not the one answered in, where others may read the answer. A link not read is left out, and the
-        asker is told privately, once, without naming it."""
+        its channel now, and whether the answer must be private: a thread of another conversation was
+        read, and others may read the answer. A link not read is left out, and the asker is told
+        privately, once, without naming it."""
         links = find_links(ask.message.text)
         if not links:
             return [], False
         budget = self._settings.context_budget_tokens // 3
 
-        async def read_one(link: Link) -> tuple[list[SlackMessage], bool] | None:
-            """The link's thread and whether it makes the answer private; None: not read."""
-            readable = await self._access.readable(ask, link.channel)
-            if readable is None:
+        async def read_one(link: Link) -> list[SlackMessage] | None:
+            """The link's thread; None: not read."""
+            if not await self._access.may_read(ask, link.channel):
                 return None
             try:
-                thread = await read_linked_thread(self._slack, link.channel, link.thread_ts, budget)
+                return await read_linked_thread(self._slack, link.channel, link.thread_ts, budget)
             except ContextUnavailable as exc:
                 log.warning("request=%s linked channel=%s not read: %s", ask.request_id, link.channel, exc)
                 return None
-            return thread, readable.private and link.channel != ask.origin.channel_id
 
         outcomes = await asyncio.gather(*(read_one(link) for link in links))  # each link's own reads
         if None in outcomes:
             await say_privately(self._slack, ask, LINK_NOT_READ)
-        read = [(link.channel, got[0]) for link, got in zip(links, outcomes, strict=True) if got is not None]
-        private = any(got[1] for got in outcomes if got is not None)
-        return read, private and self._seen_by_others(ask)
+        read = [(link.channel, got) for link, got in zip(links, outcomes, strict=True) if got is not None]
+        # Who reads this conversation is not who may read another: a partner in a Slack Connect channel,
+        # a guest, someone from another workspace of the org. Only its own threads are answered here.
+        elsewhere = any(channel != ask.origin.channel_id for channel, _ in read)
+        return read, elsewhere and self._seen_by_others(ask)
 
     @staticmethod
     def _seen_by_others(ask: Ask) -> bool:

@@ -2,9 +2,10 @@
 
 Only the question itself is looked at (never older messages), at most MAX_LINKS distinct threads, each
 read only if the asker may read its channel now (`AccessCheck.may_read`: the channel lists, never a DM
-nor another organization's channel, a private one only while the asker is a member). A thread from a
-private conversation other than the one answered in makes the answer private (`AccessCheck.readable`
-says which are; the answer then goes by `reply.EphemeralAnswer`).
+nor another organization's channel, a private one only while the asker is a member). A thread from
+another conversation than the one answered in makes the answer private where others could read it (its
+readers are not the asker's: a partner in a Slack Connect channel, a guest, another workspace of the
+org); the answer then goes by `reply.EphemeralAnswer`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ LINK_NOT_READ = (
     "admin enabled and I was invited to, and a private one only if you're a member.)"
 )
 ANSWERED_PRIVATELY = (
-    "I answered you privately: your question links to a private conversation that not everyone here can see."
+    "I answered you privately: your question links to another conversation, which not everyone here may "
+    "be able to see."
 )
 # A permalink, as Slack writes it in text (`<url|label>` or `<url>`, `&` as `&amp;`) or bare.
 _PERMALINK = re.compile(

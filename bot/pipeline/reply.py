@@ -400,7 +400,7 @@ class PrivateAnswer(_WholeAnswer):
 
 class EphemeralAnswer(_WholeAnswer):
     """With chat.postEphemeral where the question was asked: an answer that must not be seen by the
-    others there (it draws on a private conversation they may not read)."""
+    others there (it draws on another conversation, which they may not be able to read)."""
 
     def __init__(self, slack: AsyncWebClient, ask: Ask) -> None:
         super().__init__()
