@@ -231,3 +231,32 @@ async def test_a_public_channel_in_the_grid_org_is_read_only_for_its_workspaces_
     assert replies_read(bot, PUBLIC) == int(read)
     assert ("Ship 2.0" in last_user_turn(bot)) is read
     assert ephemerals(bot) == told
+
+
+@pytest.mark.parametrize(
+    "bot_overrides, channel_teams",
+    [
+        pytest.param({"ALLOWED_WORKSPACES": "T0TEAM"}, ["T0SISTER"], id="outside-the-allowlist"),
+        pytest.param(
+            {"DENIED_WORKSPACES": "T0SISTER"}, ["T0TEAM", "T0SISTER"], id="shared-with-a-denied-one"
+        ),
+    ],
+    indirect=["bot_overrides"],
+)
+async def test_the_workspace_lists_apply_to_the_channels_read(bot, channel_teams):
+    """An admin who leaves a workspace out has its channels left out too, not only its people."""
+    bot.slack.enterprise_id = "E0ORG"
+    bot.slack.add_user(
+        ALICE,
+        display_name="Alice",
+        enterprise_user={"id": "W0ALICE", "enterprise_id": "E0ORG", "teams": ["T0TEAM", "T0SISTER"]},
+    )
+    bot.slack.add_channel(PUBLIC, context_team_id=channel_teams[0], shared_team_ids=channel_teams)
+    bot.slack.set_members(PUBLIC, [BOB, ALICE])
+    bot.slack.add_thread(PUBLIC, [said(BOB, "Ship 2.0 on Friday.", "400.000001")])
+
+    await ask(bot, f"<@{BOT_USER}> see {link_to(bot, PUBLIC, '400.000001')}")
+
+    assert replies_read(bot, PUBLIC) == 0
+    assert ephemerals(bot) == [LINK_NOT_READ]
+    assert bot.replies(CHANNEL, "500.000001")[-1] == ANSWER

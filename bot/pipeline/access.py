@@ -184,11 +184,11 @@ class AccessCheck:
     async def may_read(self, ask: Ask, channel_id: str) -> bool:
         """Whether `channel_id`, a channel other than the one asked in, may be read for this Ask now.
 
-        Asked again for every read, and nothing of the answer is kept: the channel lists apply; a DM is
-        never read, nor a shared channel another organization hosts; a private channel or group DM
-        only while the asker is a member of it (any channel, for a guest, a person from another
-        organization, or one from a workspace of the Grid org the channel is not in). A lookup that
-        fails says no."""
+        Asked again for every read, and nothing of the answer is kept: the channel lists apply, and the
+        workspace lists to the channel's workspaces; a DM is never read, nor a shared channel another
+        organization hosts; a private channel or group DM only while the asker is a member of it (any
+        channel, for a guest, a person from another organization, or one from a workspace of the Grid
+        org the channel is not in). A lookup that fails says no."""
         verdict = await self._verdict(ask, channel_id)
         if verdict is not None:
             log.info("request=%s channel=%s not read: %s", ask.request_id, channel_id, verdict)
@@ -210,6 +210,8 @@ class AccessCheck:
             return "a direct message"
         if _hosted_elsewhere(info, home):
             return "hosted by another organization"
+        if self._listed_out(_workspaces_of(info, home)):
+            return "workspace lists"
         facts, _ = await self._person(ask.origin.user_id)
         if facts is None:
             return "asker unknown"
@@ -229,11 +231,15 @@ class AccessCheck:
         )
 
     def _check_workspaces(self, workspaces: frozenset[str]) -> None:
-        access = self._settings
-        if workspaces & access.denied_workspaces or (
-            access.allowed_workspaces is not None and not workspaces & access.allowed_workspaces
-        ):
+        if self._listed_out(workspaces):
             raise WorkspaceNotEnabled()
+
+    def _listed_out(self, workspaces: frozenset[str]) -> bool:
+        """Any of them denied, or none of them allowed."""
+        access = self._settings
+        return bool(workspaces & access.denied_workspaces) or (
+            access.allowed_workspaces is not None and not workspaces & access.allowed_workspaces
+        )
 
     async def _learn_home(self) -> Home | None:
         """The bot's own workspace and org, from one auth.test shared by concurrent asks. Kept while the
@@ -359,11 +365,21 @@ def _is_external(facts: PersonFacts, home: Home) -> bool:
     return not (home.enterprise_id and facts.enterprise_id == home.enterprise_id)
 
 
+def _teams_of(channel: Mapping[str, Any], home: Home) -> frozenset[str]:
+    """The workspaces a channel is in; one that names none is the bot's workspace's."""
+    teams = _ids(channel.get("shared_team_ids")) | _ids([channel.get("context_team_id")])
+    return teams or frozenset({home.team_id})
+
+
+def _workspaces_of(channel: Mapping[str, Any], home: Home) -> frozenset[str]:
+    """Its workspaces and the bot's org (a channel hosted elsewhere is never read), for the lists."""
+    return _teams_of(channel, home) | frozenset({home.enterprise_id} - {""})
+
+
 def _in_workspace_of(person: PersonFacts, channel: Mapping[str, Any], home: Home) -> bool:
     """Whether the person is in a workspace the channel is in: on Enterprise Grid a public channel is
-    public to its workspaces, not to the whole org. A channel that names none is the bot's workspace's."""
-    workspaces = _ids(channel.get("shared_team_ids")) | _ids([channel.get("context_team_id")])
-    return bool(person.member_of & (workspaces or {home.team_id}))
+    public to its workspaces, not to the whole org."""
+    return bool(person.member_of & _teams_of(channel, home))
 
 
 def _hosted_elsewhere(channel: Mapping[str, Any], home: Home) -> bool:
