@@ -260,3 +260,20 @@ async def test_the_workspace_lists_apply_to_the_channels_read(bot, channel_teams
     assert replies_read(bot, PUBLIC) == 0
     assert ephemerals(bot) == [LINK_NOT_READ]
     assert bot.replies(CHANNEL, "500.000001")[-1] == ANSWER
+
+
+async def test_a_private_answer_cut_off_midway_stays_private_with_what_was_written(bot):
+    """Claude failing halfway through an answer drawn on another conversation: the words so far and the
+    note go to the asker, as the answer would have, not to the thread everyone reads."""
+    bot.slack.add_thread(SECRET, [said(BOB, "Reorg on Monday.", "400.000001")])
+    bot.slack.set_members(SECRET, [BOB, ALICE])
+    bot.claude.chunk_chars = 5
+    bot.claude.reply("First words, then more words that never arrive.")
+    bot.claude.fail_midstream(after_chunks=2)
+
+    await ask(bot, f"<@{BOT_USER}> what was decided? {link_to(bot, SECRET, '400.000001')}")
+
+    assert bot.replies(CHANNEL, "500.000001") == []
+    told = ephemerals(bot)
+    assert told[0] == ANSWERED_PRIVATELY
+    assert told[1].startswith("First word\n\n_(Cut off:")

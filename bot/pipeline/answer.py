@@ -83,6 +83,14 @@ CHANNEL_INSTRUCTIONS = "\n\nInstructions from this workspace's administrators fo
 SHUTDOWN = "shutdown"  # the cancel message that tells a shutdown from the reader's Stop
 
 
+@dataclass(slots=True)
+class _Reply:
+    """Where the answer goes: the writer opened for it, or the asker alone once it turns out private
+    (and then a failure's note goes there too, after what was written)."""
+
+    writer: ReplyWriter
+
+
 @dataclass
 class _Timings:
     started: float
@@ -253,6 +261,7 @@ class Pipeline:
         usage = Usage(self._model_for(ask))
         timings = _Timings(started=time.perf_counter())
         shown: asyncio.Task[None] | None = None
+        reply = _Reply(writer)
         try:
             await self.in_flight.held(answer_key)  # claimed before anything is shown
             shown = asyncio.create_task(show_progress(self._slack, ask.progress))  # meanwhile, wait and read
@@ -261,7 +270,7 @@ class Pipeline:
                 self._turn(ask, shown, leave_lane),
             ):
                 timings.turn = time.perf_counter()
-                await self._write_answer(ask, writer, timings, asker_name, usage, meter, leave_lane)
+                await self._write_answer(ask, reply, timings, asker_name, usage, meter, leave_lane)
         except StoppedByReader:
             meter.ended("stopped")
             log.info(
@@ -283,16 +292,16 @@ class Pipeline:
                 handed_over = self.state.shared and ask.surface in RESUMABLE
                 if handed_over:
                     self.in_flight.hand_over(answer_key)
-                await writer.interrupt(HANDED_OVER if handed_over else RESTARTING)
+                await reply.writer.interrupt(HANDED_OVER if handed_over else RESTARTING)
             elif LOST not in exc.args:  # a lost answer is marked by the replica that took it over
-                await writer.interrupt(STOPPED)
+                await reply.writer.interrupt(STOPPED)
             raise
         except TimeoutError:
             meter.ended("timed_out")
             log.warning(
                 "request=%s surface=%s passed its deadline %s", ask.request_id, ask.surface, self._used(usage)
             )
-            await writer.interrupt(TOOK_TOO_LONG)
+            await reply.writer.interrupt(TOOK_TOO_LONG)
         except VisibleError as exc:  # Slack or Claude failed: the asker is told in the error's own words
             meter.failed(exc)
             if isinstance(exc, ClaudeError):
@@ -300,7 +309,7 @@ class Pipeline:
             log.warning(
                 "request=%s surface=%s failed: %s %s", ask.request_id, ask.surface, exc, self._used(usage)
             )
-            await writer.interrupt(exc)
+            await reply.writer.interrupt(exc)
         except Exception as exc:  # never a traceback in Slack; only the class and frames in the log
             meter.failed(exc)
             log.error(
@@ -310,7 +319,7 @@ class Pipeline:
                 describe_exception(exc),
                 self._used(usage),
             )
-            await writer.interrupt(exc)
+            await reply.writer.interrupt(exc)
         finally:
             metrics.used_tokens(
                 input=usage.input_tokens,
@@ -342,7 +351,7 @@ class Pipeline:
     async def _write_answer(
         self,
         ask: Ask,
-        writer: ReplyWriter,
+        reply: _Reply,
         timings: _Timings,
         asker_name: str | None,
         usage: Usage,
@@ -350,7 +359,7 @@ class Pipeline:
         leave_lane: Callable[[], None],
     ) -> None:
         prompt = await self._prompt_for(ask, asker_name)
-        writer = await self._private_writer(ask, prompt, writer)
+        reply.writer = writer = await self._private_writer(ask, prompt, reply.writer)
         timings.read = time.perf_counter()
         leave_lane()  # what is left is Claude's request, then waiting on Claude
         searched = False
