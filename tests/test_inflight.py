@@ -20,6 +20,7 @@ from bot.pipeline.inflight import Claim, InFlight, Resume
 from bot.pipeline.reply import open_writer
 from bot.state import MemoryState, RedisState, Renewal, State, StateKeys, Write
 from bot.surfaces import mention as mention_surface
+from bot.surfaces import resumed
 from tests.conftest import ALICE, CHANNEL, mention, running_bot, said
 from tests.redis_server import Cuttable, RedisServer, in_use
 
@@ -229,7 +230,7 @@ async def orphan(state: State, ask: Ask) -> InFlight:
 def recording(taken: list[Claim]) -> Resume:
     """A resume that only notes what it was given, as when the question is gone from Slack."""
 
-    async def resume(claim: Claim) -> None:
+    async def resume(claim: Claim, _stopped: bool) -> None:
         taken.append(claim)
 
     return resume
@@ -245,7 +246,7 @@ async def test_a_question_taken_over_keeps_its_claim_until_its_new_answer_holds_
     taker, third = replica(state), replica(state)
     reading_again, taken = asyncio.Event(), list[Claim]()
 
-    async def resume(claim: Claim) -> None:
+    async def resume(claim: Claim, _stopped: bool) -> None:
         taken.append(claim)
         await reading_again.wait()  # Slack is being asked for the question again
         task = asyncio.current_task()
@@ -475,7 +476,7 @@ async def test_an_answer_lost_to_another_replica_leaves_that_replicas_claim(
     taker = replica(state)
     new_answer = asyncio.create_task(asyncio.Event().wait())
 
-    async def resume(_claim: Claim) -> None:
+    async def resume(_claim: Claim, _stopped: bool) -> None:
         await taker.begin(ask, new_answer, open_writer(never_called(), ask))
 
     await taker._take_over_orphans(resume)
@@ -517,3 +518,29 @@ async def test_an_answer_renewed_through_an_outage_longer_than_its_lease_is_not_
     assert taken == []
     assert not answering.done()
     answering.cancel()
+
+
+async def test_a_stop_pressed_after_its_replica_died_is_kept_by_the_takeover(state: Held, slack) -> None:
+    """Nobody was there to see the Stop flag: the replica taking the question over marks the cut answer
+    as stopped and does not answer it again."""
+    ask = mention_in_thread("1700000000.001000")
+    dead = await orphan(state, ask)
+    key = next(iter(await state.members(dead._answers)))
+    value = await state.get(f"answer:{key}")
+    assert value is not None
+    shown = replace(Claim.loads(value) or Claim("", "", "", None, None), reply_ts="1700000000.001001")
+    await state.put(f"answer:{key}", replace(shown, reply_kind="stream").dumps(), 60)
+    assert not await replica(state).stop("C0GENERAL", "1700000000.000100")  # through another replica
+    answered: list[Ask] = []
+
+    async def answer(again: Ask) -> None:
+        answered.append(again)
+
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    taker = replica(state)
+    await taker._take_over_orphans(resumed.resumer(client, BotIdentity("U0BOT", "B0BOT"), answer))
+    await asyncio.gather(*taker._resuming)
+    assert answered == []
+    [mark] = slack.calls_to("chat.stopStream")
+    assert mark.params["markdown_text"] == "\n\n_(Stopped.)_"
+    assert await state.members(dead._answers) == []  # nothing left to take over

@@ -81,7 +81,9 @@ class _Writing:
     lost: bool = False  # another replica took it over: its claim, under the same key, is that one's now
 
 
-Resume = Callable[[Claim], Coroutine[Any, Any, None]]
+# A question taken over: its claim, and whether a Stop for it came meanwhile (its cut answer is then
+# marked as stopped, and it is not answered again).
+Resume = Callable[[Claim, bool], Coroutine[Any, Any, None]]
 
 
 class InFlight:
@@ -278,19 +280,21 @@ class InFlight:
             if claim is None:
                 await self._state.write_all(self._let_go_of(key, unclaim=True))
                 continue
+            # Stop pressed after its replica died: nobody was there to see the flag.
+            stopped = await self._state.get(self._stop_key(claim.channel, claim.thread_ts or claim.ts))
             log.info("taking over a %s answer whose replica stopped", claim.surface)
-            task = asyncio.create_task(self._resume(key, claim, resume))
+            task = asyncio.create_task(self._resume(key, claim, stopped is not None, resume))
             self._taking_over[key] = task
             self._resuming.add(task)
             task.add_done_callback(self._resuming.discard)
 
-    async def _resume(self, key: str, claim: Claim, resume: Resume) -> None:
+    async def _resume(self, key: str, claim: Claim, stopped: bool, resume: Resume) -> None:
         """Answer a question taken over again. Its claim stays until the new answer, under the same key,
         holds it (`hold`). If none does, the question is not answered again here (it is gone, or its
         asker refused) and the claim goes; if this replica stops first, another takes it over at once."""
         stopping = False
         try:
-            await resume(claim)
+            await resume(claim, stopped)
         except asyncio.CancelledError:
             stopping = True
             raise

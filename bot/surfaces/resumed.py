@@ -15,20 +15,25 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.ask import BotIdentity
 from bot.pipeline.inflight import Claim, Resume
 from bot.pipeline.progress import quietly
+from bot.pipeline.said import STOPPED
 from bot.slack_calls import SlackCallFailed, slack_call
 from bot.surfaces import Answer, assistant, direct_message, mention
 
 log = logging.getLogger(__name__)
 
 CUT_OFF = "\n\n_(Cut off: I restarted while writing this, so I'm answering again below.)_"
+STOPPED_NOTE = f"\n\n_({STOPPED.sentence})_"
 EVENT_TYPES = {"mention": "app_mention", "direct_message": "message", "assistant": "message"}
 
 
 def resumer(slack: AsyncWebClient, bot: BotIdentity, answer: Answer) -> Resume:
-    async def resume(claim: Claim) -> None:
+    async def resume(claim: Claim, stopped: bool) -> None:
         if claim.surface not in EVENT_TYPES:  # not a claim this version wrote
             return
-        await _mark_cut_off(slack, claim)
+        await _mark(slack, claim, STOPPED_NOTE if stopped else CUT_OFF)
+        if stopped:
+            log.info("taken-over %s question was stopped meanwhile: not answered again", claim.surface)
+            return
         message = await _read(slack, claim.channel, claim.ts)
         if message is None:  # deleted meanwhile, or Slack would not give it: nothing to answer
             log.info("taken-over %s question could not be read again", claim.surface)
@@ -46,18 +51,16 @@ def resumer(slack: AsyncWebClient, bot: BotIdentity, answer: Answer) -> Resume:
     return resume
 
 
-async def _mark_cut_off(slack: AsyncWebClient, claim: Claim) -> None:
-    """The stream is ended with the note; a posted message gets the note added to what it shows."""
+async def _mark(slack: AsyncWebClient, claim: Claim, note: str) -> None:
+    """The cut answer's stream is ended with the note; a posted message gets it after what it shows."""
     if claim.reply_ts is None:
         return
     if claim.reply_kind == "stream":
-        await quietly(slack.chat_stopStream(channel=claim.channel, ts=claim.reply_ts, markdown_text=CUT_OFF))
+        await quietly(slack.chat_stopStream(channel=claim.channel, ts=claim.reply_ts, markdown_text=note))
         return
     shown = await _read(slack, claim.channel, claim.reply_ts)
     if shown is not None and isinstance(shown.get("text"), str):
-        await quietly(
-            slack.chat_update(channel=claim.channel, ts=claim.reply_ts, text=shown["text"] + CUT_OFF)
-        )
+        await quietly(slack.chat_update(channel=claim.channel, ts=claim.reply_ts, text=shown["text"] + note))
 
 
 async def _read(slack: AsyncWebClient, channel: str, ts: str) -> Mapping[str, Any] | None:
