@@ -544,3 +544,32 @@ async def test_a_stop_pressed_after_its_replica_died_is_kept_by_the_takeover(sta
     [mark] = slack.calls_to("chat.stopStream")
     assert mark.params["markdown_text"] == "\n\n_(Stopped.)_"
     assert await state.members(dead._answers) == []  # nothing left to take over
+
+
+async def test_a_takeover_that_cannot_read_the_question_yet_leaves_it_for_the_next_sweep(
+    state: Held, slack, redis_server: RedisServer
+) -> None:
+    """Slack failing the read once (a 500, a rate limit) is not the question gone: its claim stays for
+    the next sweep, and the cut answer is not told "answering again below" until it is read."""
+    ask = mention_in_thread("1700000000.001100")
+    slack.add_thread(
+        "C0GENERAL",
+        [said(ALICE, "root", "1700000000.000100"), said(ALICE, "<@U0BOT> decide?", "1700000000.001100")],
+    )
+    await orphan(state, ask)
+    answered: list[Ask] = []
+
+    async def answer(again: Ask) -> None:
+        answered.append(again)
+
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    resume = resumed.resumer(client, BotIdentity("U0BOT", "B0BOT"), answer)
+    taker = replica(state)
+    slack.fail("conversations.replies", error="internal_error", status=500)
+    await taker._take_over_orphans(resume)
+    await asyncio.gather(*taker._resuming)
+    assert answered == []
+    assert await redis_keys(redis_server) == ["answer", "answers"]  # the takeover let go, the claim kept
+    await taker._take_over_orphans(resume)
+    await asyncio.gather(*taker._resuming)
+    assert [again.message.ts for again in answered] == ["1700000000.001100"]

@@ -291,16 +291,22 @@ class InFlight:
     async def _resume(self, key: str, claim: Claim, stopped: bool, resume: Resume) -> None:
         """Answer a question taken over again. Its claim stays until the new answer, under the same key,
         holds it (`hold`). If none does, the question is not answered again here (it is gone, or its
-        asker refused) and the claim goes; if this replica stops first, another takes it over at once."""
-        stopping = False
+        asker refused) and the claim goes; if this replica stops first, or Slack failed to give the
+        question again, another sweep takes it over while the claim lasts."""
+        kept = False
         try:
             await resume(claim, stopped)
         except asyncio.CancelledError:
-            stopping = True
+            kept = True
             raise
+        except Exception as exc:
+            kept = True
+            log.warning(
+                "a question taken over was not read again (%s); a later sweep tries", type(exc).__name__
+            )
         finally:
             if self._taking_over.pop(key, None) is not None:
-                await asyncio.shield(self._state.write_all(self._let_go_of(key, unclaim=not stopping)))
+                await asyncio.shield(self._state.write_all(self._let_go_of(key, unclaim=not kept)))
 
     def _let_go_of(self, key: str, *, unclaim: bool) -> list[Write]:
         """The takeover ends; with `unclaim`, so does the question's claim."""

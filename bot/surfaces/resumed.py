@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CUT_OFF = "\n\n_(Cut off: I restarted while writing this, so I'm answering again below.)_"
 STOPPED_NOTE = f"\n\n_({STOPPED.sentence})_"
+GONE = frozenset({"thread_not_found", "message_not_found", "channel_not_found", "not_in_channel"})
 EVENT_TYPES = {"mention": "app_mention", "direct_message": "message", "assistant": "message"}
 
 
@@ -30,13 +31,15 @@ def resumer(slack: AsyncWebClient, bot: BotIdentity, answer: Answer) -> Resume:
     async def resume(claim: Claim, stopped: bool) -> None:
         if claim.surface not in EVENT_TYPES:  # not a claim this version wrote
             return
-        await _mark(slack, claim, STOPPED_NOTE if stopped else CUT_OFF)
         if stopped:
             log.info("taken-over %s question was stopped meanwhile: not answered again", claim.surface)
+            await _mark(slack, claim, STOPPED_NOTE)
             return
+        # Raises if Slack fails it: the claim stays for the next sweep, and nothing is said yet.
         message = await _read(slack, claim.channel, claim.ts)
-        if message is None:  # deleted meanwhile, or Slack would not give it: nothing to answer
-            log.info("taken-over %s question could not be read again", claim.surface)
+        await _mark(slack, claim, CUT_OFF)
+        if message is None:  # deleted meanwhile: nothing to answer
+            log.info("taken-over %s question is gone", claim.surface)
             return
         body = _as_event(claim, message)
         if claim.surface == "assistant":
@@ -58,20 +61,25 @@ async def _mark(slack: AsyncWebClient, claim: Claim, note: str) -> None:
     if claim.reply_kind == "stream":
         await quietly(slack.chat_stopStream(channel=claim.channel, ts=claim.reply_ts, markdown_text=note))
         return
-    shown = await _read(slack, claim.channel, claim.reply_ts)
+    try:
+        shown = await _read(slack, claim.channel, claim.reply_ts)
+    except SlackCallFailed:
+        return
     if shown is not None and isinstance(shown.get("text"), str):
         await quietly(slack.chat_update(channel=claim.channel, ts=claim.reply_ts, text=shown["text"] + note))
 
 
 async def _read(slack: AsyncWebClient, channel: str, ts: str) -> Mapping[str, Any] | None:
-    """One message by its ts: Slack answers conversations.replies for a reply's ts with that message, and
-    for a thread's parent with the parent first."""
+    """One message by its ts, None if it is gone: Slack answers conversations.replies for a reply's ts
+    with that message, and for a thread's parent with the parent first. Raises SlackCallFailed."""
     try:
         with slack_call("conversations.replies"):
             response = await slack.conversations_replies(channel=channel, ts=ts, limit=1)
     except SlackCallFailed as exc:
+        if exc.error in GONE:
+            return None
         log.info("taken-over answer: conversations.replies failed (%s)", exc.error)
-        return None
+        raise
     messages = response.get("messages")
     if not isinstance(messages, list):
         return None
