@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -573,3 +574,28 @@ async def test_a_takeover_that_cannot_read_the_question_yet_leaves_it_for_the_ne
     await taker._take_over_orphans(resume)
     await asyncio.gather(*taker._resuming)
     assert [again.message.ts for again in answered] == ["1700000000.001100"]
+
+
+async def test_an_answer_that_outlasts_its_claims_time_keeps_its_claim(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """The claim is written on arrival, for the deadline and a lease; the deadline runs from the answer's
+    start, after the lane and the access check, so a busy arrival's answer can outlast it. While the
+    answer is written its claim is kept, or a replica dying now would leave the question to nobody."""
+    in_flight = replica(state)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    ask = mention_in_thread("1700000000.001200")
+    key = await in_flight.begin(ask, answering, open_writer(never_called(), ask))
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:  # what a minute in the lane and the access check leaves of its time
+        await raw.pexpire(f"answer:{key}", 2000)
+        in_flight._writing[key].claim_until = time.monotonic() + 2
+        await in_flight._renew_leases()
+        assert await raw.pttl(f"answer:{key}") > 15_000  # another lease at least
+        [(_, until)] = await raw.zrange(in_flight._answers, 0, -1, withscores=True)
+        [(now_s, now_us)] = [await raw.time()]
+        assert until - (now_s * 1000 + now_us / 1000) > 15_000
+    finally:
+        await raw.aclose()
+    answering.cancel()
+    await in_flight.end(key)

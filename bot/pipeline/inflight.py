@@ -252,9 +252,13 @@ class InFlight:
             if not self._still_writing(writing):
                 continue  # ended meanwhile: its claim is gone and must stay gone
             shown = writing.writer.shown_at()
+            # Claimed on arrival, its deadline run from its start: a long wait to start outlasts the claim.
+            expiring = writing.claim_until - time.monotonic() < 2 * self._lease
+            if expiring:
+                writing.claim_until = time.monotonic() + self._claim_ttl
             if shown is not None and (writing.claim.reply_ts, writing.claim.reply_kind) != shown:
                 writing.claim = replace(writing.claim, reply_ts=shown[0], reply_kind=shown[1])
-            elif renewal == "renewed":
+            elif renewal == "renewed" and not expiring:
                 continue  # nothing of its claim changed
             ttl = max(writing.claim_until - time.monotonic(), self._lease)
             claimed = Write("put", f"answer:{key}", writing.claim.dumps(), ttl)
