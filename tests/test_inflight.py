@@ -599,3 +599,24 @@ async def test_an_answer_that_outlasts_its_claims_time_keeps_its_claim(
         await raw.aclose()
     answering.cancel()
     await in_flight.end(key)
+
+
+async def test_a_stop_through_another_replica_stops_one_answer_not_the_next_question(state: Held) -> None:
+    """A second question in the thread, still in its access check, is not what the reader stopped: the
+    Stop ends the answer being written, as a Stop pressed here does, and is used up."""
+    in_flight = replica(state)
+    tasks = [asyncio.create_task(asyncio.Event().wait()) for _ in range(2)]
+    asks = [mention_in_thread(f"1700000000.00130{i}") for i in range(2)]
+    keys = [
+        await in_flight.begin(ask, task, open_writer(never_called(), ask))
+        for ask, task in zip(asks, tasks, strict=True)
+    ]
+    assert not await replica(state).stop("C0GENERAL", "1700000000.000100")
+    await in_flight._look_for_stops()
+    await asyncio.gather(tasks[0], return_exceptions=True)
+    await in_flight.end(keys[0])
+    await in_flight._look_for_stops()
+    await asyncio.sleep(0)  # a cancel would have landed by now
+    assert tasks[0].cancelled() and not tasks[1].done()
+    tasks[1].cancel()
+    await in_flight.end(keys[1])

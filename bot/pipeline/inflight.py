@@ -2,7 +2,7 @@
 replica ends the answer, and an answer whose writer died is taken over by another.
 
     stop:<thread>     a Stop for that thread, for a minute; each replica looks for its own answers' flags
-                      every STOP_POLL_SECONDS and cancels them
+                      every STOP_POLL_SECONDS, cancels the thread's oldest answer and deletes the flag
     answer:<answer>   a Claim: where the question is and where the answer is being shown, ids only (no
                       person's id, no text), for the request deadline plus one lease
     lease:<answer>    which replica writes it, for ANSWER_LEASE_SECONDS, renewed every third of that
@@ -142,9 +142,14 @@ class InFlight:
         self._writing[key].hand_over = True
 
     async def _hold(self, writing: _Writing) -> None:
-        """Its first writes: an earlier Stop in its thread is not for it; its lease and its claim."""
-        key = writing.key
-        writes = [] if writing.stop_key is None else [Write("delete", writing.stop_key)]
+        """Its first writes: an earlier Stop in its thread is not for it (unless an answer here is still
+        being written there); its lease and its claim."""
+        key, stop_key = writing.key, writing.stop_key
+        writes = []
+        if stop_key is not None and not any(
+            w.stop_key == stop_key for w in self._writing.values() if w is not writing
+        ):
+            writes.append(Write("delete", stop_key))
         if writing.claim is not None:  # the lease first, so that no sweep sees the claim unheld
             writes += [
                 Write("put", f"lease:{key}", self.replica, self._lease),
@@ -214,14 +219,20 @@ class InFlight:
                 log.warning("in-flight watch: %s", exc.__class__.__name__)
 
     async def _look_for_stops(self) -> None:
-        stoppable = [w for w in self._writing.values() if w.stop_key is not None and w.held]
+        stoppable = [(w, w.stop_key) for w in self._writing.values() if w.stop_key is not None and w.held]
         if not stoppable:
             return
-        flags = await self._state.get_many([w.stop_key for w in stoppable if w.stop_key is not None])
-        for writing, flag in zip(stoppable, flags, strict=True):
-            if flag is not None and self._still_writing(writing):
+        flags = await self._state.get_many([stop_key for _, stop_key in stoppable])
+        used: list[str] = []
+        for (writing, stop_key), flag in zip(stoppable, flags, strict=True):
+            # Like a Stop pressed here, it ends the thread's oldest answer (the one shown), and is used up:
+            # a later question in the thread is not what the reader stopped.
+            if flag is not None and stop_key not in used and self._still_writing(writing):
                 log.info("stop for an answer here arrived through another replica")
+                used.append(stop_key)
                 writing.task.cancel()
+        if used:
+            await self._state.write_all([Write("delete", stop_key) for stop_key in used])
 
     def _still_writing(self, writing: _Writing) -> bool:
         """Not ended while we awaited Redis: an ended answer's task may still be finishing, and a cancel
