@@ -46,6 +46,17 @@ REDIS_TIMEOUT_SECONDS = 2.0
 REDIS_CONNECTIONS = 64
 
 Renewal = Literal["renewed", "retaken", "lost"]  # see `State.renew`
+# Redis out of reach, or refusing writes as a whole (full with noeviction, a replica after a failover,
+# a cluster down): this process's memory serves meanwhile. Any other error reply is a bug, and raised.
+_OUTAGES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    OSError,
+)
 
 # Compare-and-set scripts: one round trip, atomic in Redis. A renewal returns 0 lost, 1 renewed, 2 retaken.
 _RENEW = (
@@ -335,11 +346,11 @@ class RedisState(State):
             if self._owed or (self._sending_owed is not None and not self._sending_owed.done()):
                 await self._owed_sent()
             result = await shared()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        except _OUTAGES as exc:
             if self._down_since is None:
                 self._down_since = now
                 log.warning(
-                    "Redis unreachable (%s): using this process's memory until it is back",
+                    "Redis unreachable or refusing writes (%s): using this process's memory until it is back",
                     exc.__class__.__name__,
                 )
             self._owe(owed, now)

@@ -276,3 +276,37 @@ async def test_a_command_that_fails_or_is_given_up_in_a_batch_leaves_the_others_
         after = await shared.get_many(["lease:a"])
     assert given_up.cancelled()
     assert isinstance(wrong, redis.exceptions.ResponseError) and claimed is True and after == ["1"]
+
+
+@pytest.mark.parametrize(
+    "refusing",
+    [
+        pytest.param(("CONFIG", "SET", "maxmemory", "1"), id="out-of-memory"),
+        pytest.param(("REPLICAOF", "127.0.0.1", "9"), id="read-only-replica"),
+    ],
+)
+async def test_a_redis_that_refuses_writes_is_an_outage_not_a_crash(
+    tmp_path: Path, refusing: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Full (maxmemory with noeviction) or turned into a replica by a failover: every write is refused
+    with an error reply. The answer goes on, on this process's memory, and what it wrote is owed."""
+    caplog.set_level(logging.WARNING, logger="bot.state")
+    server = RedisServer(tmp_path)
+    server.start()
+    raw = aioredis.Redis.from_url(server.url, decode_responses=True)
+    shared = RedisState(server.url, retry_seconds=0)
+    try:
+        await raw.execute_command(*refusing)
+        await shared.write_all([Write("put", "answer:a", "{}", 60)])
+        assert await shared.claim("dedupe:event:e", 60)
+        assert await shared.get("answer:a") == "{}"  # from this process's memory
+        assert any("unreachable" in r.getMessage() for r in caplog.records)
+        await raw.execute_command(
+            *(("CONFIG", "SET", "maxmemory", "0") if refusing[0] == "CONFIG" else ("REPLICAOF", "NO", "ONE"))
+        )
+        assert await shared.claim("dedupe:event:after", 60)
+        assert await raw.get("answer:a") == "{}"  # what it owed is in Redis now
+    finally:
+        await shared.close()
+        await raw.aclose()
+        server.stop()
