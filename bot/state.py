@@ -18,6 +18,7 @@ turn of its event loop goes as one pipeline (`_Batches`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -460,6 +461,12 @@ class RedisState(State):
         await self._either(lambda: self._send(writes), lambda: self._local.write_all(writes), writes)
 
     async def close(self) -> None:
+        """What is owed goes to Redis first, if it is back (answers handed over in an outage reach the
+        other replicas); if not, it is given up."""
+        if self._owed:
+            with contextlib.suppress(*_OUTAGES):
+                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                    await self._owed_sent()
         await self._redis.aclose()
 
 

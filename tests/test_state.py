@@ -310,3 +310,23 @@ async def test_a_redis_that_refuses_writes_is_an_outage_not_a_crash(
         await shared.close()
         await raw.aclose()
         server.stop()
+
+
+async def test_what_is_owed_goes_to_redis_as_the_process_closes(tmp_path: Path) -> None:
+    """A replica stopping just after an outage: its last writes (answers handed over to the others, say)
+    were made in its memory, and would die with it."""
+    server = RedisServer(tmp_path)
+    server.start()
+    raw = aioredis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        async with Cuttable(server) as network:
+            state = RedisState(network.url, retry_seconds=60)  # no call tries Redis again before the end
+            await state.ping()
+            network.cut()
+            await state.write_all([Write("put", "answer:handed-over", "{}", 60)])
+            network.restore()
+            await state.close()
+        assert await raw.get("answer:handed-over") == "{}"
+    finally:
+        await raw.aclose()
+        server.stop()
