@@ -142,14 +142,11 @@ class InFlight:
         self._writing[key].hand_over = True
 
     async def _hold(self, writing: _Writing) -> None:
-        """Its first writes: an earlier Stop in its thread is not for it (unless an answer here is still
-        being written there); its lease and its claim."""
+        """Its first writes: an earlier Stop in its thread is not for it (unless an answer held here is
+        still being written there: it may be for that one); its lease and its claim."""
         key, stop_key = writing.key, writing.stop_key
-        writes = []
-        if stop_key is not None and not any(
-            w.stop_key == stop_key for w in self._writing.values() if w is not writing
-        ):
-            writes.append(Write("delete", stop_key))
+        answering_there = any(w.held and w.stop_key == stop_key for w in self._writing.values())
+        writes = [] if stop_key is None or answering_there else [Write("delete", stop_key)]
         if writing.claim is not None:  # the lease first, so that no sweep sees the claim unheld
             writes += [
                 Write("put", f"lease:{key}", self.replica, self._lease),
