@@ -601,22 +601,65 @@ async def test_an_answer_that_outlasts_its_claims_time_keeps_its_claim(
     await in_flight.end(key)
 
 
-async def test_a_stop_through_another_replica_stops_one_answer_not_the_next_question(state: Held) -> None:
+async def test_a_stop_through_another_replica_stops_the_answer_shown_not_the_next_question(
+    state: Held,
+) -> None:
     """A second question in the thread, still in its access check, is not what the reader stopped: the
-    Stop ends the answer being written, as a Stop pressed here does, and is used up."""
+    Stop ends the answer being shown, as a Stop pressed here does."""
     in_flight = replica(state)
     tasks = [asyncio.create_task(asyncio.Event().wait()) for _ in range(2)]
     asks = [mention_in_thread(f"1700000000.00130{i}") for i in range(2)]
-    keys = [
-        await in_flight.begin(ask, task, open_writer(never_called(), ask))
-        for ask, task in zip(asks, tasks, strict=True)
-    ]
+    shown = await in_flight.begin(asks[0], tasks[0], open_writer(never_called(), asks[0]))
+    checking = in_flight.enter(asks[1], tasks[1], open_writer(never_called(), asks[1]))
+    holding = in_flight._writing[checking].holding
+    assert holding is not None
+    await holding  # claimed, not yet shown
     assert not await replica(state).stop("C0GENERAL", "1700000000.000100")
     await in_flight._look_for_stops()
     await asyncio.gather(tasks[0], return_exceptions=True)
-    await in_flight.end(keys[0])
+    await in_flight.end(shown)
+    await in_flight.held(checking)  # let in: it is shown from now on
     await in_flight._look_for_stops()
     await asyncio.sleep(0)  # a cancel would have landed by now
     assert tasks[0].cancelled() and not tasks[1].done()
     tasks[1].cancel()
-    await in_flight.end(keys[1])
+    await in_flight.end(checking)
+
+
+async def test_a_stop_through_another_replica_ends_every_answer_shown_in_the_thread(state: Held) -> None:
+    """Two questions in one thread, answered by two replicas: the Stop, pressed through a third, ends the
+    answers the reader saw, whichever replica looks for the flag first."""
+    older_replica, newer_replica = replica(state), replica(state)
+    older = asyncio.create_task(asyncio.Event().wait())
+    newer = asyncio.create_task(asyncio.Event().wait())
+    ask_older, ask_newer = mention_in_thread("1700000000.001400"), mention_in_thread("1700000000.001401")
+    key_older = await older_replica.begin(ask_older, older, open_writer(never_called(), ask_older))
+    key_newer = await newer_replica.begin(ask_newer, newer, open_writer(never_called(), ask_newer))
+    assert not await replica(state).stop("C0GENERAL", "1700000000.000100")
+    await newer_replica._look_for_stops()  # this one's poll comes round first
+    await older_replica._look_for_stops()
+    await asyncio.gather(older, newer, return_exceptions=True)
+    await older_replica.end(key_older)
+    await newer_replica.end(key_newer)
+    assert older.cancelled() and newer.cancelled()
+
+
+async def test_a_stop_for_an_answer_does_not_stop_a_question_shown_after_it(state: Held) -> None:
+    """The Stop was for the first answer, which then ended before the next poll: the second question,
+    shown only after the Stop, goes on."""
+    in_flight = replica(state)
+    first = asyncio.create_task(asyncio.Event().wait())
+    second = asyncio.create_task(asyncio.Event().wait())
+    ask_first, ask_second = mention_in_thread("1700000000.001500"), mention_in_thread("1700000000.001501")
+    key_first = await in_flight.begin(ask_first, first, open_writer(never_called(), ask_first))
+    assert not await replica(state).stop("C0GENERAL", "1700000000.000100")  # for the first answer
+    key_second = await in_flight.begin(ask_second, second, open_writer(never_called(), ask_second))
+    first.cancel()  # the first answer ends (finished on its own) before the next poll
+    await asyncio.gather(first, return_exceptions=True)
+    await in_flight.end(key_first)
+    await in_flight._look_for_stops()
+    await asyncio.sleep(0)  # a cancel would have landed by now
+    assert not second.done()
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    await in_flight.end(key_second)

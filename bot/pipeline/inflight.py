@@ -1,8 +1,8 @@
 """Answers being written, known to every replica through State by ids only: a Stop that reaches any
 replica ends the answer, and an answer whose writer died is taken over by another.
 
-    stop:<thread>     a Stop for that thread, for a minute; each replica looks for its own answers' flags
-                      every STOP_POLL_SECONDS, cancels the thread's oldest answer and deletes the flag
+    stop:<thread>     a Stop for that thread: when it was pressed, for a minute; each replica looks for
+                      its own answers' flags every STOP_POLL_SECONDS and cancels those shown before it
     answer:<answer>   a Claim: where the question is and where the answer is being shown, ids only (no
                       person's id, no text), for the request deadline plus one lease
     lease:<answer>    which replica writes it, for ANSWER_LEASE_SECONDS, renewed every third of that
@@ -74,7 +74,8 @@ class _Writing:
     writer: ReplyWriter
     claim: Claim | None  # None: its surface cannot be answered again (its reply needs a response URL)
     stop_key: str | None  # None: not in a thread, so nothing can Stop it but Slack's own button
-    held: bool = False  # its first writes (the lease, the claim, an old Stop gone) are in State
+    held: bool = False  # its first writes (the lease, the claim) are in State
+    shown_since: float | None = None  # when it began to be shown (time.time()): a Stop after it is for it
     holding: asyncio.Future[None] | None = None  # those writes, on their way
     claim_until: float = 0.0  # when its claim expires (time.monotonic())
     hand_over: bool = False  # at its end, left unfinished for another replica to answer again
@@ -132,21 +133,19 @@ class InFlight:
         return key
 
     async def held(self, key: str) -> None:
-        """Once its claim is in State: before anything of the answer is shown."""
-        holding = self._writing[key].holding
-        if holding is not None:
-            await asyncio.shield(holding)
+        """Once its claim is in State: before anything of the answer is shown, which begins now."""
+        writing = self._writing[key]
+        if writing.holding is not None:
+            await asyncio.shield(writing.holding)
+        writing.shown_since = time.time()
 
     def hand_over(self, key: str) -> None:
         """At its end, leave it unfinished for another replica to answer again at once."""
         self._writing[key].hand_over = True
 
     async def _hold(self, writing: _Writing) -> None:
-        """Its first writes: an earlier Stop in its thread is not for it (unless an answer held here is
-        still being written there: it may be for that one); its lease and its claim."""
-        key, stop_key = writing.key, writing.stop_key
-        answering_there = any(w.held and w.stop_key == stop_key for w in self._writing.values())
-        writes = [] if stop_key is None or answering_there else [Write("delete", stop_key)]
+        """Its first writes: its lease and its claim."""
+        key, writes = writing.key, []
         if writing.claim is not None:  # the lease first, so that no sweep sees the claim unheld
             writes += [
                 Write("put", f"lease:{key}", self.replica, self._lease),
@@ -156,7 +155,8 @@ class InFlight:
         if self._taking_over.pop(key, None) is not None:  # the question taken over is held anew
             writes.append(Write("release", f"takeover:{key}", self.replica))
         writing.claim_until = time.monotonic() + self._claim_ttl
-        await self._state.write_all(writes)
+        if writes:
+            await self._state.write_all(writes)
         writing.held = True
 
     async def end(self, key: str) -> None:
@@ -195,7 +195,8 @@ class InFlight:
         if task is not None:
             task.cancel()
             return True
-        await self._state.put(self._stop_key(channel, thread_ts), "1", STOP_TTL_SECONDS)
+        # When: an answer shown after it (a later question's) is not what the reader stopped.
+        await self._state.put(self._stop_key(channel, thread_ts), repr(time.time()), STOP_TTL_SECONDS)
         return False
 
     async def watch(self, resume: Resume) -> None:
@@ -216,20 +217,19 @@ class InFlight:
                 log.warning("in-flight watch: %s", exc.__class__.__name__)
 
     async def _look_for_stops(self) -> None:
-        stoppable = [(w, w.stop_key) for w in self._writing.values() if w.stop_key is not None and w.held]
+        # Those being shown: one still in its access check is not what the reader saw and stopped.
+        stoppable = [
+            (w, w.stop_key, w.shown_since)
+            for w in self._writing.values()
+            if w.stop_key is not None and w.shown_since is not None
+        ]
         if not stoppable:
             return
-        flags = await self._state.get_many([stop_key for _, stop_key in stoppable])
-        used: list[str] = []
-        for (writing, stop_key), flag in zip(stoppable, flags, strict=True):
-            # Like a Stop pressed here, it ends the thread's oldest answer (the one shown), and is used up:
-            # a later question in the thread is not what the reader stopped.
-            if flag is not None and stop_key not in used and self._still_writing(writing):
+        flags = await self._state.get_many([stop_key for _, stop_key, _ in stoppable])
+        for (writing, _, shown_since), flag in zip(stoppable, flags, strict=True):
+            if _pressed_after(flag, shown_since) and self._still_writing(writing):
                 log.info("stop for an answer here arrived through another replica")
-                used.append(stop_key)
                 writing.task.cancel()
-        if used:
-            await self._state.write_all([Write("delete", stop_key) for stop_key in used])
 
     def _still_writing(self, writing: _Writing) -> bool:
         """Not ended while we awaited Redis: an ended answer's task may still be finishing, and a cancel
@@ -293,9 +293,10 @@ class InFlight:
                 await self._state.write_all(self._let_go_of(key, unclaim=True))
                 continue
             # Stop pressed after its replica died: nobody was there to see the flag.
-            stopped = await self._state.get(self._stop_key(claim.channel, claim.thread_ts or claim.ts))
+            flag = await self._state.get(self._stop_key(claim.channel, claim.thread_ts or claim.ts))
+            stopped = _pressed_after(flag, _seconds(claim.ts))
             log.info("taking over a %s answer whose replica stopped", claim.surface)
-            task = asyncio.create_task(self._resume(key, claim, stopped is not None, resume))
+            task = asyncio.create_task(self._resume(key, claim, stopped, resume))
             self._taking_over[key] = task
             self._resuming.add(task)
             task.add_done_callback(self._resuming.discard)
@@ -331,6 +332,19 @@ class InFlight:
         for task in taking_over:
             task.cancel()
         await asyncio.gather(*taking_over, return_exceptions=True)
+
+
+def _pressed_after(flag: str | None, since: float) -> bool:
+    """Whether a Stop flag (when it was pressed) came after `since` (time.time()); one that does not
+    say when stops all."""
+    return flag is not None and _seconds(flag, default=float("inf")) >= since
+
+
+def _seconds(value: str, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return default
 
 
 def _thread_of(ask: Ask) -> str | None:
