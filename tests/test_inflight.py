@@ -663,3 +663,30 @@ async def test_a_stop_for_an_answer_does_not_stop_a_question_shown_after_it(stat
     second.cancel()
     await asyncio.gather(second, return_exceptions=True)
     await in_flight.end(key_second)
+
+
+async def test_a_sweep_while_redis_refuses_writes_leaves_the_orphans_claim(tmp_path: Path) -> None:
+    """Full (maxmemory, noeviction), Redis still answers reads: the sweep sees another replica's orphan
+    there, but its takeover and what follows go to this process's memory, where the claim is not. The
+    orphan must still be there to answer once Redis takes writes again, not deleted by what was owed."""
+    server = RedisServer(tmp_path)
+    server.start()
+    raw = aioredis.Redis.from_url(server.url, decode_responses=True)
+    state = RedisState(server.url, retry_seconds=0.3)
+    try:
+        dead = await orphan(state, mention_in_thread("1700000000.001600"))
+        [key] = await state.members(dead._answers)
+        await raw.config_set("maxmemory", "1")
+        taken: list[Claim] = []
+        taker = replica(state)
+        await taker._take_over_orphans(recording(taken))
+        await asyncio.gather(*taker._resuming)
+        await raw.config_set("maxmemory", "0")
+        await asyncio.sleep(0.4)  # past the retry interval: the next call sends what is owed
+        await state.get("anything")
+        left = await raw.exists(f"answer:{key}"), await raw.zrange(dead._answers, 0, -1)
+    finally:
+        await state.close()
+        await raw.aclose()
+        server.stop()
+    assert taken == [] and left == (1, [key])

@@ -288,8 +288,11 @@ class InFlight:
             if not await self._state.claim(f"takeover:{key}", self._lease, self.replica):
                 continue  # another replica has it
             value = await self._state.get(f"answer:{key}")
-            claim = None if value is None else Claim.loads(value)
-            if claim is None:
+            if value is None:  # ended meanwhile, or not where this replica looks (Redis refusing writes)
+                await self._state.release(f"takeover:{key}", self.replica)  # its index entry expires
+                continue
+            claim = Claim.loads(value)
+            if claim is None:  # not a claim this version can read
                 await self._state.write_all(self._let_go_of(key, unclaim=True))
                 continue
             # Stop pressed after its replica died: nobody was there to see the flag.
