@@ -344,7 +344,7 @@ class RedisState(State):
             return await local()
         self._last_try = now
         try:
-            if self._owed or (self._sending_owed is not None and not self._sending_owed.done()):
+            if self._owing():
                 await self._owed_sent()
             result = await shared()
         except _OUTAGES as exc:
@@ -360,6 +360,9 @@ class RedisState(State):
             log.warning("Redis reachable again after %.0fs", now - self._down_since)
             self._down_since = None
         return result
+
+    def _owing(self) -> bool:
+        return bool(self._owed) or (self._sending_owed is not None and not self._sending_owed.done())
 
     def _owe(self, writes: Sequence[Write], now: float) -> None:
         self._owed.extend((now, write) for write in writes)
@@ -463,10 +466,12 @@ class RedisState(State):
     async def close(self) -> None:
         """What is owed goes to Redis first, if it is back (answers handed over in an outage reach the
         other replicas); if not, it is given up."""
-        if self._owed:
+        if self._owing():
             with contextlib.suppress(*_OUTAGES):
                 async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                     await self._owed_sent()
+        if self._sending_owed is not None:  # given up: not left running on a closed connection
+            self._sending_owed.cancel()
         await self._redis.aclose()
 
 
