@@ -237,6 +237,16 @@ def recording(taken: list[Claim]) -> Resume:
     return resume
 
 
+def resuming_into(slack, answered: list[Ask]) -> Resume:
+    """The real resume over the fake Slack, whose pipeline only notes the Asks it is given."""
+
+    async def answer(again: Ask) -> None:
+        answered.append(again)
+
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    return resumed.resumer(client, BotIdentity("U0BOT", "B0BOT"), answer)
+
+
 async def test_a_question_taken_over_keeps_its_claim_until_its_new_answer_holds_it(
     state: Held, redis_server: RedisServer
 ) -> None:
@@ -533,13 +543,8 @@ async def test_a_stop_pressed_after_its_replica_died_is_kept_by_the_takeover(sta
     await state.put(f"answer:{key}", replace(shown, reply_kind="stream").dumps(), 60)
     assert not await replica(state).stop("C0GENERAL", "1700000000.000100")  # through another replica
     answered: list[Ask] = []
-
-    async def answer(again: Ask) -> None:
-        answered.append(again)
-
-    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
     taker = replica(state)
-    await taker._take_over_orphans(resumed.resumer(client, BotIdentity("U0BOT", "B0BOT"), answer))
+    await taker._take_over_orphans(resuming_into(slack, answered))
     await asyncio.gather(*taker._resuming)
     assert answered == []
     [mark] = slack.calls_to("chat.stopStream")
@@ -559,12 +564,7 @@ async def test_a_takeover_that_cannot_read_the_question_yet_leaves_it_for_the_ne
     )
     await orphan(state, ask)
     answered: list[Ask] = []
-
-    async def answer(again: Ask) -> None:
-        answered.append(again)
-
-    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
-    resume = resumed.resumer(client, BotIdentity("U0BOT", "B0BOT"), answer)
+    resume = resuming_into(slack, answered)
     taker = replica(state)
     slack.fail("conversations.replies", error="internal_error", status=500)
     await taker._take_over_orphans(resume)

@@ -216,11 +216,17 @@ class Pipeline:
         self, ask: Ask, answer_key: str, writer: ReplyWriter, meter: metrics.RequestMeter
     ) -> None:
         """Stopping: another replica answers it, if there is one to hand it to."""
-        if self.state.shared and ask.surface in RESUMABLE:
-            self.in_flight.hand_over(answer_key)
-        else:
+        if not self._handed_over(ask, answer_key):
             await writer.interrupt(RESTARTING)
         meter.ended("interrupted")
+
+    def _handed_over(self, ask: Ask, answer_key: str) -> bool:
+        """Stopping: left for another replica to answer again, if there is one and it can read the
+        question again."""
+        if self.state.shared and ask.surface in RESUMABLE:
+            self.in_flight.hand_over(answer_key)
+            return True
+        return False
 
     async def _let_in(self, ask: Ask, meter: metrics.RequestMeter) -> str | None | Literal[False]:
         """Who may ask, decided before anything is read or shown: the asker's display name if Slack gave
@@ -289,9 +295,7 @@ class Pipeline:
                 self._used(usage),
             )
             if SHUTDOWN in exc.args:
-                handed_over = self.state.shared and ask.surface in RESUMABLE
-                if handed_over:
-                    self.in_flight.hand_over(answer_key)
+                handed_over = self._handed_over(ask, answer_key)
                 await reply.writer.interrupt(HANDED_OVER if handed_over else RESTARTING)
             elif LOST not in exc.args:  # a lost answer is marked by the replica that took it over
                 await reply.writer.interrupt(STOPPED)

@@ -60,6 +60,7 @@ STOP_NOTES = {
     "pause_turn": "_(Claude paused after a long search. Ask again to have it go on.)_",
     "refusal": "_(Claude declined to answer this.)_",
 }
+STOPPED_NOTE = f"_({STOPPED.sentence})_"  # under an answer the reader stopped
 
 
 class ReplyFailed(VisibleError):
@@ -155,7 +156,7 @@ class ReplyWriter(ABC):
         try:
             if why == STOPPED:
                 if self.started:
-                    await self._finish(f"_({STOPPED.sentence})_", feedback=False)
+                    await self._finish(STOPPED_NOTE, feedback=False)
             elif self.started:
                 await self._finish(f"_(Cut off: {sentence_of(why)})_", feedback=False)
             else:

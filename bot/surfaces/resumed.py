@@ -15,14 +15,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.ask import BotIdentity
 from bot.pipeline.inflight import Claim, Resume
 from bot.pipeline.progress import quietly
-from bot.pipeline.said import STOPPED
+from bot.pipeline.reply import STOPPED_NOTE
 from bot.slack_calls import SlackCallFailed, slack_call
 from bot.surfaces import Answer, assistant, direct_message, mention
 
 log = logging.getLogger(__name__)
 
 CUT_OFF = "\n\n_(Cut off: I restarted while writing this, so I'm answering again below.)_"
-STOPPED_NOTE = f"\n\n_({STOPPED.sentence})_"
 GONE = frozenset({"thread_not_found", "message_not_found", "channel_not_found", "not_in_channel"})
 EVENT_TYPES = {"mention": "app_mention", "direct_message": "message", "assistant": "message"}
 
@@ -33,7 +32,7 @@ def resumer(slack: AsyncWebClient, bot: BotIdentity, answer: Answer) -> Resume:
             return
         if stopped:
             log.info("taken-over %s question was stopped meanwhile: not answered again", claim.surface)
-            await _mark(slack, claim, STOPPED_NOTE)
+            await _mark(slack, claim, "\n\n" + STOPPED_NOTE)
             return
         # Raises if Slack fails it: the claim stays for the next sweep, and nothing is said yet.
         message = await _read(slack, claim.channel, claim.ts)
