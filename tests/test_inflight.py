@@ -552,6 +552,33 @@ async def test_a_stop_pressed_after_its_replica_died_is_kept_by_the_takeover(sta
     assert await state.members(dead._answers) == []  # nothing left to take over
 
 
+async def test_a_stop_pressed_while_a_takeover_reads_the_question_again_stops_its_new_answer(
+    state: Held,
+) -> None:
+    """The reader stopped the cut answer after the sweep looked for a Stop, while the question was being
+    read again: the new answer is what that Stop is for, though it is shown only after it."""
+    ask = mention_in_thread("1700000000.001050")
+    await orphan(state, ask)
+    taker = replica(state)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    keys: list[str] = []
+
+    async def resume(_claim: Claim, stopped: bool) -> None:
+        assert not stopped
+        assert not await replica(state).stop("C0GENERAL", "1700000000.000100")  # meanwhile, elsewhere
+        keys.append(await taker.begin(ask, answering, open_writer(never_called(), ask)))
+
+    await taker._take_over_orphans(resume)
+    await asyncio.gather(*taker._resuming)
+    await taker._look_for_stops()
+    await asyncio.sleep(0)  # a cancel would have landed by now
+    stopped = answering.cancelled()
+    answering.cancel()
+    await asyncio.gather(answering, return_exceptions=True)
+    await taker.end(keys[0])
+    assert stopped
+
+
 async def test_a_takeover_that_cannot_read_the_question_yet_leaves_it_for_the_next_sweep(
     state: Held, slack, redis_server: RedisServer
 ) -> None:

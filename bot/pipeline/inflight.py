@@ -79,12 +79,21 @@ class _Writing:
     holding: asyncio.Future[None] | None = None  # those writes, on their way
     claim_until: float = 0.0  # when its claim expires (time.monotonic())
     hand_over: bool = False  # at its end, left unfinished for another replica to answer again
+    asked_at: float | None = None  # taken over: when its question came, so a Stop since is for it
     lost: bool = False  # another replica took it over: its claim, under the same key, is that one's now
 
 
 # A question taken over: its claim, and whether a Stop for it came meanwhile (its cut answer is then
 # marked as stopped, and it is not answered again).
 Resume = Callable[[Claim, bool], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _TakingOver:
+    """A question taken over here, until its new answer holds the claim."""
+
+    task: asyncio.Task[None]
+    asked_at: float  # its question's time: a Stop pressed since was for its cut answer or its new one
 
 
 class InFlight:
@@ -97,7 +106,7 @@ class InFlight:
         self.replica = uuid.uuid4().hex[:12]
         self._writing: dict[str, _Writing] = {}  # answer hash -> this replica's answer
         self._resuming: set[asyncio.Task[None]] = set()
-        self._taking_over: dict[str, asyncio.Task[None]] = {}  # taken over here, not yet held anew
+        self._taking_over: dict[str, _TakingOver] = {}  # taken over here, not yet held anew
         self._may_take_over = True  # until the replica stops
         self._answers = f"answers:{keys.of('answers')}"  # one set per app: another app's hash differs
 
@@ -127,7 +136,10 @@ class InFlight:
                 stop_key = self._stop_key(channel, thread_ts)
             if ask.surface in RESUMABLE:
                 claim = Claim(ask.surface, channel, ask.message.ts, _thread_of(ask), ask.origin.team_id)
+        taking_over = self._taking_over.get(key)
         writing = _Writing(key, task, writer, claim, stop_key)
+        if taking_over is not None:
+            writing.asked_at = taking_over.asked_at
         self._writing[key] = writing
         writing.holding = asyncio.ensure_future(self._hold(writing))
         return key
@@ -137,7 +149,8 @@ class InFlight:
         writing = self._writing[key]
         if writing.holding is not None:
             await asyncio.shield(writing.holding)
-        writing.shown_since = time.time()
+        # Taken over: the reader may have pressed Stop on its cut answer while the question was read again.
+        writing.shown_since = time.time() if writing.asked_at is None else writing.asked_at
 
     def hand_over(self, key: str) -> None:
         """At its end, leave it unfinished for another replica to answer again at once."""
@@ -239,11 +252,11 @@ class InFlight:
     async def _renew_leases(self) -> None:
         """Lost means another replica holds it; one that is only gone (Redis restarted empty, or the
         store asked changed with an outage) is taken again, and an answer's claim written again with it."""
-        for key, task in list(self._taking_over.items()):
+        for key, taking_over in list(self._taking_over.items()):
             renewal = await self._state.renew(f"takeover:{key}", self.replica, self._lease)
-            if renewal == "lost" and self._taking_over.get(key) is task:
+            if renewal == "lost" and self._taking_over.get(key) is taking_over:
                 log.warning("a question taken over here was taken over again; that replica answers it")
-                task.cancel(LOST)
+                taking_over.task.cancel(LOST)
         for writing in list(self._writing.values()):
             if writing.claim is None or not writing.held or not self._still_writing(writing):
                 continue
@@ -297,10 +310,10 @@ class InFlight:
                 continue
             # Stop pressed after its replica died: nobody was there to see the flag.
             flag = await self._state.get(self._stop_key(claim.channel, claim.thread_ts or claim.ts))
-            stopped = _pressed_after(flag, _seconds(claim.ts))
+            asked_at = _seconds(claim.ts)
             log.info("taking over a %s answer whose replica stopped", claim.surface)
-            task = asyncio.create_task(self._resume(key, claim, stopped, resume))
-            self._taking_over[key] = task
+            task = asyncio.create_task(self._resume(key, claim, _pressed_after(flag, asked_at), resume))
+            self._taking_over[key] = _TakingOver(task, asked_at)
             self._resuming.add(task)
             task.add_done_callback(self._resuming.discard)
 
@@ -331,7 +344,7 @@ class InFlight:
 
     async def let_go(self) -> None:
         """Stopping: the questions taken over here and not yet answered are left to another replica."""
-        taking_over = list(self._taking_over.values())
+        taking_over = [each.task for each in self._taking_over.values()]
         for task in taking_over:
             task.cancel()
         await asyncio.gather(*taking_over, return_exceptions=True)
