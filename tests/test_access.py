@@ -209,6 +209,28 @@ async def test_the_workspace_lists_apply_to_the_askers_own_workspace_in_shared_c
     nothing_was_read(bot)
 
 
+@access(DENIED_WORKSPACES="T0SISTER")
+async def test_the_workspace_lists_apply_to_the_channel_asked_in(bot):
+    """As to a channel linked: a channel shared with a workspace left out is left out too, since its
+    people there would read the answer and what they wrote would go to Claude."""
+    bot.slack.enterprise_id = "E0ORG"
+    bot.slack.add_channel(CHANNEL, context_team_id="T0TEAM", shared_team_ids=["T0TEAM", "T0SISTER"])
+    await ask_in_thread(bot)
+
+    assert await refusal_to(bot) == WorkspaceNotEnabled.sentence
+    nothing_was_read(bot)
+
+
+@access(DENIED_WORKSPACES="T0SISTER")
+async def test_a_channel_asked_in_that_cannot_be_looked_up_is_not_answered(bot):
+    """The channel's workspaces matter only when a list is set; then a failed lookup says no."""
+    bot.slack.fail("conversations.info", error="internal_error", status=500, times=10)
+    await ask_in_thread(bot)
+
+    assert await refusal_to(bot) == Unverified.sentence
+    nothing_was_read(bot)
+
+
 @access(ALLOW_EXTERNAL_USERS="on", ALLOW_GUESTS="on", DENIED_WORKSPACES="T0PARTNER")
 async def test_with_a_workspace_list_the_asker_is_looked_up_even_when_everyone_else_may_ask(bot):
     bot.slack.add_user(OTHER_ORG_USER, display_name="Pat", team_id="T0PARTNER")

@@ -3,8 +3,9 @@ may be read for them.
 
 First the id lists that need no lookup (channel, user, DMs on or off). Then the workspace and Enterprise
 Grid org lists, applied both to the bot's own workspace and org (learnt once from `auth.test`, never
-from a payload) and to the asker's own (one `users.info`): a deactivated account, a guest (restricted
-or ultra-restricted) or a member of another organization is refused unless allowed. A lookup that
+from a payload), to the asker's own (one `users.info`) and, while a list is set, to those of the
+channel asked in (one `conversations.info` beside it): a deactivated account, a guest (restricted or
+ultra-restricted) or a member of another organization is refused unless allowed. A lookup that
 fails refuses too: the check fails closed. Lookups are remembered for five minutes as ids and flags
 only (never names or messages), in State under a keyed hash of the person (shared by every replica), and
 concurrent asks by one person in one process share one lookup.
@@ -26,7 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import AccessSettings
-from bot.pipeline.ask import Ask
+from bot.pipeline.ask import Ask, InConversation
 from bot.pipeline.context import display_name
 from bot.pipeline.said import VisibleError
 from bot.slack_calls import SlackCallFailed, slack_call
@@ -161,7 +162,8 @@ class AccessCheck:
 
     async def check_person(self, ask: Ask) -> str | None:
         """The workspace lists, deactivated accounts, other organizations' members and guests, by the
-        bot's own auth.test (once) and one (remembered) users.info of the asker.
+        bot's own auth.test (once), one (remembered) users.info of the asker and, while a workspace
+        list is set, the channel's conversations.info beside it.
 
         Returns the asker's display name when it was looked up just now, so that this request need
         not look it up again; names themselves are never remembered."""
@@ -169,9 +171,13 @@ class AccessCheck:
         if home is None:
             raise Unverified()
         self._check_workspaces(home.workspaces)
-        facts, name = await self._person(ask.origin.user_id)
-        if facts is None:
+        (facts, name), listed_out = await asyncio.gather(
+            self._person(ask.origin.user_id), self._asked_in_listed_out(ask, home)
+        )
+        if facts is None or listed_out is None:
             raise Unverified()
+        if listed_out:
+            raise WorkspaceNotEnabled()
         if facts.deleted:
             raise DeactivatedAccount()
         if not self._settings.external_users and _is_external(facts, home):
@@ -223,6 +229,21 @@ class AccessCheck:
             if not member:
                 return "asker not a member"
         return None
+
+    async def _asked_in_listed_out(self, ask: Ask, home: Home) -> bool | None:
+        """Whether the workspace lists leave out the channel the Ask reads or answers in: one shared
+        with a workspace left out is, as when it is linked. Looked up (beside the asker) only while a
+        list is set; None if the lookup failed."""
+        access = self._settings
+        if not access.denied_workspaces and access.allowed_workspaces is None:
+            return False
+        used = {ask.history.channel if ask.history is not None else None}
+        used.add(ask.reply_to.channel if isinstance(ask.reply_to, InConversation) else None)
+        channels = sorted(c for c in used if c is not None and _CHANNEL_ID.fullmatch(c))
+        infos = await asyncio.gather(*(self._conversation_info(channel) for channel in channels))
+        if any(info is None for info in infos):
+            return None
+        return any(self._listed_out(_workspaces_of(info, home)) for info in infos if info is not None)
 
     def _channel_listed_out(self, channel_id: str | None) -> bool:
         access = self._settings
