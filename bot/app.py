@@ -41,7 +41,7 @@ from bot.policy import policy_summary
 from bot.slack_calls import SlackCallFailed, slack_call
 from bot.state import MemoryState, RedisState, State
 from bot.surfaces import assistant, direct_message, feedback, mention, resumed, shortcuts, slash_command
-from bot.workers import worker_health_socket
+from bot.workers import tell_supervisor_listening, worker_health_socket
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,7 @@ async def _serve_socket_mode(
         raise StartupError(f"SLACK_APP_TOKEN: Slack rejected it ({exc.error})") from None
     ready.connected = handler.client.is_connected
     log.info("listening over Socket Mode")
+    tell_supervisor_listening(os.environ)
     try:
         await stop.wait()
     finally:
@@ -305,17 +306,21 @@ async def _serve_http(
 ) -> None:
     port, secret = settings.port, settings.slack_signing_secret or ""
     ready.connected = metrics.always  # Slack reaches us: listening is being connected
-    runner = await start_http(
-        app,
-        secret,
-        host="0.0.0.0",
-        port=port,
-        shared_port=settings.workers > 1,
-        ready=ready.problems,
-        arrivals=arrivals,
-    )
+    try:
+        runner = await start_http(
+            app,
+            secret,
+            host="0.0.0.0",
+            port=port,
+            shared_port=settings.workers > 1,
+            ready=ready.problems,
+            arrivals=arrivals,
+        )
+    except OSError as exc:  # taken, or not ours to take
+        raise StartupError(f"PORT: cannot listen on port {port} ({exc.__class__.__name__})") from None
     try:
         log.info("listening over HTTP on port %d at %s", port, EVENTS_PATH)
+        tell_supervisor_listening(os.environ)
         await stop.wait()
     finally:
         await runner.cleanup()

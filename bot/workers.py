@@ -45,7 +45,7 @@ HEALTH_TIMEOUT_SECONDS = 5.0  # a child's /readyz pings Redis, which gives up af
 MAX_SOCKET_PATH = 100  # a Unix socket's path is at most 107 bytes on Linux
 # What a child writes on its way out when it cannot start (bot/__main__.py), with exit code 1 or 2.
 STARTUP_LINES = ("startup error: ", "configuration error: ")
-LISTENING = "listening over"  # bot.app logs it once the child takes work ("listening over Socket Mode")
+LISTENING = "worker listening"  # a child's line once it takes work, written whatever its LOG_LEVEL
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
 QUICK_EXIT_SECONDS = 60.0  # a child that ran shorter than this and exited counts towards a longer wait
@@ -246,8 +246,9 @@ class Supervisor:
         if line.startswith(STARTUP_LINES):
             worker.startup_line = line
             return
-        if LISTENING in line:
+        if line == LISTENING:  # for us alone
             worker.listened = True
+            return
         with contextlib.suppress(OSError):  # our stderr gone: keep supervising all the same
             sys.stderr.write(prefix + line + "\n")
             sys.stderr.flush()
@@ -256,6 +257,15 @@ class Supervisor:
 def run_workers(settings: Settings, environ: Mapping[str, str]) -> int:
     """Supervise `settings.workers` children, each started with `environ` plus WORKER_ENV; the exit code."""
     return asyncio.run(Supervisor(settings, environ).run())
+
+
+def tell_supervisor_listening(environ: Mapping[str, str]) -> None:
+    """In a child: it takes work from now on, so a failed restart later is passing (Redis away). Not a
+    log line, which LOG_LEVEL=WARNING would hide."""
+    if environ.get(WORKER_ENV):
+        with contextlib.suppress(OSError):
+            sys.stdout.write(LISTENING + "\n")
+            sys.stdout.flush()
 
 
 def worker_health_socket(environ: Mapping[str, str]) -> str | None:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
@@ -21,6 +22,7 @@ from bot.guards import SIGNATURE_WINDOW_SECONDS, recent_interaction_ids
 from bot.http_intake import EVENTS_PATH, start_http
 from bot.pipeline.answer import Pipeline
 from bot.state import MemoryState, StateKeys
+from tests.bot_process import run_to_exit
 from tests.conftest import CHANNEL, bot_env, mention
 
 SECRET = "test-signing-secret"
@@ -339,3 +341,17 @@ async def test_interaction_ids_outlive_every_replay_a_signature_allows_and_are_k
     [(key, (expires, _))] = state._items.items()
     assert expires - time.monotonic() > 2 * SIGNATURE_WINDOW_SECONDS
     assert trigger_id not in key  # a keyed hash only
+
+
+async def test_a_port_another_program_holds_stops_the_bot_with_one_line_naming_port(slack, claude, tmp_path):
+    with socket.socket() as taken:  # another program holds PORT
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = bot_env(slack, claude, SLACK_APP_TOKEN="", SLACK_SIGNING_SECRET=SECRET, PORT=str(port))
+
+        code, _, stderr = await run_to_exit(tmp_path, env)
+
+    assert code == 1, stderr
+    assert stderr.splitlines()[-1].startswith("startup error: PORT: "), stderr
+    assert "uncaught" not in stderr

@@ -23,7 +23,7 @@ from bot.http_intake import EVENTS_PATH
 from tests.bot_process import BotProcess, run_to_exit
 from tests.conftest import ALICE, BOT_USER, CHANNEL, bot_env, mention, said
 from tests.fakes.slack_api import FakeSlack
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 
 SECRET = "test-signing-secret"
 STARTED = re.compile(r"worker=(\d+) started pid=(\d+)")
@@ -171,6 +171,36 @@ async def test_a_worker_killed_outright_is_started_again_and_all_stop_with_the_s
         await exited(pid)
 
 
+def child_pids(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+async def test_at_log_level_warning_a_worker_whose_restart_meets_redis_away_is_tried_again(
+    tmp_path, slack, claude, launch
+):
+    """Whether a worker ever took work must not hang on an INFO line that LOG_LEVEL=WARNING hides: a
+    restart failing while Redis is away is passing, and must not stop every worker."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        bot = await launch(workers_env(slack, claude, server, LOG_LEVEL="WARNING"))
+        await slack.wait_for_socket(count=2, timeout=30)
+        server.stop()
+        os.kill(child_pids(bot.process.pid)[0], signal.SIGKILL)
+
+        # Restarted, it meets Redis away and exits 1 ("startup error: REDIS_URL"): it is tried again.
+        await bot.wait_for_output("restarting in", count=2, timeout=15)
+        assert bot.process.returncode is None
+        server.start()
+        await slack.wait_for_socket(count=3, timeout=30)
+        output = await bot.stop()
+        assert bot.process.returncode == 0, output
+    finally:
+        server.stop()
+
+
 async def http_workers(slack, claude, redis_server, launch) -> tuple[BotProcess, int]:
     """Two workers listening over HTTP on one port; returns the bot and the port."""
     port = free_port()
@@ -260,9 +290,10 @@ async def test_workers_that_cannot_bind_port_stop_the_supervisor_rather_than_res
         code, _, stderr = await run_to_exit(tmp_path, env)
 
     assert code == 1
-    assert "could not start (exit code 1): stopping" in stderr
+    assert stderr.splitlines()[-1].startswith("startup error: PORT: "), stderr  # as one bot says it
     assert "restarting" not in stderr
     assert "Traceback" not in stderr
+    assert "uncaught" not in stderr
 
 
 def metric(text: str, name: str, **labels: str) -> float:
