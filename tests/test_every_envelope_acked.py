@@ -3,6 +3,7 @@ an unacked slash command or interaction shows the person a timeout, an unacked e
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -151,3 +152,31 @@ async def test_our_command_interactions_keep_their_answers_in_the_ack(bot):
     working = await bot.send_command("what is a mutex?")
     assert working["payload"]["text"].startswith("Asking Claude")
     await bot.slack.wait_for("response_url")
+
+
+def without_payload(kind: str) -> dict[str, Any]:
+    frame = envelope(kind, None)
+    del frame["payload"]
+    return frame
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        envelope("slash_commands", None),
+        envelope("slash_commands", 42),
+        envelope("interactive", [1, 2]),
+        without_payload("slash_commands"),
+        without_payload("interactive"),
+    ],
+    ids=["command_null", "command_a_number", "interactive_a_list", "command_none", "interactive_none"],
+)
+async def test_an_envelope_whose_payload_is_not_an_object_is_still_acknowledged(bot, frame):
+    [ws] = [ws for ws in bot.slack.sockets if not ws.closed]
+    await ws.send_str(json.dumps(frame))  # as is: the fake's send_envelope reads the payload itself
+
+    ack = await bot.slack.wait_for_ack(frame["envelope_id"])
+
+    assert ack == {"envelope_id": frame["envelope_id"]}
+    await bot.send_event(mention("<@U0BOT> marker", ts="9.000001"))
+    await bot.finished()
