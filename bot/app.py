@@ -233,7 +233,7 @@ class AckOnArrivalClient(SocketModeClient):
     socket, not on the dispatch of the envelopes read before it. Each envelope is parsed once; its
     listeners run as the SDK runs them, in a task of their own, in the order the envelopes came
     (`bot.arrivals`). Slash commands and interactions are acked by the handler, with Bolt's reply; one
-    whose payload is not an object, which no listener could read, here, and dropped."""
+    whose payload Bolt could not read (not an object, an event of another shape), here, and dropped."""
 
     def __init__(self, arrivals: Arrivals | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -248,13 +248,13 @@ class AckOnArrivalClient(SocketModeClient):
         if not isinstance(envelope, dict):
             return
         envelope_id = envelope.get("envelope_id")
-        readable = isinstance(envelope.get("payload"), dict)  # else the SDK drops it before any listener
+        readable = guards.bolt_can_read(envelope.get("payload"))  # else Bolt (or the SDK) fails on it
         if isinstance(envelope_id, str) and (envelope.get("type") == "events_api" or not readable):
             arrived = time.perf_counter()
             await self.send_socket_mode_response({"envelope_id": envelope_id})
             metrics.acked("socket_mode", time.perf_counter() - arrived)
             if not readable:
-                log.debug("an envelope without a payload to read was acked and dropped")
+                log.debug("an envelope whose payload Bolt cannot read was acked and dropped")
                 return
         self._arrivals.add(functools.partial(self.run_message_listeners, envelope, message))
 

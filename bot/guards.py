@@ -57,6 +57,28 @@ def always_acknowledged(response: BoltResponse) -> BoltResponse:
     return BoltResponse(status=200, body="")
 
 
+_EVENT_IDS = frozenset(
+    {"event_id", "api_app_id", "team_id", "enterprise_id", "context_team_id", "context_enterprise_id"}
+)
+
+
+def bolt_can_read(body: object) -> bool:
+    """Whether Bolt's own middleware, which runs before ours, can read a request body without failing
+    (and logging an error): an object and, for an event, its event an object, its ids strings and its
+    authorizations objects. Anything else is acknowledged and dropped before Bolt."""
+    if not isinstance(body, Mapping):
+        return False
+    if body.get("type") != "event_callback":
+        return True
+    authorizations = body.get("authorizations")
+    return (
+        isinstance(body.get("event"), Mapping)
+        and all(isinstance(body.get(name), str | None) for name in _EVENT_IDS)
+        and (authorizations is None or isinstance(authorizations, list))
+        and all(isinstance(each, Mapping) for each in authorizations or ())
+    )
+
+
 def why_ignored(event: object, bot_user_id: str | None) -> str | None:
     """Why an event gets no answer, or None when a surface should see it."""
     if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):

@@ -30,7 +30,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import metrics
 from bot.arrivals import Arrivals
-from bot.guards import always_acknowledged
+from bot.guards import always_acknowledged, bolt_can_read
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ def _bolt_request(body: str, query: str, headers: Headers) -> AsyncBoltRequest |
     except Exception as exc:  # whatever Bolt's parsing raises, the answer is the same
         log.debug("signed request ignored: unreadable body (%s)", exc.__class__.__name__)
         return None
-    if not isinstance(bolt_request.body, dict):
-        log.debug("signed request ignored: body is not an object")
+    if not bolt_can_read(bolt_request.body):
+        log.debug("signed request ignored: not of a shape Bolt reads")
         return None
     return bolt_request
 

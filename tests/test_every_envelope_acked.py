@@ -4,6 +4,7 @@ an unacked slash command or interaction shows the person a timeout, an unacked e
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -180,3 +181,41 @@ async def test_an_envelope_whose_payload_is_not_an_object_is_still_acknowledged(
     assert ack == {"envelope_id": frame["envelope_id"]}
     await bot.send_event(mention("<@U0BOT> marker", ts="9.000001"))
     await bot.finished()
+
+
+# Signed by Slack, yet of a shape Bolt's own middleware (before ours) fails on.
+ODD_EVENTS = {
+    "event_a_string": {"type": "event_callback", "event_id": "Ev0ODD1", "event": "x"},
+    "event_a_list": {"type": "event_callback", "event_id": "Ev0ODD2", "event": [1]},
+    "event_null": {"type": "event_callback", "event_id": "Ev0ODD3", "event": None},
+    "team_id_an_object": {
+        "type": "event_callback",
+        "event_id": "Ev0ODD4",
+        "team_id": {"id": "T0TEAM"},
+        "event": {"type": "reaction_added", "user": "U0ALICE"},
+    },
+    "shared_channel_event_a_string": {
+        "type": "event_callback",
+        "event_id": "Ev0ODD5",
+        "is_ext_shared_channel": True,
+        "event": "x",
+    },
+}
+
+
+def error_records(caplog) -> list[str]:
+    return [f"{r.levelname} {r.name}" for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("name", list(ODD_EVENTS))
+async def test_an_event_of_an_odd_shape_is_acknowledged_and_logs_no_error(bot, caplog, name):
+    caplog.set_level(logging.DEBUG)
+    frame = envelope("events_api", ODD_EVENTS[name])
+    [ws] = [ws for ws in bot.slack.sockets if not ws.closed]
+    await ws.send_str(json.dumps(frame))
+
+    assert await bot.slack.wait_for_ack(frame["envelope_id"]) == {"envelope_id": frame["envelope_id"]}
+    await bot.send_event(mention("<@U0BOT> marker", ts="9.000001"))
+    await bot.finished()  # dispatched in arrival order: the odd one went first
+    assert error_records(caplog) == []
+    assert len(bot.claude.requests) == 1

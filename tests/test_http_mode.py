@@ -24,6 +24,7 @@ from bot.pipeline.answer import Pipeline
 from bot.state import MemoryState, StateKeys
 from tests.bot_process import run_to_exit
 from tests.conftest import CHANNEL, bot_env, mention
+from tests.test_every_envelope_acked import ODD_EVENTS, error_records
 
 SECRET = "test-signing-secret"
 
@@ -355,3 +356,17 @@ async def test_a_port_another_program_holds_stops_the_bot_with_one_line_naming_p
     assert code == 1, stderr
     assert stderr.splitlines()[-1].startswith("startup error: PORT: "), stderr
     assert "uncaught" not in stderr
+
+
+@pytest.mark.parametrize("name", list(ODD_EVENTS))
+async def test_a_signed_event_of_an_odd_shape_is_acknowledged_and_logs_no_error(
+    http_bot, slack, claude, caplog, name
+):
+    caplog.set_level(logging.DEBUG)
+    assert (await http_bot.post_event(ODD_EVENTS[name]))[0] == 200
+    marker = slack.events_api_envelope(mention("<@U0BOT> marker", ts="9.000001"))["payload"]
+    assert (await http_bot.post_event(marker))[0] == 200
+    await slack.wait_for("reactions.remove")  # dispatched in arrival order: the odd one went first
+    assert error_records(caplog) == []
+    assert len(claude.requests) == 1
+    assert {call.params.get("team_id") for call in slack.calls_to("auth.test")} <= {None, "T0TEAM"}
