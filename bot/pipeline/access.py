@@ -237,9 +237,10 @@ class AccessCheck:
         access = self._settings
         if not access.denied_workspaces and access.allowed_workspaces is None:
             return False
-        used = {ask.history.channel if ask.history is not None else None}
-        used.add(ask.reply_to.channel if isinstance(ask.reply_to, InConversation) else None)
-        channels = sorted(c for c in used if c is not None and _CHANNEL_ID.fullmatch(c))
+        used = {ask.history.channel} if ask.history is not None else set()
+        if isinstance(ask.reply_to, InConversation):
+            used.add(ask.reply_to.channel)
+        channels = sorted(channel for channel in used if _CHANNEL_ID.fullmatch(channel))
         infos = await asyncio.gather(*(self._conversation_info(channel) for channel in channels))
         if any(info is None for info in infos):
             return None

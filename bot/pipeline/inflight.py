@@ -137,9 +137,8 @@ class InFlight:
             if ask.surface in RESUMABLE:
                 claim = Claim(ask.surface, channel, ask.message.ts, _thread_of(ask), ask.origin.team_id)
         taking_over = self._taking_over.get(key)
-        writing = _Writing(key, task, writer, claim, stop_key)
-        if taking_over is not None:
-            writing.asked_at = taking_over.asked_at
+        asked_at = None if taking_over is None else taking_over.asked_at
+        writing = _Writing(key, task, writer, claim, stop_key, asked_at=asked_at)
         self._writing[key] = writing
         writing.holding = asyncio.ensure_future(self._hold(writing))
         return key
