@@ -55,9 +55,9 @@ def build_slack_client(settings: Settings) -> AsyncWebClient:
     slack = AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
-        timeout=int(settings.slack_timeout_seconds),
-        # Without a session slack_sdk opens a new one, and a new connection, for every call.
-        session=aiohttp.ClientSession(),
+        # Without a session slack_sdk opens a new one, and a new connection, for every call; it applies
+        # `timeout` only to sessions it opens, so ours carries it.
+        session=aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack_timeout_seconds)),
     )
     # Beside the default retry on a dropped connection: wait out 429s (Retry-After) and retry 500/503.
     slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))

@@ -36,12 +36,15 @@ async def test_server_error_is_retried(bot, status):
 
 @pytest.mark.parametrize("bot_overrides", [{"SLACK_TIMEOUT_SECONDS": "1"}], indirect=True)
 async def test_slack_read_that_times_out_is_explained_in_the_thread(bot):
+    """Slack never answers: SLACK_TIMEOUT_SECONDS ends the call (the client's own session, not the
+    SDK, must carry it: slack_sdk applies its timeout only to sessions it makes)."""
     bot.slack.add_thread(CHANNEL, [said(ALICE, "root", "3.000000"), said(ALICE, "<@U0BOT> hi", "3.000001")])
-    bot.slack.fail("conversations.replies", status=200, error="never", delay=3.0, times=1)
-
-    await bot.send_event(mention("<@U0BOT> hi", ts="3.000001", thread_ts="3.000000"))
-
-    await bot.finished()
+    bot.slack.hold("conversations.replies")
+    try:
+        await bot.send_event(mention("<@U0BOT> hi", ts="3.000001", thread_ts="3.000000"))
+        await bot.finished()
+    finally:
+        bot.slack.let_go("conversations.replies")
     assert bot.replies(CHANNEL, "3.000000") == [f":warning: {ContextUnavailable.sentence}"]
     assert not bot.claude.requests
 
@@ -94,3 +97,16 @@ async def test_a_slack_answer_that_is_not_json_is_explained_not_crashed_on(bot, 
     [sentence] = await bot.slack.wait_for(told)
     assert sentence.params["text"] and "<html>" not in sentence.params["text"]
     assert not bot.claude.requests
+
+
+async def test_a_whole_answer_whose_stop_stream_connection_drops_gets_no_cut_off_note_and_does_not_raise(bot):
+    """The words are all shown; only the stream's end failed (Slack ends it in time): nothing is added."""
+    bot.slack.add_thread(CHANNEL, [said(ALICE, "root", "9.000000"), said(ALICE, "<@U0BOT> hi", "9.000001")])
+    bot.slack.fail("chat.stopStream", error="connection_dropped", times=4)
+
+    await bot.send_event(mention("<@U0BOT> hi", ts="9.000001", thread_ts="9.000000"))
+    await bot.finished()
+    await bot.pipeline.wait_idle()
+
+    assert bot.replies(CHANNEL, "9.000000") == ["Hello from fake Claude."]
+    assert len(bot.slack.calls_to("chat.startStream")) == 1

@@ -335,8 +335,9 @@ class NativeStream(_Throttled):
                     await self._slack.chat_stopStream(channel=self._channel, ts=ts, blocks=blocks)
                 return
             except SlackCallFailed as exc:  # an expired or stopped stream keeps what it showed
-                if not exc.refused:
-                    raise
+                if not exc.refused:  # what it showed stays too; Slack ends the stream in time
+                    log.warning("chat.stopStream %s failed: %s", ts, exc)
+                    return
                 log.info("chat.stopStream %s: %s", ts, exc.error)
                 if not (blocks and _refused_blocks(exc)):  # else stop it without: it must not stay open
                     return

@@ -816,6 +816,10 @@ class FakeSlack(LoopbackServer):
         params = await _read_params(request)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or params.pop("token", "")
         if fault := await self._record(Call(method, params, self._headers(request))):
+            if fault.error == "connection_dropped":  # no answer at all: the connection closes
+                assert request.transport is not None
+                request.transport.close()
+                raise ConnectionResetError("dropped by FakeSlack")
             return self._fault_response(fault)
         if (handler := self._handlers.get(method)) is None:
             return web.json_response(_err("unknown_method"))
