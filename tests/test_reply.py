@@ -158,3 +158,19 @@ async def test_link_disguised_as_another_address_shows_its_real_target_in_privat
 
     [response] = await bot.slack.wait_for("response_url")
     assert response.params["text"].endswith("Sign in at <https://evil.example/login> today.")
+
+
+@pytest.mark.parametrize("where", ["dm", "thread"])
+async def test_an_answer_of_white_space_alone_is_said_to_be_empty(bot, where):
+    """Not a message of nothing (a DM left unanswered, or a blank one with feedback buttons)."""
+    bot.claude.reply("  \n\n  ")
+    if where == "dm":
+        await bot.send_event(direct_message("hi", ts="5.000001"))
+    else:
+        await bot.send_event(mention("<@U0BOT> hi", ts="5.000001"))
+    await bot.finished()
+    await bot.pipeline.wait_idle()
+
+    shown = bot.slack.top_level_texts(DM) if where == "dm" else bot.replies(CHANNEL, "5.000001")
+    assert [text.strip() for text in shown] == ["_(Claude returned an empty answer.)_"]
+    assert "feedback_buttons" not in str([call.params.get("blocks") for call in bot.slack.calls])

@@ -389,7 +389,7 @@ class Pipeline:
                 web_search=self._settings.web_search,
                 on_search=on_search,
             )
-            ended = stop_note(outcome.stop_reason) or (None if writer.chars else EMPTY_ANSWER)
+            ended = stop_note(outcome.stop_reason) or (None if writer.has_words else EMPTY_ANSWER)
             notes = [note for note in (ended, _sources_note(outcome.sources)) if note]
             await writer.finish("\n\n".join(notes) or None)
         finally:  # after the answer's last words, as the working reaction is

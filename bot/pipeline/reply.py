@@ -124,6 +124,7 @@ class ReplyWriter(ABC):
     def __init__(self) -> None:
         self.messages = 0  # posted so far
         self.chars = 0  # of Claude's answer received
+        self.has_words = False  # more than white space among them
 
     def posted(self) -> int:
         """Messages posted so far."""
@@ -132,6 +133,7 @@ class ReplyWriter(ABC):
     async def append(self, markdown: str) -> None:
         """A piece of Claude's answer, as it arrives."""
         self.chars += len(markdown)
+        self.has_words = self.has_words or bool(markdown.strip())
         await self._append(markdown)
 
     @abstractmethod
@@ -140,7 +142,7 @@ class ReplyWriter(ABC):
     async def finish(self, note: str | None = None) -> None:
         """The answer is complete; `note` says if it ended early. With any words of Claude's, it ends
         with the feedback buttons where the writer can show them."""
-        await self._finish(note, feedback=self.chars > 0)
+        await self._finish(note, feedback=self.has_words)
 
     @abstractmethod
     async def _finish(self, note: str | None, *, feedback: bool) -> None: ...
