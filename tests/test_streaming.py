@@ -183,3 +183,17 @@ def test_wherever_a_stream_is_cut_special_names_and_products_are_escaped_as_if_i
         ready, held = split_unfinished_word(MEANT_AS_TEXT[:cut])
         streamed = escape_meant_as_text("", ready) + escape_meant_as_text(ready, held + MEANT_AS_TEXT[cut:])
         assert streamed == SHOWN_AS_TEXT, (cut, streamed)
+
+
+async def test_a_stream_refused_at_a_roll_over_loses_no_paragraph_break(bot):
+    """The answer is cut into messages at a paragraph; refused there, the fallback still starts the
+    next message where the stream would have, rather than glue the two halves together."""
+    bot.slack.refuse_streaming("not_allowed")
+    answer = "\n\n".join(f"Paragraph {n}. " + "lorem ipsum " * 60 for n in range(20))
+    bot.claude.chunk_chars = len(answer)
+    bot.claude.reply(answer)
+
+    await bot.send_event(mention("<@U0BOT> everything", ts="5.000001"))
+    await bot.finished()
+
+    assert "\n".join(bot.replies(CHANNEL, "5.000001")).split() == answer.split()

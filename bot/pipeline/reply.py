@@ -224,6 +224,10 @@ class UpdatedMessages(_Throttled):
         """Carry on in a message another writer began (and counted)."""
         self._ts, self._markdown, self._shown = ts, markdown, ""
 
+    def next_message(self) -> None:
+        """The message being written is full: what follows begins the next one."""
+        self._ts, self._markdown, self._shown = None, "", ""
+
     async def _write(self, markdown: str, *, final: bool, feedback: bool = False) -> None:
         text = self._markdown + markdown
         while not _fits_a_message(text):
@@ -232,7 +236,7 @@ class UpdatedMessages(_Throttled):
                 text = head
                 break
             await self._show(head)
-            self._ts, self._shown = None, ""
+            self.next_message()
             text = tail
         self._markdown = text
         if text.strip():
@@ -282,7 +286,9 @@ class NativeStream(_Throttled):
         while markdown and self._fallback is None:
             head, markdown = roll_over(self._markdown, markdown, STREAM_LIMIT - len(self._markdown))
             await self._stream(head)
-            if markdown:  # this message is full
+            if markdown and self._fallback is not None:  # refused as this message filled up
+                self._fallback.next_message()
+            elif markdown:  # this message is full
                 await self._stop()
         if self._fallback is not None:
             await self._fallback._write(markdown, final=final, feedback=feedback)
