@@ -207,3 +207,23 @@ async def test_a_modal_submitted_by_someone_other_than_the_person_it_was_opened_
     [request] = bot.claude.requests
     assert request.body["messages"][-1]["content"].endswith("Alice: Alice's?")
     assert len(bot.slack.calls_to("response_url")) == 2  # Alice's working note and answer, nothing else
+
+
+def long_answer(paragraphs: int) -> str:
+    return "\n\n".join(f"Paragraph {n}. " + "lorem ipsum " * 80 for n in range(paragraphs))
+
+
+async def test_a_long_shortcut_answer_uses_no_more_posts_than_a_response_url_takes(bot):
+    """Five posts per response URL, and the working note took one: the answer's end is not lost."""
+    bot.slack.add_thread(CHANNEL, THREAD)
+    bot.claude.reply(long_answer(17))  # five messages of 3,900 characters
+    url = bot.slack.response_url("summary")
+    envelope = bot.slack.message_shortcut_envelope("summarize_thread", message=THREAD[0], response_url=url)
+    await bot.slack.send_envelope(envelope)
+    await bot.slack.wait_for_ack(envelope["envelope_id"])
+    await bot.slack.wait_for("response_url", count=2)
+    await bot.pipeline.wait_idle()
+
+    posts = [c for c in bot.slack.calls_to("response_url") if c.params["_name"] == "summary"]
+    assert len(posts) <= 5, f"{len(posts)} posts to one response_url"
+    assert "Paragraph 16." in "\n".join(p.params["text"] for p in posts)

@@ -40,3 +40,16 @@ async def test_configured_command_name_is_the_one_answered(bot):
     ack = await bot.send_command("help")
     assert "/ask <question>" in ack["payload"]["text"]
     assert bot.settings.slash_command == "/ask"
+
+
+async def test_a_private_answer_that_fails_halfway_does_not_repeat_what_was_already_posted(bot):
+    bot.claude.reply("\n\n".join(f"Paragraph {n}. " + "lorem ipsum " * 80 for n in range(8)))  # two posts
+    url = bot.slack.response_url("cmd")
+    bot.slack.fail("response_url", status=200, body='"ok"')  # the first piece goes through
+    bot.slack.fail("response_url", status=500, error="internal_error")  # the second fails
+    await bot.send_command("write a lot", response_url=url)
+    await bot.slack.wait_for("response_url", count=2)
+    await bot.pipeline.wait_idle()
+
+    texts = [c.params["text"] for c in bot.slack.calls_to("response_url")]
+    assert sum("Paragraph 0." in text for text in texts) == 1, texts

@@ -50,6 +50,8 @@ STREAM_LIMIT = 10_000  # markdown per streamed message, below the ~12k where Sla
 STREAM_INTERVAL = 0.5  # seconds between appendStream calls
 UPDATE_INTERVAL = 1.0  # seconds between chat.update calls (Tier 3)
 RESPONSE_URL_USES = 5  # a response_url takes five posts within 30 minutes
+# Of those, an answer leaves two: a shortcut's working note, and one note said privately beside it.
+ANSWER_RESPONSE_URL_USES = RESPONSE_URL_USES - 2
 TEXT_LIMIT = 39_000  # Slack truncates `text` past 40,000 characters
 SECTION_LIMIT = 3_000  # mrkdwn per section block
 FEEDBACK_ACTION = "answer_feedback"  # the buttons' action_id, taken by bot.surfaces.feedback
@@ -373,6 +375,7 @@ class _WholeAnswer(ReplyWriter):
     def __init__(self, preface: str = "") -> None:
         super().__init__()
         self._markdown = preface
+        self._said = 0  # pieces posted: cut off after them, only the rest and the note go
 
     @property
     def started(self) -> bool:
@@ -383,8 +386,9 @@ class _WholeAnswer(ReplyWriter):
 
     async def _finish(self, note: str | None, *, feedback: bool) -> None:  # noqa: ARG002 (ephemeral: none)
         mrkdwn = to_mrkdwn(f"{self._markdown}\n\n{note}" if note else self._markdown)
-        for piece in self._pieces(mrkdwn):
+        for piece in self._pieces(mrkdwn)[self._said :]:
             await self._say(piece)
+            self._said += 1
 
     def _pieces(self, mrkdwn: str) -> list[str]:
         return split_message(mrkdwn, MESSAGE_LIMIT)
@@ -396,12 +400,13 @@ class PrivateAnswer(_WholeAnswer):
     def __init__(self, response_url: str, preface: str) -> None:
         super().__init__(preface)
         self._response_url = response_url
+        self._limit: int | None = None  # chosen once: pieces already posted must split the same again
 
     def _pieces(self, mrkdwn: str) -> list[str]:
-        pieces = super()._pieces(mrkdwn)
-        if len(pieces) > RESPONSE_URL_USES:
-            pieces = split_message(mrkdwn, TEXT_LIMIT)[:RESPONSE_URL_USES]
-        return pieces
+        if self._limit is None:
+            fits = len(super()._pieces(mrkdwn)) <= ANSWER_RESPONSE_URL_USES
+            self._limit = MESSAGE_LIMIT if fits else TEXT_LIMIT
+        return split_message(mrkdwn, self._limit)[:ANSWER_RESPONSE_URL_USES]
 
     async def _say(self, mrkdwn: str) -> None:
         self.messages += 1
