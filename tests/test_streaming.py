@@ -197,3 +197,18 @@ async def test_a_stream_refused_at_a_roll_over_loses_no_paragraph_break(bot):
     await bot.finished()
 
     assert "\n".join(bot.replies(CHANNEL, "5.000001")).split() == answer.split()
+
+
+async def test_a_stream_refused_midway_is_not_left_open_after_falling_back_to_chat_update(bot):
+    bot.claude.chunk_chars = 10
+    bot.claude.chunk_delay = 0.1
+    bot.claude.reply("word " * 40)
+    bot.slack.fail("chat.appendStream", error="ratelimited", status=429, retry_after=0, times=3)
+
+    await bot.send_event(mention("<@U0BOT> go", ts="8.000001"))
+    await bot.finished()
+
+    assert bot.slack.calls_to("chat.update")
+    [message] = bot.slack.bot_messages(CHANNEL, "8.000001")
+    assert not bot.slack.message(CHANNEL, message["ts"])["streaming"]
+    assert bot.replies(CHANNEL, "8.000001") == ["word " * 39 + "word"]
