@@ -4,13 +4,14 @@ or a disguised link cut between two pieces is defused as if it came whole."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
 from bot.pipeline.defuse import JOINER, defuse_markdown, split_unfinished
 from bot.pipeline.mrkdwn import escape_meant_as_text, split_unfinished_word, to_mrkdwn
-from bot.pipeline.reply import STREAM_LIMIT
+from bot.pipeline.reply import STREAM_LIMIT, UPDATE_INTERVAL
 from tests.conftest import CHANNEL, mention
 
 PLAIN_BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
@@ -212,3 +213,19 @@ async def test_a_stream_refused_midway_is_not_left_open_after_falling_back_to_ch
     [message] = bot.slack.bot_messages(CHANNEL, "8.000001")
     assert not bot.slack.message(CHANNEL, message["ts"])["streaming"]
     assert bot.replies(CHANNEL, "8.000001") == ["word " * 39 + "word"]
+
+
+async def test_a_stream_that_falls_back_to_chat_update_edits_no_faster_than_chat_update_allows(bot):
+    """chat.update is rate-limited more tightly than appending to a stream: the fallback keeps its pace."""
+    bot.slack.refuse_streaming("not_allowed")
+    bot.claude.chunk_chars = 10
+    bot.claude.chunk_delay = 0.1
+    bot.claude.reply("word " * 80)
+    started = asyncio.get_running_loop().time()
+
+    await bot.send_event(mention("<@U0BOT> go", ts="7.000001"))
+    await bot.finished()
+
+    elapsed = asyncio.get_running_loop().time() - started
+    updates = bot.slack.calls_to("chat.update")
+    assert len(updates) <= elapsed / UPDATE_INTERVAL + 1, (len(updates), round(elapsed, 2))

@@ -333,6 +333,7 @@ class NativeStream(_Throttled):
         self._markdown += markdown
 
     def _fall_back(self) -> None:
+        self.interval = UpdatedMessages.interval  # chat.update's pace from now on, not a stream's
         self._fallback = UpdatedMessages(self._slack, self._channel, self._thread_ts)
         if self._ts is not None:
             self._fallback.adopt(self._ts, self._markdown)
