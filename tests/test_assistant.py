@@ -288,6 +288,30 @@ async def test_stop_pressed_as_the_answer_ends_leaves_nothing_in_flight(bot):
     assert bot.pipeline.in_flight.running_in(DM, "92.000001") is None
 
 
+async def test_a_stop_pressed_as_the_stream_ends_posts_no_second_message(bot):
+    """The whole answer is shown and its stream is being ended: the Stop has nothing left to stop, and
+    must not open a new message to say so."""
+    bot.slack.add_thread(DM, [said(ALICE, "Tell me", "81.000001")])
+    bot.slack.hold("chat.stopStream")
+    try:
+        await bot.send_event(direct_message("Tell me", ts="81.000001", thread_ts="81.000001"))
+        [stop] = await bot.slack.wait_for("chat.stopStream")
+        await deliver(
+            bot,
+            bot.slack.agent_session_stopped_envelope(
+                channel_id=DM, user_id=ALICE, thread_ts="81.000001", streaming_message_ts=[stop.params["ts"]]
+            ),
+        )
+        await bot.arrivals.settled()
+    finally:
+        bot.slack.let_go("chat.stopStream")
+    await bot.pipeline.wait_idle()
+
+    assert len(bot.slack.calls_to("chat.startStream")) == 1
+    assert bot.replies(DM, "81.000001") == ["Hello from fake Claude."]
+    assert not bot.slack.message(DM, stop.params["ts"])["streaming"]
+
+
 async def test_bot_messages_and_edits_in_a_dm_thread_are_ignored(bot):
     bot.slack.add_thread(DM, [said(ALICE, "Hello", "95.000001")])
     from_a_bot = direct_message(

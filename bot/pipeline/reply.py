@@ -18,6 +18,7 @@ the answer goes out without them. Clicks: `bot.surfaces.feedback`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -276,8 +277,11 @@ class NativeStream(_Throttled):
         self._markdown = ""  # its text so far
         self._written = ""  # the answer so far, as Claude wrote it
         self._fallback: UpdatedMessages | None = None
+        self._ended = False  # the whole answer is shown and its stream ended: nothing is added to it
 
     async def _write(self, markdown: str, *, final: bool, feedback: bool = False) -> None:
+        if self._ended:  # a Stop or the deadline as the stream was ended: nothing is left to cut
+            return
         if not final:  # a ping, a link or a word may be cut at the end: make it safe with what follows
             markdown, held = split_unfinished(markdown)
             markdown, word = split_unfinished_word(markdown)
@@ -295,7 +299,8 @@ class NativeStream(_Throttled):
         if self._fallback is not None:
             await self._fallback._write(markdown, final=final, feedback=feedback)
         elif final:
-            await self._stop(feedback=feedback)
+            self._ended = True
+            await asyncio.shield(self._stop(feedback=feedback))  # a cancel now must not leave it open
 
     async def _stream(self, markdown: str) -> None:
         if not markdown:
