@@ -8,7 +8,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline import context, lane
-from bot.pipeline.progress import WAITING_STATUS
+from bot.pipeline.progress import STATUS, WAITING_STATUS
 from bot.pipeline.said import RESTARTING
 from tests.conftest import ALICE, BOB, CHANNEL, DM, direct_message, mention, said
 from tests.fakes.slack_api import FakeSlack
@@ -58,12 +58,25 @@ async def test_a_request_waiting_for_its_turn_reads_nothing_until_one_ends(bot):
     assert len(bot.claude.requests) == 1
 
     assert await bot.pipeline.stop(CHANNEL, "1.000000")  # the first ends (its reader pressed Stop)
-    await bot.slack.wait_for("assistant.threads.setStatus", count=3)  # the second's status, cleared
+    await bot.slack.wait_for("assistant.threads.setStatus", count=4)  # the second's: thinking, cleared
     assert read_of(bot, DM, waiting)
     assert len(bot.slack.calls_to("url_private")) == 1
     assert bot.replies(DM, waiting) == [ANSWER]
     [_, second] = bot.claude.requests
     assert second.body["messages"][0]["content"][1]["type"] == "image"  # its photo, fetched in its turn
+
+
+@one_at_a_time()
+async def test_a_request_whose_turn_comes_no_longer_says_it_is_waiting(bot):
+    """While it reads and Claude thinks, its status says so, not "waiting for a free moment"."""
+    waiting = await a_waiting_request(bot)
+
+    assert await bot.pipeline.stop(CHANNEL, "1.000000")
+    await bot.pipeline.wait_idle()
+
+    statuses = [c.params["status"] for c in bot.slack.calls_to("assistant.threads.setStatus")]
+    assert statuses[1:] == [WAITING_STATUS, STATUS, ""]
+    assert bot.replies(DM, waiting) == [ANSWER]
 
 
 @one_at_a_time()

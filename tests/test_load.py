@@ -41,7 +41,7 @@ async def test_waiting_is_shown_in_an_assistant_thread(bot):
 
     statuses = await bot.slack.wait_for("assistant.threads.setStatus", count=2)
     assert statuses[1].params["status"] == WAITING_STATUS
-    await bot.slack.wait_for("assistant.threads.setStatus", count=3)
+    await bot.slack.wait_for("assistant.threads.setStatus", count=4)  # its turn: thinking, then cleared
     assert bot.replies(DM, "2.000002") == ["Hello from fake Claude."]
 
 

@@ -47,6 +47,7 @@ from bot.pipeline.progress import (
     show_progress,
     show_searching,
     show_waiting,
+    show_waiting_over,
 )
 from bot.pipeline.prompt import Prompt, build_prompt, people_to_name
 from bot.pipeline.redaction import Redactor
@@ -344,12 +345,15 @@ class Pipeline:
     ) -> AsyncIterator[None]:
         """A turn that Claude's rate limits have room for, held from the first read to the last word, so
         that what a flood holds in memory is bounded by the turns, not by how many wait for one."""
-        if self._turns.would_wait():  # no room now: wait, and let the asker see it
+        waited = self._turns.would_wait()
+        if waited:  # no room now: wait, and let the asker see it
             log.info("request=%s waiting for a turn", ask.request_id)
             leave_lane()  # waiting on Claude is not work: the next arrival may start its own
             await asyncio.wait({shown})  # working first, then waiting (a cancel here leaves `shown` be)
             await show_waiting(self._slack, ask.progress)
         async with self._turns.turn():
+            if waited:
+                await show_waiting_over(self._slack, ask.progress)
             yield
 
     async def _write_answer(

@@ -53,6 +53,12 @@ async def show_waiting(slack: AsyncWebClient, progress: Progress) -> None:
         )
 
 
+async def show_waiting_over(slack: AsyncWebClient, progress: Progress) -> None:
+    """Its turn came: the status line says it is working again (a reaction said so all along)."""
+    if isinstance(progress, ThreadStatus):
+        await show_progress(slack, progress)
+
+
 async def show_searching(slack: AsyncWebClient, progress: Progress) -> None:
     """Claude is searching the web: the step, never its query (content, perhaps not for everyone here).
     A status line says so; in a channel a second reaction does, until `clear_searching`."""
