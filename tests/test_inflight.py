@@ -21,7 +21,7 @@ from bot.pipeline.inflight import Claim, InFlight, Resume
 from bot.pipeline.reply import open_writer
 from bot.state import MemoryState, RedisState, Renewal, State, StateKeys, Write
 from bot.surfaces import mention as mention_surface
-from bot.surfaces import resumed
+from bot.surfaces import resumed, shortcuts
 from tests.conftest import ALICE, CHANNEL, mention, running_bot, said
 from tests.redis_server import Cuttable, RedisServer, in_use
 
@@ -206,6 +206,23 @@ async def test_two_commands_in_one_channel_are_two_answers_in_flight(state: Held
     await in_flight.held(keys[0])  # still known here
     await in_flight.end(keys[0])
     assert keys[0] != keys[1]
+
+
+async def test_two_shortcuts_on_one_thread_are_two_answers_in_flight(state: Held) -> None:
+    """Used twice at once on the same message (two people, or one twice): each is its own answer, or
+    the first to end would take the other's with it."""
+    in_flight = replica(state)
+    task = asyncio.current_task()
+    assert task is not None
+    used = [
+        shortcuts.ShortcutThread("T0TEAM", "U0ALICE", "C0GENERAL", "1700000000.000100", f"{url}")
+        for url in ("https://hooks.slack.test/1", "https://hooks.slack.test/2")
+    ]
+    asks = [thread.to_ask("summarize", BotIdentity("U0BOT", "B0BOT"), None) for thread in used]
+    keys = [in_flight.enter(ask, task, open_writer(never_called(), ask)) for ask in asks]
+    await in_flight.end(keys[0])
+    await in_flight.held(keys[1])  # still known here
+    await in_flight.end(keys[1])
 
 
 async def redis_keys(redis_server: RedisServer) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +40,8 @@ class ShortcutThread:
 
     def to_ask(self, question: str, bot: BotIdentity, enterprise_id: str | None) -> Ask:
         return Ask(
-            request_id=f"shortcut:{self.channel_id}:{self.thread_ts}",
+            # Each use its own request, though used twice at once on one thread.
+            request_id=f"shortcut:{self.channel_id}:{self.thread_ts}:{uuid.uuid4().hex[:8]}",
             surface="shortcut",
             origin=Origin(
                 self.user_id, self.team_id, enterprise_id=enterprise_id, channel_id=self.channel_id
