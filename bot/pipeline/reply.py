@@ -314,11 +314,9 @@ class NativeStream(_Throttled):
             if exc.error == "stopped_by_user":
                 raise StoppedByReader() from None
             log.info("native streaming %s refused (%s): falling back to chat.update", self._ts, exc.error)
-            cut = self._ts
             self._fall_back()
             assert self._fallback is not None
-            if cut is not None:  # not left streaming: the rest goes in by chat.update
-                await quietly(self._slack.chat_stopStream(channel=self._channel, ts=cut))
+            await self._stop()  # not left streaming: the rest goes in by chat.update
             await self._fallback._write(markdown, final=False)
 
     async def _send_to_stream(self, markdown: str) -> None:
