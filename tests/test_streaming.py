@@ -8,11 +8,13 @@ import asyncio
 import re
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pipeline.defuse import JOINER, defuse_markdown, split_unfinished
 from bot.pipeline.mrkdwn import escape_meant_as_text, split_unfinished_word, to_mrkdwn
-from bot.pipeline.reply import STREAM_LIMIT, UPDATE_INTERVAL
-from tests.conftest import CHANNEL, mention
+from bot.pipeline.reply import STREAM_LIMIT, UPDATE_INTERVAL, UpdatedMessages
+from tests.conftest import CHANNEL, DM, direct_message, mention
+from tests.fakes.claude_api import text_block
 
 PLAIN_BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
 ANSWER = "Streaming keeps people reading while Claude is still writing the rest of the answer."
@@ -229,3 +231,39 @@ async def test_a_stream_that_falls_back_to_chat_update_edits_no_faster_than_chat
     elapsed = asyncio.get_running_loop().time() - started
     updates = bot.slack.calls_to("chat.update")
     assert len(updates) <= elapsed / UPDATE_INTERVAL + 1, (len(updates), round(elapsed, 2))
+
+
+@pytest.mark.parametrize("where", ["thread", "direct message"])
+async def test_words_written_before_claude_pauses_are_shown_during_the_pause(bot, where):
+    """Claude writes a sentence, then searches the web or thinks for a while: the sentence is shown within
+    an interval, not held until the next words come."""
+    lead = "Let me look that up on the web before I answer this one."
+    bot.claude.chunk_chars = 20  # the first piece goes at once, the rest come too soon after it
+    bot.claude.lead_with(text_block(lead))
+    bot.claude.gate = asyncio.Event()  # the pause: the rest of the answer waits for it
+    bot.claude.reply(" Found it.")
+    if where == "thread":
+        await bot.send_event(mention("<@U0BOT> look it up", ts="8.000001"))
+        await bot.slack.wait_for("chat.appendStream")
+        shown = bot.replies(CHANNEL, "8.000001")
+    else:
+        await bot.send_event(direct_message("look it up", ts="8.000002"))
+        await bot.slack.wait_for("chat.update")
+        shown = bot.slack.top_level_texts(DM)
+    assert shown == [lead]
+
+    bot.claude.gate.set()
+    await bot.finished()
+
+
+async def test_an_answer_closed_midway_writes_no_words_left_waiting(slack):
+    """Closed (another replica took the answer over): words waiting for their interval stay unwritten."""
+    writer = UpdatedMessages(AsyncWebClient(token=slack.bot_token, base_url=slack.api_url), DM, None)
+    writer.interval = 0.05
+    await writer.append("First words.")
+    await writer.append(" More words.")  # too soon after the first: due at the interval's end
+    writer.close()
+
+    await asyncio.sleep(writer.interval * 4)  # well past it
+    assert slack.top_level_texts(DM) == ["First words."]
+    assert not slack.calls_to("chat.update")

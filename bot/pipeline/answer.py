@@ -326,6 +326,7 @@ class Pipeline:
             )
             await reply.writer.interrupt(exc)
         finally:
+            reply.writer.close()
             metrics.used_tokens(
                 input=usage.input_tokens,
                 output=usage.output_tokens,

@@ -5,8 +5,9 @@
      ├── UpdatedMessages   chat.postMessage, then chat.update at a bounded rate (also top-level DMs)
      └── PrivateAnswer     the interaction's response_url, once the answer is complete
 
-Streamed text goes out at most once per interval, never once per token. Long answers roll over into
-further messages before Slack's limits, and a code block open at a cut is closed and reopened.
+Streamed text goes out at most once per interval, never once per token, and an interval after it came
+at the latest, should Claude pause. Long answers roll over into further messages before Slack's limits,
+and a code block open at a cut is closed and reopened.
 
 An answer Claude finished (also one cut at its length limit, or declined) ends with Slack's own feedback
 buttons under its last message: given to the final chat.stopStream, or on a posted answer's last
@@ -19,6 +20,7 @@ the answer goes out without them. Clicks: `bot.surfaces.feedback`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -178,9 +180,16 @@ class ReplyWriter(ABC):
         is, or when it is private."""
         return None
 
+    def close(self) -> None:
+        """No write is made from now on unless asked for: one waiting for its time is dropped (the answer
+        was taken over elsewhere, say)."""
+        return None
+
 
 class _Throttled(ReplyWriter):
-    """Collects pieces and writes them out at most once per `interval`."""
+    """Collects pieces and writes them out at most once per `interval`. A piece that came too soon after
+    a write goes out once the interval is over, should Claude pause (a web search, a long think) before
+    its next words."""
 
     interval = UPDATE_INTERVAL
 
@@ -188,20 +197,55 @@ class _Throttled(ReplyWriter):
         super().__init__()
         self._pending = ""
         self._last_write = float("-inf")
+        self._due: asyncio.TimerHandle | None = None  # a late write, waiting for its interval to end
+        self._late: asyncio.Task[None] | None = None  # a late write being made
 
     @property
     def started(self) -> bool:
         return self.messages > 0 or bool(self._pending)
 
     async def _append(self, markdown: str) -> None:
+        await self._caught_up()
         self._pending += markdown
-        if time.monotonic() - self._last_write >= self.interval:
+        wait = self._last_write + self.interval - time.monotonic()
+        if wait <= 0:
+            self._drop_due()  # its time has come, and this write takes it
             await self._flush(final=False)
+        elif self._due is None:
+            self._due = asyncio.get_running_loop().call_later(wait, self._write_late)
+
+    def _write_late(self) -> None:
+        self._due = None
+        self._late = asyncio.ensure_future(self._flush(final=False))
+
+    async def _caught_up(self) -> None:
+        """A late write being made is done first (writes go in order), and how it failed is raised here."""
+        late, self._late = self._late, None
+        if late is not None:
+            await late
 
     async def _finish(self, note: str | None, *, feedback: bool) -> None:
+        self.close()
+        await self._caught_up()
         if note:
             self._pending += f"\n\n{note}"
         await self._flush(final=True, feedback=feedback)
+
+    async def interrupt(self, why: Notice | Exception) -> None:
+        self.close()
+        with contextlib.suppress(ReplyFailed, StoppedByReader):  # ending anyway, and saying why
+            await self._caught_up()
+        await super().interrupt(why)
+
+    def close(self) -> None:
+        self._drop_due()
+        if self._late is not None:  # not awaited by anyone now: how it ended is not worth a warning
+            self._late.add_done_callback(lambda late: late.cancelled() or late.exception())
+
+    def _drop_due(self) -> None:
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
 
     async def _flush(self, *, final: bool, feedback: bool = False) -> None:
         self._last_write = time.monotonic()
