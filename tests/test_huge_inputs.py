@@ -277,3 +277,40 @@ async def test_an_unknown_event_type_is_acknowledged_and_does_nothing(bot, caplo
     await only_the_marker_was_answered(bot)
     # Taken by the bot's catch-all listener: Bolt would ack an unmatched event too, but warn about it.
     assert not [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("page_size", [15, 200])  # 15: Slack's page for apps not in the Marketplace
+@pytest.mark.parametrize("pause", [1, 86_400], ids=["asked-at-once", "asked-a-day-later"])
+async def test_a_thread_of_a_few_pages_is_read_whole_however_long_after_it_the_question_comes(
+    bot, page_size, pause
+):
+    bot.slack.page_size = page_size
+    count = page_size * 3
+    ts = [*evenly(count), f"{1_700_000_000 + count + pause}.000100"]
+    thread, question = a_numbered_thread(ts)
+    bot.slack.add_thread(CHANNEL, thread)
+
+    await bot.send_event(mention(question, ts=ts[-1], thread_ts=ts[0]))
+
+    await bot.finished()
+    [request] = bot.claude.requests
+    assert kept_numbers(request, len(ts)) == list(range(1, len(ts)))
+    assert EARLIER_UNREAD not in request.body["system"]
+    assert len(bot.slack.calls_to("conversations.replies")) <= 12
+
+
+async def test_a_thread_of_many_pages_is_summarized_from_its_newest_end(bot):
+    """A shortcut asks after everything (its Ask's ts is far in the future), not from a message."""
+    bot.slack.page_size = 200
+    ts = evenly(1_000)
+    thread, _ = a_numbered_thread(ts)
+    bot.slack.add_thread(CHANNEL, thread)
+
+    envelope = bot.slack.message_shortcut_envelope("summarize_thread", message=thread[0])
+    await bot.slack.send_envelope(envelope)
+    await bot.slack.wait_for("response_url", count=2)
+
+    [request] = bot.claude.requests
+    kept = kept_numbers(request, len(ts))
+    assert kept and kept == list(range(kept[0], len(ts)))
+    assert len(bot.slack.calls_to("conversations.replies")) <= 12

@@ -3,6 +3,8 @@ read now, and an answer holding a private thread goes to the asker alone when ot
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, Link, find_links
@@ -277,3 +279,28 @@ async def test_a_private_answer_cut_off_midway_stays_private_with_what_was_writt
     told = ephemerals(bot)
     assert told[0] == ANSWERED_PRIVATELY
     assert told[1].startswith("First word\n\n_(Cut off:")
+
+
+async def test_a_linked_thread_of_several_pages_is_read(bot):
+    bot.slack.page_size = 15  # Slack's page for apps not in the Marketplace
+    stamps = [f"{1_700_000_000 + n}.000100" for n in range(45)]
+    bot.slack.add_thread(PUBLIC, [said(BOB, f"message {n:03d}: ship it", ts) for n, ts in enumerate(stamps)])
+    question = f"<@{BOT_USER}> what did they decide in <{bot.slack.permalink(PUBLIC, stamps[0])}>"
+    bot.slack.add_thread(CHANNEL, [said(BOB, "root", "500.000001"), said(ALICE, question, "500.000002")])
+
+    await bot.send_event(
+        {
+            "type": "app_mention",
+            "user": ALICE,
+            "text": question,
+            "ts": "500.000002",
+            "channel": CHANNEL,
+            "event_ts": "500.000002",
+            "thread_ts": "500.000001",
+        }
+    )
+    await bot.slack.wait_for("chat.postEphemeral", count=2)
+
+    [request] = bot.claude.requests
+    linked = request.body["messages"][-1]["content"]
+    assert [int(n) for n in re.findall(r"message (\d{3}): ship it", linked)] == list(range(45))

@@ -24,6 +24,7 @@ from bot.pipeline.tokens import estimate_tokens
 from bot.slack_calls import SlackCallFailed, slack_call
 
 PAGE_SIZE = 200  # Slack's recommended page size for conversations.* reads
+CLOCK_ERROR_SECONDS = 3600  # how far Slack's clock may run ahead of ours
 MAX_PAGES = 30  # conversations.* calls a read may make: 6,000 messages at PAGE_SIZE
 MAX_NAME_LOOKUPS = 100  # a request's
 # The whole process's, across requests: well under the 100 connections (aiohttp's pool) that every Slack
@@ -134,8 +135,7 @@ async def read_linked_thread(
     """A linked message's thread, oldest first, newest kept: read back from now as far as the budget
     goes (conversations.replies; no files)."""
     pages = _Pages(slack, "conversations_replies", False, channel=channel, ts=thread_ts)
-    now = _ts(int(time.time() * MICROS))
-    read, _ = await _read_thread(pages, thread_ts, now, budget_tokens)
+    read, _ = await _read_thread(pages, thread_ts, None, budget_tokens)
     return read
 
 
@@ -257,6 +257,10 @@ class _Pages:
             messages=[message for m in raw if (message := slim(m, files=self._files))],
             stamps=[ts_micros(m["ts"]) for m in raw if isinstance(m.get("ts"), str)],
             cursor=(response.get("response_metadata") or {}).get("next_cursor") or None,
+            latest_reply=max(
+                (ts_micros(m["latest_reply"]) for m in raw if isinstance(m.get("latest_reply"), str)),
+                default=None,
+            ),
         )
 
 
@@ -265,19 +269,22 @@ class _Page:
     messages: list[SlackMessage]  # what slim kept
     stamps: list[int]  # every returned message's ts, in microseconds, kept or not
     cursor: str | None  # the next page's, if there is one
+    latest_reply: int | None = None  # a thread's newest reply, as its parent says (in microseconds)
 
 
 async def _read_thread(
-    pages: _Pages, thread_ts: str, until: str, budget_tokens: int | None
+    pages: _Pages, thread_ts: str, until: str | None, budget_tokens: int | None
 ) -> tuple[list[SlackMessage], bool]:
-    """A thread up to `until`, oldest first, and whether older messages were left unread.
+    """A thread up to `until` (None: all of it), oldest first, and whether older messages were left unread.
 
     conversations.replies pages forward from the thread's start. Most threads fit one page. A longer
     one is read back from `until` in windows [lo, hi] (`oldest`/`latest`, both inclusive) meant to hold
     about three quarters of a page each, sized by how dense the thread was so far: a window that holds
     more than a page is narrowed and read again (its page is the window's oldest part, not its newest),
-    an emptier one widens the next. Every window is checked against its bounds, so it does not matter
-    whether Slack also returns the thread's parent with a window that does not reach it."""
+    an emptier one widens the next. Should the narrowed window come back empty (a pause in the thread
+    before the question), the full window's rest is read forward instead. Every window is checked against
+    its bounds, so it does not matter whether Slack also returns the thread's parent with a window that
+    does not reach it."""
     first = await pages.read(latest=until)
     if first.cursor is None:
         return first.messages, False
@@ -293,26 +300,53 @@ async def _read_thread(
     target = max(1, capacity * 3 // 4)
     start_end = max(first.stamps, default=ts_micros(thread_ts))  # the first page reaches this far
     width = max(1, (start_end - ts_micros(thread_ts) + 1) * target // capacity)
-    hi, windows, used = ts_micros(until), list[list[SlackMessage]](), 0
+    now = int((time.time() + CLOCK_ERROR_SECONDS) * MICROS)
+    hi = now + 1 if until is None else ts_micros(until)
+    if hi > now:  # after everything (a shortcut, a linked thread): as far as its parent says it goes
+        hi = first.latest_reply or now
+    windows, used = list[list[SlackMessage]](), 0
+    floor = start_end + 1  # no window below it: (floor - 1, hi] holds more than the last page read
     while hi > start_end:
         if not pages.left:
             return _oldest_first(windows), True
-        lo = max(start_end + 1, hi - width + 1)
+        lo = max(floor, hi - width + 1)
         page = await pages.read(oldest=_ts(lo), latest=_ts(hi))
         stamps = [stamp for stamp in page.stamps if lo <= stamp <= hi]
         if page.cursor is not None and lo < hi:  # more than a page: narrow toward `hi`, read again
             covered = (max(stamps) if stamps else lo + (hi - lo) // 2) - lo + 1
             width = max(1, min(covered * target // capacity, (hi - lo + 1) // 2))
+            if stamps:  # the rest lies past the page, however sparse the window's newer end
+                floor = max(stamps) + 1
             continue
         window = [m for m in page.messages if lo <= ts_micros(m.ts) <= hi]
+        if not stamps and start_end + 1 < floor < lo:  # a gap above a full window's rest: read it forward
+            rest = await _read_forward(pages, floor, lo - 1)
+            if rest is None:
+                return _oldest_first(windows), True
+            lo, window = floor, rest
         windows.append(window)
         used += _cost(window)
         if used >= budget_tokens:
             return _oldest_first(windows), True
         span, hi = hi - lo + 1, lo - 1
+        if hi < floor:  # below the pages read: nothing is known of it but the thread's density
+            floor = start_end + 1
         width = min(span * 8, span * target // len(stamps)) if stamps else span * 8
         width = max(1, width)
     return [*first.messages, *_oldest_first(windows)], False
+
+
+async def _read_forward(pages: _Pages, lo: int, hi: int) -> list[SlackMessage] | None:
+    """All of [lo, hi], oldest first; None if MAX_PAGES ran out first."""
+    read: list[SlackMessage] = []
+    cursor: str | None = None
+    while pages.left:
+        page = await pages.read(oldest=_ts(lo), latest=_ts(hi), cursor=cursor)
+        read += [m for m in page.messages if lo <= ts_micros(m.ts) <= hi]
+        if page.cursor is None:
+            return read
+        cursor = page.cursor
+    return None
 
 
 async def _read_newest_first(

@@ -950,7 +950,15 @@ class FakeSlack(LoopbackServer):
             if message is None:
                 return _err("thread_not_found")
             thread = [message]
-        return self._page(thread, params, newest_first=False)
+        page = self._page(thread, params, newest_first=False)
+        replies = [m for m in thread if m["ts"] != ts]
+        if replies and page.get("ok"):  # the parent, when the page holds it, says how far its thread goes
+            latest_reply = max((m["ts"] for m in replies), key=Decimal)
+            page["messages"] = [
+                {**m, "reply_count": len(replies), "latest_reply": latest_reply} if m["ts"] == ts else m
+                for m in page["messages"]
+            ]
+        return page
 
     def _history_page(self, params: Params) -> Params:
         history = self._history.get(params.get("channel", ""))
