@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from tests.redis_server import RedisServer
 BOT_USER = "U0BOT"
 ALICE, BOB = "U0ALICE", "U0BOB"
 CHANNEL, DM = "C0GENERAL", "D0ALICE"
+# A plain @here, @channel or @everyone that Slack would read as one: "_" (italics) ends a word for it.
+PLAIN_BROADCAST = re.compile(r"(?<![^\W_])(?<![/.@])@(?:here|channel|everyone)(?![^\W_])", re.IGNORECASE)
 
 OUR_PREFIXES = ("SLACK_", "ANTHROPIC_", "CLAUDE_", "CONTEXT_", "DM_", "PORT", "LOG_LEVEL", "SLASH_COMMAND")
 CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "CLOUD_ML_")  # read by boto3 and google-auth for Bedrock and Vertex

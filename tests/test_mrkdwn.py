@@ -10,14 +10,13 @@ import pytest
 
 from bot.pipeline.mrkdwn import to_mrkdwn
 from bot.pipeline.rollover import open_fence, split_message
+from tests.conftest import PLAIN_BROADCAST
 
 CORPUS = Path(__file__).parent / "corpus" / "markdown"
 CORPUS_NAMES = sorted(path.stem for path in CORPUS.glob("*.md"))
 
 # Everything we generate that starts with "<" is a link with a URL scheme: <url> or <url|label>.
 SLACK_LINK = re.compile(r"<[A-Za-z][A-Za-z0-9+.-]*:[^<>|\s]*(?:\|[^<>\n]*)?>")
-# A plain broadcast Slack could turn into a notification; ours carry a word joiner after the "@".
-BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
 JOINER = "\u2060"
 FENCE_LINE = re.compile(r"(?m)^(?:> ?)* {0,3}(?:`{3,}[^`\n]*|~{3,}.*)$")  # as the splitter reads them
 QUOTE_MARKERS = re.compile(r"(?m)^(?:> ?)+")  # a quoted line cut in two is quoted in both pieces
@@ -306,13 +305,15 @@ def test_link_targets_cannot_forge_mentions() -> None:
 
 def test_plain_broadcasts_claude_writes_do_not_notify() -> None:
     md = "ping @channel, @here or @everyone (@Here too): **@here** ~@channel~ `@channel`"
+    md += " *@here* __@everyone__"
     md += "\n\n```\n@everyone\n```"
     out = to_mrkdwn(md)
-    assert not BROADCAST.search(out), out
+    assert not PLAIN_BROADCAST.search(out), out
     j = JOINER
     assert out == (
         f"ping @{j}channel, @{j}here or @{j}everyone (@{j}Here too): *@{j}here* "
-        f"{j}~@{j}channel~ `@{j}channel`"  # the tildes are text in Markdown: a joiner keeps them so in Slack
+        # The tildes are text in Markdown: a joiner keeps them so in Slack.
+        f"{j}~@{j}channel~ `@{j}channel` _@{j}here_ *@{j}everyone*"
         f"\n\n```\n@{j}everyone\n```"
     )
 
@@ -398,7 +399,7 @@ def assert_safe_mrkdwn(out: str) -> None:
     assert "<" not in SLACK_LINK.sub("", out), out
     assert not re.search(r"&(?!amp;|lt;|gt;)", out), out
     assert not re.search(r"<[@!#]", out), out
-    assert not BROADCAST.search(out), out
+    assert not PLAIN_BROADCAST.search(out), out
 
 
 def test_never_raises_and_output_is_safe_on_random_input() -> None:

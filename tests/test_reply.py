@@ -10,7 +10,7 @@ import pytest
 
 from bot.pipeline.defuse import JOINER
 from bot.pipeline.reply import MESSAGE_LIMIT
-from tests.conftest import CHANNEL, DM, direct_message, mention
+from tests.conftest import CHANNEL, DM, PLAIN_BROADCAST, direct_message, mention
 
 EXPECTED_MRKDWN = "*Steps*\n\n1. Run *make*\n2. Read <https://example.com|the docs>\n\nUse `a &lt; b`."
 MARKDOWN = "## Steps\n\n1. Run **make**\n2. Read [the docs](https://example.com)\n\nUse `a < b`."
@@ -89,9 +89,8 @@ async def test_mentions_claude_repeats_do_not_ping_when_streamed(bot):
 
 
 # Plain broadcasts and a user-group ping, as Claude might write them back.
-BROADCASTS = "Tell @here, @channel and @Everyone, or page <!subteam^S0ONCALL|@oncall>."
+BROADCASTS = "Tell @here, @channel and @Everyone, *@here* or _@channel_, or page <!subteam^S0ONCALL|@oncall>."
 DISGUISED = "Sign in at [https://good.example/login](https://evil.example/login) today."
-PLAIN_BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
 
 
 def assert_notifies_no_one(text: str) -> None:
@@ -107,8 +106,8 @@ async def test_broadcasts_claude_writes_do_not_notify_when_posted(bot):
     [text] = bot.slack.top_level_texts(DM)
     assert_notifies_no_one(text)
     assert (
-        text.replace(JOINER, "")
-        == "Tell @here, @channel and @Everyone, or page &lt;!subteam^S0ONCALL|@oncall&gt;."
+        text.replace(JOINER, "") == "Tell @here, @channel and @Everyone, _@here_ or _@channel_, "
+        "or page &lt;!subteam^S0ONCALL|@oncall&gt;."
     )
 
 
@@ -129,7 +128,8 @@ async def test_broadcasts_claude_writes_do_not_notify_in_private_answers(bot):
     [response] = await bot.slack.wait_for("response_url")
     assert_notifies_no_one(response.params["text"])
     assert response.params["text"].endswith(
-        f"Tell @{JOINER}here, @{JOINER}channel and @{JOINER}Everyone, or page "
+        f"Tell @{JOINER}here, @{JOINER}channel and @{JOINER}Everyone, _@{JOINER}here_ or _@{JOINER}channel_, "
+        "or page "
         "&lt;!subteam^S0ONCALL|@oncall&gt;."
     )
 

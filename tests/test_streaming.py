@@ -13,10 +13,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.defuse import JOINER, defuse_markdown, split_unfinished
 from bot.pipeline.mrkdwn import escape_meant_as_text, split_unfinished_word, to_mrkdwn
 from bot.pipeline.reply import STREAM_LIMIT, UPDATE_INTERVAL, UpdatedMessages
-from tests.conftest import CHANNEL, DM, direct_message, mention
+from tests.conftest import CHANNEL, DM, PLAIN_BROADCAST, direct_message, mention
 from tests.fakes.claude_api import text_block
 
-PLAIN_BROADCAST = re.compile(r"(?<![\w/.@])@(?:here|channel|everyone)\b", re.IGNORECASE)
 ANSWER = "Streaming keeps people reading while Claude is still writing the rest of the answer."
 
 

@@ -19,9 +19,11 @@ JOINER = "\u2060"  # a word joiner: invisible, and after "<" or "@" Slack no lon
 _PINGS = (("<@", f"<{JOINER}@"), ("<!", f"<{JOINER}!"), ("<#", f"<{JOINER}#"))
 _BROADCAST_NAMES = ("here", "channel", "everyone")
 # A plain @here, @channel or @everyone as a word; not inside an address or a URL (ops@channel.example,
-# https://social.example/@here), where Slack reads no ping and a joiner would break the address.
-_BROADCAST = re.compile(r"(?<![\w/.@])@(?=(?:here|channel|everyone)\b)", re.IGNORECASE)
-_MAYBE_BROADCAST = re.compile(r"(?<![\w/.@])@([a-z]{0,7})\Z", re.IGNORECASE)
+# https://social.example/@here), where Slack reads no ping and a joiner would break the address. A "_"
+# (italics) is no part of a word here: _@here_ pings.
+_NOT_AFTER = r"(?<![^\W_])(?<![/.@])"
+_BROADCAST = re.compile(_NOT_AFTER + r"@(?=(?:here|channel|everyone)(?![^\W_]))", re.IGNORECASE)
+_MAYBE_BROADCAST = re.compile(_NOT_AFTER + r"@([a-z]{0,7})\Z", re.IGNORECASE)
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?://)?")
 _USER_INFO = re.compile(r"[^/?#]*@")  # https://good.example@evil.example goes to evil.example
