@@ -183,6 +183,17 @@ def test_a_url_password_in_a_slack_link_is_the_same_placeholder_in_both_halves()
     )
 
 
+def test_a_key_in_a_labelled_slack_link_keeps_the_label_and_its_placeholder():
+    redactor = Redactor()
+
+    assert redactor("<https://x.example/?api_key=abc123def456ghi789|the dashboard>") == (
+        "<https://x.example/?api_key=[api token 1]|the dashboard>"
+    )
+    assert redactor("again: <https://x.example/?api_key=abc123def456ghi789>") == (
+        "again: <https://x.example/?api_key=[api token 1]>"
+    )
+
+
 def test_the_more_specific_kind_wins_when_a_named_value_has_a_known_shape():
     assert redact(f"api_key={ANTHROPIC_KEY}") == "api_key=[anthropic key 1]"
     assert redact(f"token: {SLACK_BOT_TOKEN}") == "token: [slack token 1]"
@@ -442,6 +453,24 @@ def test_the_shapes_found_before_are_all_still_found():
     ],
 )
 def test_any_real_looking_value_after_a_password_like_name_becomes_a_placeholder(text, expected):
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("*Password:* Tr0ub4dor3xx", "*Password:* [password 1]"),
+        ("*Password*: Tr0ub4dor3xx", "*Password*: [password 1]"),
+        ("_db password:_ Tr0ub4dor3xx", "_db password:_ [password 1]"),
+        ("~password~: Tr0ub4dor3xx", "~password~: [password 1]"),
+        ("*API token:* 9f8e7d6c5b4a39281706f5e4", "*API token:* [api token 1]"),
+        ("*password: Tr0ub4dor3xx*", "*password: [password 1]*"),
+        ("~token=abcdefgh123~ and more", "~token=[api token 1]~ and more"),
+    ],
+    ids=["bold label", "bold name", "italic label", "struck name", "bold api token", "all bold", "struck"],
+)
+def test_a_value_after_a_label_in_bold_or_italics_becomes_a_placeholder(text, expected):
+    """How people post a credential in Slack: the label in *bold*, the value after it."""
     assert redact(text) == expected
 
 

@@ -254,15 +254,18 @@ def _trie(words: Iterable[str]) -> str:
 
 
 # Searched on the reversed text, so that the scan starts at a rare `=` or `:` and reads the name
-# backwards; a forward search would try the name at every letter.
-_NAMED: Final = re.compile(r"[:=]\s{0,3}[\"']?\\?(?P<name>" + _trie(n[::-1] for n in _NAME_ENDINGS) + ")")
+# backwards; a forward search would try the name at every letter. A name may end its bold or italics
+# before the operator (`*Password*: …`), and the operator its own (`*Password:* …`).
+_NAMED: Final = re.compile(
+    r"[:=]\s{0,3}[*_~]{0,2}[\"']?\\?(?P<name>" + _trie(n[::-1] for n in _NAME_ENDINGS) + ")"
+)
 # A quoted value runs to its closing quote and may hold any symbol (`"P@ss<w>99"`); an unquoted one
-# stops at what ends a value in code, a shell or a URL (`&` only before another `name=`).
+# stops at what ends a value in code, a shell, a URL or a Slack link (`&` only before another `name=`).
 _VALUE: Final = re.compile(
-    r"[=>]?\s{0,3}\\?(?:(?P<quote>[\"'`])(?:(?i:bearer|token|basic|bot|apikey)\s+)?"
+    r"[=>]?(?:[*_~]{1,2}(?=\s))?\s{0,3}\\?(?:(?P<quote>[\"'`])(?:(?i:bearer|token|basic|bot|apikey)\s+)?"
     r"(?P<quoted>[^\s\"'`\\]{6,256})"
     r"|(?:(?i:bearer|token|basic|bot|apikey)\s+)?"
-    r"(?P<bare>(?:[^\s\"'`\\,;&<>()\[\]{}=]|&(?![\w.-]+=)){6,256}={0,2}))"  # "=" only as base64 padding
+    r"(?P<bare>(?:[^\s\"'`\\,;&<>|()\[\]{}=]|&(?![\w.-]+=)){6,256}={0,2}))"  # "=" only as base64 padding
 )
 _AWS_SECRET: Final = re.compile(r"[A-Za-z0-9/+=]{40}")
 _IDENTIFIER_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -290,6 +293,9 @@ def _named(text: str, found: list[Span]) -> None:
         secret = text[start:end]
         if not quoted and secret.endswith(".") and not secret.endswith("..."):
             end = start + len(secret.rstrip("."))  # the end of a sentence
+            secret = text[start:end]
+        if not quoted and secret.endswith(("*", "~")):
+            end = start + len(secret.rstrip("*~"))  # the end of bold or strike around it
             secret = text[start:end]
         name_end = size - match.start("name")
         name_start = name_end - len(match["name"])
