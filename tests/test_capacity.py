@@ -73,6 +73,23 @@ async def test_a_burst_beyond_the_remaining_requests_waits_visibly_and_is_answer
     assert waited(bot) <= set(roots)
 
 
+@pytest.mark.parametrize("bot_overrides", [MANY], indirect=True)
+async def test_a_burst_beyond_the_input_tokens_left_waits_though_the_prompts_go_to_the_cache(bot):
+    """Each long prompt is written to Claude's prompt cache, which the input-token limit counts too."""
+    bot.claude.set_rate_limits(input_tokens=5_000, per_seconds=2.0)
+    first, *roots = [f"{10 + n}.000001" for n in range(5)]
+    for n, root in enumerate([first, *roots]):  # ~2,000 tokens each, none like another: no cache reads
+        log = f"log {n}: " + f"line {n} of the failing build " * 300
+        bot.slack.add_thread(DM, [said(ALICE, log, root), said(ALICE, "why?", root[:-1] + "2")])
+    await ask_in(bot, [first])
+    await all_answered(bot, [first], 1)  # it told the bot what an answer costs, and what is left
+
+    await ask_in(bot, roots)
+    await all_answered(bot, [first, *roots], 5)
+    assert bot.claude.rate_limited == 0  # none was sent too early, so none failed
+    assert waited(bot)
+
+
 @pytest.mark.parametrize("bot_overrides", [{**MANY, "CLAUDE_MAX_RETRIES": "2"}], indirect=True)
 async def test_a_429_with_retry_after_pauses_new_answers_then_all_are_answered(bot):
     bot.claude.fail(429, retry_after=1)

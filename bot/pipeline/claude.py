@@ -250,8 +250,8 @@ async def ask_claude(
             stop_reason = await _request(claude, request, turn)
             if stop_reason != "pause_turn":
                 break
-        if limits is not None:
-            limits.used(usage.input_tokens, usage.output_tokens)
+        if limits is not None:  # the input-token limit counts what is written to the cache, not what is read
+            limits.used(usage.input_tokens + usage.cache_write_tokens, usage.output_tokens)
         return ClaudeOutcome(stop_reason, usage, tuple(turn.sources.values()))
     except ClaudeBusy:  # overloaded or throttled after HTTP 200: no headers, but as telling as a 529
         if limits is not None:
