@@ -7,7 +7,10 @@ import re
 
 import pytest
 
+from bot.pipeline.ask import BotIdentity, SlackMessage
 from bot.pipeline.links import ANSWERED_PRIVATELY, LINK_NOT_READ, Link, find_links
+from bot.pipeline.prompt import SHORTENED, build_prompt
+from bot.pipeline.tokens import CHARS_PER_TOKEN
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, said
 
 ANSWER = "Hello from fake Claude."
@@ -304,3 +307,19 @@ async def test_a_linked_thread_of_several_pages_is_read(bot):
     [request] = bot.claude.requests
     linked = request.body["messages"][-1]["content"]
     assert [int(n) for n in re.findall(r"message (\d{3}): ship it", linked)] == list(range(45))
+
+
+@pytest.mark.parametrize("where", ["linked", "viewed"])
+def test_a_huge_newest_message_of_a_linked_thread_or_viewed_channel_is_shortened_to_its_share(where):
+    budget = 5_000
+    question = SlackMessage(ts="500.000002", text=f"<@{BOT_USER}> what went wrong here?", user=ALICE)
+    paste = [SlackMessage(ts="400.000001", text="x" * 40_000, user=BOB)]  # Slack's longest: ~10,000 tokens
+    read = {"linked": [(PUBLIC, paste)]} if where == "linked" else {"viewed": paste}
+
+    prompt = build_prompt(
+        [question], bot=BotIdentity(BOT_USER, "B0BOT"), names={}, system="", budget_tokens=budget, **read
+    )
+
+    sent = len(prompt.system) + sum(len(m["content"]) for m in prompt.messages)
+    assert sent <= budget * CHARS_PER_TOKEN
+    assert SHORTENED in prompt.system + prompt.messages[-1]["content"]

@@ -102,13 +102,14 @@ def build_prompt(
     the same bytes whether or not a question links to a thread.
     """
     nobody = BotIdentity(None, None)
-    shown = _window(viewed, nobody, names, budget_tokens // 2, None, stepped=False)
+    viewed_share = budget_tokens // 2
+    shown = _window(viewed, nobody, names, viewed_share, None, stepped=False)
     budget_tokens -= shown.cost
     linked_windows = []
     for channel, thread in linked:
         share = budget_tokens // 3 // len(linked)
         window_of = _window(thread, nobody, names, share, None, stepped=False)
-        linked_windows.append((channel, thread[window_of.start :]))
+        linked_windows.append(_Linked(channel, thread[window_of.start :], share))
         budget_tokens -= window_of.cost
     window = _window(messages, bot, names, budget_tokens, files)
     kept_messages = messages[window.start :]
@@ -116,7 +117,7 @@ def build_prompt(
     if viewed:
         seen = viewed[shown.start :]
         seen_texts = [redact(_readable(message.text, nobody, names)) for message in seen]
-        lines = [turn.text for turn in _turns(seen, seen_texts, nobody, names, budget_tokens, None, [])]
+        lines = [turn.text for turn in _turns(seen, seen_texts, nobody, names, viewed_share, None, [])]
         system += (
             "\n\nThe person is viewing a Slack channel and asked about it. Its most recent messages, oldest "
             "first:\n" + "\n".join(lines)
@@ -138,29 +139,42 @@ def build_prompt(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Linked:
+    channel: str
+    messages: Sequence[SlackMessage]  # the window kept, oldest first
+    share: int  # of the budget: its newest message is shortened to it
+
+
 def _with_linked(
-    turn: Turn,
-    linked: Sequence[tuple[str, Sequence[SlackMessage]]],
-    names: Mapping[str, str],
-    redact: Callable[[str], str],
+    turn: Turn, linked: Sequence[_Linked], names: Mapping[str, str], redact: Callable[[str], str]
 ) -> Turn:
     """The question's turn with the linked threads after it, each marked with the channel it is from."""
     nobody = BotIdentity(None, None)
     parts = []
-    for channel, thread in linked:
+    for thread in linked:
         lines = [
             f"{_speaker(m, names)}: {redact(text)}"
-            for m in thread
+            for m in thread.messages
             if (text := _readable(m.text, nobody, names))
         ]
+        if lines:
+            lines[-1] = _shortened(lines[-1], thread.share)
         parts.append(
-            f"A Slack thread the question links to, linked from #{channel}, oldest first:\n"
+            f"A Slack thread the question links to, linked from #{thread.channel}, oldest first:\n"
             + "\n".join(lines)
         )
     text = "\n\n".join(parts)
     if turn.blocks:
         return Turn(turn.role, turn.text, (*turn.blocks, _text_block(text)))
     return Turn(turn.role, f"{turn.text}\n\n{text}")
+
+
+def _shortened(text: str, budget_tokens: int) -> str:
+    """`text` cut to the budget, saying so, if it is longer."""
+    if estimate_tokens(text) <= budget_tokens:
+        return text
+    return text[: budget_tokens * CHARS_PER_TOKEN] + SHORTENED
 
 
 def _message_param(turn: Turn) -> MessageParam:
@@ -324,8 +338,7 @@ def _turns(
         if newest:
             cost = estimate_tokens(turn.text)
             if cost > budget_tokens:
-                turn = Turn(turn.role, turn.text[: budget_tokens * CHARS_PER_TOKEN] + SHORTENED)
-                cost = budget_tokens
+                turn, cost = Turn(turn.role, _shortened(turn.text, budget_tokens)), budget_tokens
             left = budget_tokens - cost
         reasons.append([])
         if files and message.files and turn.role == "user":
