@@ -73,12 +73,12 @@ REDIS_KEYS = (
     RedisKey("lease:", "which process writes it", lambda s: f"{_duration(s.answer_lease_seconds)}, renewed"),
     RedisKey(
         "takeover:",
-        "which process answers it again if that one died",
+        "which process answers it again",
         lambda s: f"{_duration(s.answer_lease_seconds)}, renewed",
     ),
     RedisKey(
         "answers:",
-        "the hashes of answers in progress, to find unfinished ones",
+        "answers in progress, to find unfinished ones",
         lambda s: f"at most {_duration(s.request_deadline_seconds + s.answer_lease_seconds)} each",
     ),
 )
@@ -114,10 +114,11 @@ def _retained_models(settings: Settings) -> list[str]:
 def _kept(settings: Settings) -> list[str]:
     if settings.redis_url is None:
         return [
-            "in this process's memory: recent event ids (an hour), who may ask (five minutes), requests per "
-            "person (a minute), tokens used per person today (until midnight UTC, with "
-            "USER_TOKENS_PER_DAY), the channel you view beside an assistant thread (a day), answers being "
-            "written (until they end)."
+            "in this process's memory: recent event ids (an hour), commands and shortcuts answered over "
+            "HTTP (15 minutes), who may ask (five minutes), requests per person (a minute), tokens used "
+            "per person today (until midnight UTC, with USER_TOKENS_PER_DAY), the channel you view beside "
+            "an assistant thread (a day), a Stop pressed (a minute), answers being written (until they "
+            "end)."
         ]
     keys = " · ".join(f"`{key.prefix}<hash>` {key.holds}, {key.ttl(settings)}" for key in REDIS_KEYS)
     return [
@@ -141,7 +142,7 @@ def _what_is_read(settings: Settings) -> str:
         f"message); in a DM, its last {settings.dm_context_hours:g} hours or its thread; with "
         f"{settings.slash_command}, only your question; in the assistant panel, its thread, and the channel "
         "you view only if you ask about it and may read it yourself; threads your question links "
-        "to (at most 3), each only if you may read it, answered to you alone. "
+        "to (at most 3), each only if you may read it; answered to you alone if from another conversation. "
         f"At most about {settings.context_budget_tokens:,} tokens, newest first."
     )
 

@@ -118,6 +118,14 @@ def test_without_redis_the_policy_says_it_is_kept_in_this_process():
     text = policy_summary(Settings.from_env(BASE))
     assert "ids, flags and counts with time limits, in this process's memory: recent event ids" in text
     assert "Redis" not in text and "<hash>" not in text
+    # Each kind of key, kept here as Redis would keep it.
+    for kept in ("commands and shortcuts answered over HTTP (15 minutes)", "a Stop pressed (a minute)"):
+        assert kept in text
+
+
+def test_the_policy_says_a_linked_thread_of_another_conversation_is_answered_privately():
+    text = policy_summary(Settings.from_env(BASE))
+    assert "only if you may read it; answered to you alone if from another conversation" in text
 
 
 def test_a_retained_model_is_said_plainly_kept_by_anthropic_for_30_days():
