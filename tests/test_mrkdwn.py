@@ -353,6 +353,9 @@ def test_user_group_pings_do_not_notify() -> None:
         ("[github.com/good](https://github.com/good-evil)", "https://github.com/good-evil"),
         ("![https://good.example/a.png](https://evil.example/a.png)", "https://evil.example/a.png"),
         ("[https://good.example][1]\n\n[1]: https://evil.example", "https://evil.example"),
+        ("[support@good.example](mailto:attacker@evil.example)", "mailto:attacker@evil.example"),
+        ("[mailto:support@good.example](mailto:attacker@good.example)", "mailto:attacker@good.example"),
+        ("[Write to support@good.example](https://evil.example)", "https://evil.example"),
     ],
 )
 def test_link_whose_label_looks_like_another_url_is_shown_with_its_real_target(markdown, target) -> None:
@@ -371,6 +374,11 @@ def test_link_whose_label_looks_like_another_url_is_shown_with_its_real_target(m
         ("[github.com/good](https://github.com/good/repo)", "<https://github.com/good/repo|github.com/good>"),
         ("[the docs](https://x.dev)", "<https://x.dev|the docs>"),
         ("[version 1.2.3](https://x.dev)", "<https://x.dev|version 1.2.3>"),
+        (
+            "[Support@Good.example](mailto:support@good.example)",
+            "<mailto:support@good.example|Support@Good.example>",
+        ),
+        ("[write to us](mailto:support@good.example)", "<mailto:support@good.example|write to us>"),
     ],
 )
 def test_link_whose_label_names_its_own_host_or_no_url_keeps_its_label(markdown, mrkdwn) -> None:

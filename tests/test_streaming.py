@@ -150,6 +150,12 @@ def test_wherever_a_stream_is_cut_pings_and_disguised_links_are_defused_as_if_it
 
 
 def test_streamed_markdown_shows_real_targets_and_keeps_honest_labels():
+    assert defuse_markdown("Mail [support@good.example](mailto:attacker@evil.example).") == (
+        "Mail [mailto:attacker@evil.example](mailto:attacker@evil.example)."
+    )
+    assert defuse_markdown("Mail [support@good.example](mailto:support@good.example).") == (
+        "Mail [support@good.example](mailto:support@good.example)."
+    )
     out = defuse_markdown(STREAMED_ANSWERS[2])
     assert "[https://evil.example/(x)](https://evil.example/(x))" in out
     assert f"[{JOINER}https://good.example]{JOINER}[1]" in out

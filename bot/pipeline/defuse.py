@@ -27,10 +27,15 @@ _MAYBE_BROADCAST = re.compile(_NOT_AFTER + r"@([a-z]{0,7})\Z", re.IGNORECASE)
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?://)?")
 _USER_INFO = re.compile(r"[^/?#]*@")  # https://good.example@evil.example goes to evil.example
-# Addresses a label shows: URLs, www. hosts, or (as the whole label) a host name such as good.example.
+# Addresses a label shows: URLs, www. hosts, e-mail addresses, or (as the whole label) a host name such
+# as good.example.
+_EMAIL = r"[\w.+-]+@(?:[^\W_][\w-]*\.)+[^\W\d_]{2,}"
 _URL_IN_TEXT = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`\[\]()]*|(?<![\w.-])www\.[^\s<>\"'`\[\]()]+", re.IGNORECASE
+    r"[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`\[\]()]*|(?<![\w.-])www\.[^\s<>\"'`\[\]()]+"
+    rf"|(?<![\w.+-])(?:mailto:)?{_EMAIL}",
+    re.IGNORECASE,
 )
+_MAILBOX = re.compile(rf"(?:mailto:)?({_EMAIL})", re.IGNORECASE)
 _HOST_NAME = re.compile(r"(?:[^\W_][\w-]*\.)+[^\W\d_]{2,}(?::\d+)?(?:[/?#]\S*)?")
 _TRAILER = ".,:;!?'\"*_~"
 _MARKUP = "*_~` "
@@ -86,8 +91,12 @@ def _addresses(label: str) -> list[str]:
 
 
 def _comparable(address: str) -> str:
-    """An address without what does not change where it leads: scheme, user info, www., case, final "/"."""
+    """An address without what does not change where it leads: scheme, user info, www., case, final "/";
+    an e-mail address is its mailbox."""
     address = address.strip().lower()
+    mailbox = _MAILBOX.match(address)
+    if mailbox:
+        return "mailto:" + mailbox.group(1)
     scheme = _SCHEME.match(address)
     if scheme:
         address = address[scheme.end() :]
