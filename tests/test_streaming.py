@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.pipeline.defuse import JOINER, defuse_markdown, split_unfinished
 from bot.pipeline.mrkdwn import escape_meant_as_text, split_unfinished_word, to_mrkdwn
 from bot.pipeline.reply import STREAM_LIMIT, UPDATE_INTERVAL, UpdatedMessages
+from bot.pipeline.rollover import roll_over
 from tests.conftest import CHANNEL, DM, PLAIN_BROADCAST, direct_message, mention
 from tests.fakes.claude_api import text_block
 
@@ -272,3 +273,11 @@ async def test_an_answer_closed_midway_writes_no_words_left_waiting(slack):
     await asyncio.sleep(writer.interval * 4)  # well past it
     assert slack.top_level_texts(DM) == ["First words."]
     assert not slack.calls_to("chat.update")
+
+
+@pytest.mark.parametrize("pending", ["x", "more words", "```\ncode"])
+def test_a_full_streamed_message_takes_nothing_more(pending):
+    sent = "word " * (STREAM_LIMIT // 5)
+    assert len(sent) == STREAM_LIMIT
+
+    assert roll_over(sent, pending, STREAM_LIMIT - len(sent)) == ("", pending)

@@ -86,9 +86,13 @@ def roll_over(sent: str, pending: str, room: int) -> tuple[str, str]:
     at the start of the tail."""
     if len(pending) <= room:
         return pending, ""
-    cut, resume = _cut_point(pending, max(room, 1))
+    if room <= 0:  # full: all of it goes to the next message
+        return "", pending
+    cut, resume = _cut_point(pending, room)
     fence = open_fence(sent + pending[:cut])
     if fence is not None:  # cut again, leaving room to close the block
+        if room <= len(fence.line) + 1 and sent:  # no room to: the next message takes it all
+            return "", pending
         cut, resume = _cut_point(pending, max(room - len(fence.line) - 1, 1))
         fence = open_fence(sent + pending[:cut])
     head, tail = pending[:cut].rstrip(), pending[resume:].lstrip("\n")
