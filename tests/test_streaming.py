@@ -168,13 +168,18 @@ def test_streamed_markdown_shows_real_targets_and_keeps_honest_labels():
     )
 
 
+ADDRESSES = (
+    " See <https://x.dev/pkg/__init__.py>, https://x.dev/a/__main__.py, [it](https://x.dev/scale/2*3)"
+    " and www.x.dev/__init__ as they are."
+)
 MEANT_AS_TEXT = (
     "Define __init__ and __repr__; 2*3*4 is 24 and x*y*z too, but `__init__ 2*3` is code,"
-    "\n\n```\n2*3 __init__\n```\n\nand **bold** or __bold__ stay."
+    "\n\n```\n2*3 __init__\n```\n\nand **bold** or __bold__ stay." + ADDRESSES
 )
 SHOWN_AS_TEXT = (
     r"Define \_\_init\_\_ and \_\_repr\_\_; 2\*3\*4 is 24 and x\*y\*z too, but `__init__ 2*3` is code,"
     "\n\n```\n2*3 __init__\n```\n\nand **bold** or __bold__ stay."
+    + ADDRESSES  # a backslash would change where a link goes
 )
 
 

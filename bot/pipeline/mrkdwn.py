@@ -453,13 +453,15 @@ _MEANT_AS_TEXT = re.compile(
 )
 _WORD_AT_END = re.compile(r"[A-Za-z0-9_*]{1,100}\Z")
 _BACKTICKS = re.compile(r"`+")
+_ADDRESS = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|(?<![\w.-])www\.)[^\s<>]+")
 
 
 def escape_meant_as_text(before: str, piece: str) -> str:
     """`piece` of a streamed answer, which follows `before`, with a backslash before what Slack's Markdown
-    renderer would turn into emphasis although Claude meant it as text; code is left as it is."""
+    renderer would turn into emphasis although Claude meant it as text; code and web addresses are left
+    as they are (a backslash in an address would change where it leads)."""
     text, start = before + piece, len(before)
-    code = _code_spans(text)
+    code = _code_spans(text) + [address.span() for address in _ADDRESS.finditer(text)]
     out, pos = [], start
     for match in _MEANT_AS_TEXT.finditer(text, start):
         name = match["name"]
