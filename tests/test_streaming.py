@@ -286,3 +286,18 @@ def test_a_full_streamed_message_takes_nothing_more(pending):
     assert len(sent) == STREAM_LIMIT
 
     assert roll_over(sent, pending, STREAM_LIMIT - len(sent)) == ("", pending)
+
+
+async def test_a_streamed_roll_over_cuts_no_link_in_two(bot):
+    """The piece that fills the message starts with a link: it goes whole to the next message."""
+    paragraph = "lorem ipsum " * 40
+    filler = "\n\n".join([paragraph.strip()] * 20)
+    filler += "\n\n" + "x" * (STREAM_LIMIT - 10 - len(filler) - 2)
+    link = "[the deployment guide](https://example.com/guide)"
+    bot.claude.chunk_chars = len(filler) + 2
+    bot.claude.reply(f"{filler}\n\n{link} explains it.")
+    await bot.send_event(mention("<@U0BOT> go", ts="9.000001"))
+
+    await bot.finished()
+    first, second = bot.replies(CHANNEL, "9.000001")
+    assert first.rstrip() == filler and second == f"{link} explains it."

@@ -22,9 +22,10 @@ __all__ = ["MIN_ROOM", "Fence", "fenced_lines", "fitting_head", "open_fence", "r
 # (with no backtick after a backtick fence).
 _FENCE_LINE = re.compile(r"(?P<quote>(?:> ?)*) {0,3}(?P<marker>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
 _QUOTE = re.compile(r"(?:> ?)*")
-# Atoms a cut must never fall inside: fence lines, entities, <links>, and runs of backticks.
+# Atoms a cut must never fall inside: fence lines, entities, <links>, [links](…), and runs of backticks.
 _ATOM = re.compile(
     r"(?m)^(?:> ?)* {0,3}(?:`{3,}[^`\n]*|~{3,}.*)$|&(?:#\d+|#x[0-9a-fA-F]+|\w+);|<[^<>\n]*>|`{3,}"
+    r"|!?\[[^\[\]\n]*\]\((?:[^()\s]|\([^()\s]*\))*\)"
 )
 MIN_ROOM = 16  # the smallest piece worth cutting: a closing fence and some text
 
@@ -89,6 +90,8 @@ def roll_over(sent: str, pending: str, room: int) -> tuple[str, str]:
     if room <= 0:  # full: all of it goes to the next message
         return "", pending
     cut, resume = _cut_point(pending, room)
+    if sent and cut == resume and cut:  # no good place to cut in what fits: all of it goes on to the next
+        return "", pending
     fence = open_fence(sent + pending[:cut])
     if fence is not None:  # cut again, leaving room to close the block
         if room <= len(fence.line) + 1 and sent:  # no room to: the next message takes it all
