@@ -174,3 +174,17 @@ async def test_an_answer_of_white_space_alone_is_said_to_be_empty(bot, where):
     shown = bot.slack.top_level_texts(DM) if where == "dm" else bot.replies(CHANNEL, "5.000001")
     assert [text.strip() for text in shown] == ["_(Claude returned an empty answer.)_"]
     assert "feedback_buttons" not in str([call.params.get("blocks") for call in bot.slack.calls])
+
+
+async def test_a_long_table_posted_over_several_messages_is_a_table_in_each(bot):
+    rows = "\n".join(f"| row {n} | value {n} with some words |" for n in range(200))
+    bot.claude.reply("Here:\n\n| Name | Value |\n| --- | --- |\n" + rows + "\n\nDone.")
+    await bot.send_event(direct_message("table please", ts=now_ts()))
+
+    await bot.finished()
+    texts = bot.slack.top_level_texts(DM)
+    assert len(texts) >= 2
+    for text in texts:
+        assert "| row" not in re.sub(r"```.*?```", "", text, flags=re.DOTALL), text[:200]  # no raw rows
+    joined = "\n".join(texts)
+    assert all(joined.count(f"row {n} ") == 1 for n in range(200))

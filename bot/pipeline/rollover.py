@@ -22,6 +22,7 @@ __all__ = ["MIN_ROOM", "Fence", "fenced_lines", "fitting_head", "open_fence", "r
 # (with no backtick after a backtick fence).
 _FENCE_LINE = re.compile(r"(?P<quote>(?:> ?)*) {0,3}(?P<marker>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
 _QUOTE = re.compile(r"(?:> ?)*")
+_TABLE_DELIMITER = re.compile(r"\s*\|(?:\s*:?-+:?\s*\|)+\s*")  # | --- | :-: |
 # Atoms a cut must never fall inside: fence lines, entities, <links>, [links](…), and runs of backticks.
 _ATOM = re.compile(
     r"(?m)^(?:> ?)* {0,3}(?:`{3,}[^`\n]*|~{3,}.*)$|&(?:#\d+|#x[0-9a-fA-F]+|\w+);|<[^<>\n]*>|`{3,}"
@@ -75,6 +76,18 @@ def fenced_lines(text: str) -> tuple[list[bool], Fence | None]:
     return in_code, fence
 
 
+def _table_head(text: str) -> str:
+    """The header and delimiter rows of the table that `text` ends inside of, if it does ("" if not)."""
+    lines = text.split("\n")
+    top = len(lines)
+    while top > 0 and lines[top - 1].lstrip().startswith("|"):
+        top -= 1
+    rows = lines[top:]
+    if len(rows) < 3 or not _TABLE_DELIMITER.fullmatch(rows[1]):  # a header, its delimiter, then rows
+        return ""
+    return f"{rows[0]}\n{rows[1]}\n"
+
+
 def _quote_of(line: str) -> str:
     """The quote markers a line opens with ("> ", "> > "), if any."""
     match = _QUOTE.match(line)
@@ -103,6 +116,8 @@ def roll_over(sent: str, pending: str, room: int) -> tuple[str, str]:
         # a quoted line cut in two (not code content that looks like one): both halves are quoted
         tail = _quote_of((sent + pending[:cut]).rpartition("\n")[2]) + tail
     if fence is None:
+        if tail.lstrip().startswith("|"):  # a table cut in two: its rows go on under its header again
+            tail = _table_head(sent + head) + tail
         return head, tail
     first_line, _, after = tail.partition("\n")
     if fence.closed_by(first_line):  # the block was about to close anyway: ours replaces its fence
