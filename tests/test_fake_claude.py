@@ -302,6 +302,24 @@ async def test_every_response_tells_the_rate_limits_and_an_exhausted_one_is_a_42
     assert fake.rate_limited == 1
 
 
+async def test_the_input_token_limit_counts_cache_writes_but_not_cache_reads(fake: FakeClaude) -> None:
+    """As the API counts it for most models: a prompt read from the cache spends none of the limit."""
+    fake.set_rate_limits(input_tokens=3_000, per_seconds=3600.0)
+    long = [{"role": "user", "content": "the same long context, word for word " * 300}]  # ~2,800 tokens
+    client = make_client(fake)
+    try:
+        for _ in range(3):  # written to the cache once, then read from it
+            await client.messages.create(
+                model=MODEL, max_tokens=10, messages=long, extra_body={"cache_control": {"type": "ephemeral"}}
+            )
+        with pytest.raises(anthropic.RateLimitError):  # what is not cached counts
+            other = [{"role": "user", "content": "another long context, word for word " * 300}]
+            await client.messages.create(model=MODEL, max_tokens=10, messages=other)
+    finally:
+        await client.close()
+    assert fake.rate_limited == 1
+
+
 async def test_a_scripted_429_carries_retry_after_and_no_limits_means_no_headers(fake: FakeClaude) -> None:
     fake.set_rate_limits(requests=None)
     fake.fail(429, retry_after=7)

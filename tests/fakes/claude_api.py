@@ -331,13 +331,9 @@ class FakeClaude(LoopbackServer):
         hashes, tokens, breakpoints = _prefixes(body)
         now = self._cache_clock
         read = 0
-        for at, _ in breakpoints:
-            for back in range(at, max(-1, at - self.cache_lookback), -1):
-                entry = self._cache.get((model, hashes[back]))
-                if entry is not None and entry.expires > now:
-                    entry.expires = now + self.cache_ttl_seconds[entry.ttl]
-                    read = max(read, entry.tokens)
-                    break
+        for entry in self._cache_hits(body):
+            entry.expires = now + self.cache_ttl_seconds[entry.ttl]
+            read = max(read, entry.tokens)
         written = {"5m": 0, "1h": 0}
         covered = read
         for at, ttl in breakpoints:
@@ -358,6 +354,22 @@ class FakeClaude(LoopbackServer):
                 "ephemeral_1h_input_tokens": written["1h"],
             },
         }
+
+    def _cache_hits(self, body: dict[str, Any]) -> list[_CacheEntry]:
+        """The live cached prefix each breakpoint reads (at it, or one of the `cache_lookback` blocks
+        before it), if any."""
+        if self.cache_usage:
+            return []
+        model = str(body.get("model"))
+        hashes, _, breakpoints = _prefixes(body)
+        hits = []
+        for at, _ in breakpoints:
+            for back in range(at, max(-1, at - self.cache_lookback), -1):
+                entry = self._cache.get((model, hashes[back]))
+                if entry is not None and entry.expires > self._cache_clock:
+                    hits.append(entry)
+                    break
+        return hits
 
     async def wait_for_thinking(self, count: int = 1, timeout: float = 5.0) -> None:
         """Wait until `count` streams have begun thinking (sent a thinking delta)."""
@@ -425,7 +437,10 @@ class FakeClaude(LoopbackServer):
         body = await self._record(request)
         failure = self._failures.popleft() if self._failures else None
         streaming = isinstance(body, dict) and body.get("stream") is True
-        limited = self._take(_estimate_tokens(body) if isinstance(body, dict) else 0)
+        # The input-tokens limit counts what is not read from the cache: the input and the cache writes.
+        hits = self._cache_hits(body) if isinstance(body, dict) else []
+        read = max((entry.tokens for entry in hits), default=0)
+        limited = self._take(_estimate_tokens(body) - read if isinstance(body, dict) else 0)
         limits = self._limit_headers()
         if failure is not None:
             if failure.kind == "hang":
