@@ -188,3 +188,15 @@ async def test_a_long_table_posted_over_several_messages_is_a_table_in_each(bot)
         assert "| row" not in re.sub(r"```.*?```", "", text, flags=re.DOTALL), text[:200]  # no raw rows
     joined = "\n".join(texts)
     assert all(joined.count(f"row {n} ") == 1 for n in range(200))
+
+
+async def test_a_numbered_list_continued_in_the_next_message_keeps_counting(bot):
+    items = "\n".join(f"1. Step {n}: " + "do the thing carefully " * 4 for n in range(1, 61))  # all "1."
+    bot.claude.reply(items)
+    await bot.send_event(direct_message("steps?", ts=now_ts()))
+
+    await bot.finished()
+    texts = bot.slack.top_level_texts(DM)
+    assert len(texts) >= 2
+    numbers = [int(n) for text in texts for n in re.findall(r"(?m)^(\d+)\. Step", text)]
+    assert numbers == list(range(1, 61))

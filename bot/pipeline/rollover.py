@@ -22,6 +22,7 @@ __all__ = ["MIN_ROOM", "Fence", "fenced_lines", "fitting_head", "open_fence", "r
 # (with no backtick after a backtick fence).
 _FENCE_LINE = re.compile(r"(?P<quote>(?:> ?)*) {0,3}(?P<marker>`{3,}(?=[^`]*$)|~{3,})(?P<info>.*)")
 _QUOTE = re.compile(r"(?:> ?)*")
+_NUMBERED_ITEM = re.compile(r"(?P<indent> *)(?P<number>\d{1,9})(?P<delimiter>[.)])[ \t]")
 _TABLE_DELIMITER = re.compile(r"\s*\|(?:\s*:?-+:?\s*\|)+\s*")  # | --- | :-: |
 # Atoms a cut must never fall inside: fence lines, entities, <links>, [links](…), and runs of backticks.
 _ATOM = re.compile(
@@ -88,16 +89,36 @@ def _table_head(text: str) -> str:
     return f"{rows[0]}\n{rows[1]}\n"
 
 
+def _numbered_on(head: str, tail: str) -> str:
+    """`tail` with its first line, if it is an item of a numbered list that `head` ends inside of,
+    numbered on from that list's items in `head` (Markdown numbers a list from its first item only)."""
+    first = _NUMBERED_ITEM.match(tail)
+    if first is None:
+        return tail
+    indent, delimiter = first["indent"], first["delimiter"]
+    start, items = None, 0
+    for line in reversed(head.split("\n")):
+        item = _NUMBERED_ITEM.match(line)
+        if item and item["indent"] == indent and item["delimiter"] == delimiter:
+            start, items = int(item["number"]), items + 1
+        elif line.strip() and len(line) - len(line.lstrip(" ")) <= len(indent):
+            break  # the list ended before this line
+    if start is None:
+        return tail
+    return f"{indent}{start + items}{delimiter}{tail[first.end('delimiter') :]}"
+
+
 def _quote_of(line: str) -> str:
     """The quote markers a line opens with ("> ", "> > "), if any."""
     match = _QUOTE.match(line)
     return match.group() if match else ""
 
 
-def roll_over(sent: str, pending: str, room: int) -> tuple[str, str]:
+def roll_over(sent: str, pending: str, room: int, *, markdown: bool = True) -> tuple[str, str]:
     """Split `pending`, which follows `sent` in one message, so that the head fits `room` (the head may be
     empty when `room` is tiny); a code block open at the cut is closed at the end of the head and reopened
-    at the start of the tail."""
+    at the start of the tail. In `markdown`, a table cut in two gets its header again, and a numbered
+    list its next number."""
     if len(pending) <= room:
         return pending, ""
     if room <= 0:  # full: all of it goes to the next message
@@ -116,9 +137,11 @@ def roll_over(sent: str, pending: str, room: int) -> tuple[str, str]:
         # a quoted line cut in two (not code content that looks like one): both halves are quoted
         tail = _quote_of((sent + pending[:cut]).rpartition("\n")[2]) + tail
     if fence is None:
+        if not markdown:  # rendered text: what it shows is already written out
+            return head, tail
         if tail.lstrip().startswith("|"):  # a table cut in two: its rows go on under its header again
             tail = _table_head(sent + head) + tail
-        return head, tail
+        return head, _numbered_on(sent + head, tail)
     first_line, _, after = tail.partition("\n")
     if fence.closed_by(first_line):  # the block was about to close anyway: ours replaces its fence
         return f"{head}\n{fence.line}", after.lstrip("\n")
@@ -132,7 +155,7 @@ def split_message(text: str, limit: int = 3900) -> list[str]:
     pieces: list[str] = []
     rest = text.strip()
     while rest:
-        head, rest = roll_over("", rest, limit)
+        head, rest = roll_over("", rest, limit, markdown=False)
         pieces.append(head)
     return [piece for piece in pieces if piece.strip()]
 
