@@ -225,14 +225,14 @@ class _Throttled(ReplyWriter):
             await late
 
     async def _finish(self, note: str | None, *, feedback: bool) -> None:
-        self.close()
+        self._drop_due()  # this write takes what waits
         await self._caught_up()
         if note:
             self._pending += f"\n\n{note}"
         await self._flush(final=True, feedback=feedback)
 
     async def interrupt(self, why: Notice | Exception) -> None:
-        self.close()
+        self._drop_due()
         with contextlib.suppress(ReplyFailed, StoppedByReader):  # ending anyway, and saying why
             await self._caught_up()
         await super().interrupt(why)
