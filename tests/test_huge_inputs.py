@@ -72,15 +72,34 @@ async def test_a_40000_character_mention_in_a_thread_is_answered_within_the_budg
             "Which endpoint?",
         ]
         assert not OMITTED.search(request.body["system"])
-    else:  # shortened to the budget: it keeps its start and says so; the older messages are left out
+    else:  # shortened to the budget: it keeps its start and end and says so; the older messages are left out
         [message] = request.body["messages"]
         assert message["content"].startswith("Alice: what is wrong here?\n00000 GET /api/orders")
-        assert message["content"].endswith(SHORTENED)
+        assert message["content"].endswith(body[-1000:])
+        assert SHORTENED in message["content"]
         assert body[:1000] in message["content"]
         # Not even read: the mention alone fills the budget (or, when read, said to be left out).
         system = request.body["system"]
         assert EARLIER_UNREAD in system or OMITTED.search(system).group(1) == "3"
     assert not errors_logged(caplog)
+
+
+@pytest.mark.parametrize("bot_overrides", [{"CONTEXT_BUDGET_TOKENS": "5000"}], indirect=True)
+async def test_a_question_after_a_paste_over_the_budget_still_reaches_claude(bot):
+    paste = huge_paste(40_000)
+    text = f"<@{BOT_USER}> {paste}\nwhy is every request to /api/orders slow?"
+    bot.slack.add_thread(CHANNEL, [said(ALICE, text, "500.000001")])
+
+    await bot.send_event(mention(text, ts="500.000001"))
+
+    await bot.finished()
+    [request] = bot.claude.requests
+    [message] = request.body["messages"]
+    # Its start and its end are kept, the middle is left out and Claude is told so.
+    assert message["content"].startswith("Alice: 00000 GET /api/orders")
+    assert message["content"].endswith(paste[-200:] + "\nwhy is every request to /api/orders slow?")
+    assert SHORTENED in message["content"]
+    assert prompt_chars(request) <= bot.settings.context_budget_tokens * CHARS_PER_TOKEN + len(SHORTENED)
 
 
 def kept_numbers(request, count: int) -> list[int]:

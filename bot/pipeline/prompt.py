@@ -23,7 +23,7 @@ from bot.pipeline.context import ts_micros
 from bot.pipeline.files import Attached, Files
 from bot.pipeline.tokens import CHARS_PER_TOKEN, estimate_tokens
 
-SHORTENED = " […shortened to fit the context budget]"
+SHORTENED = " […its middle was left out to fit the context budget…] "
 OVER_BUDGET = "over the context budget"
 EARLIER_UNREAD = (
     "The oldest messages of this conversation were left out to fit the context budget; say so if the "
@@ -171,10 +171,13 @@ def _with_linked(
 
 
 def _shortened(text: str, budget_tokens: int) -> str:
-    """`text` cut to the budget, saying so, if it is longer."""
+    """`text` cut to the budget, saying so, if it is longer: its start and its end are kept, for a
+    question is often asked before a long paste or after it."""
     if estimate_tokens(text) <= budget_tokens:
         return text
-    return text[: budget_tokens * CHARS_PER_TOKEN] + SHORTENED
+    room = budget_tokens * CHARS_PER_TOKEN
+    end = room // 4
+    return text[: room - end] + SHORTENED + text[len(text) - end :]
 
 
 def _message_param(turn: Turn) -> MessageParam:
