@@ -11,11 +11,13 @@ from collections import Counter
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.pipeline.context import MAX_PAGES
 from bot.pipeline.progress import WORKING_REACTION
 from bot.pipeline.prompt import EARLIER_UNREAD, SHORTENED
-from bot.pipeline.tokens import CHARS_PER_TOKEN
+from bot.pipeline.tokens import CHARS_PER_TOKEN, TOKENS_PER_MESSAGE, cut_to, estimate_tokens
 from tests.conftest import ALICE, BOB, BOT_USER, CHANNEL, DM, bot_said, direct_message, mention, said
 
 ANSWER = "Hello from fake Claude."
@@ -100,6 +102,42 @@ async def test_a_question_after_a_paste_over_the_budget_still_reaches_claude(bot
     assert message["content"].endswith(paste[-200:] + "\nwhy is every request to /api/orders slow?")
     assert SHORTENED in message["content"]
     assert prompt_chars(request) <= bot.settings.context_budget_tokens * CHARS_PER_TOKEN + len(SHORTENED)
+
+
+async def test_a_long_japanese_thread_is_cut_to_the_budget_in_claude_tokens_not_english_ones(bot):
+    # Claude spends about a token per kana or kanji, not per four characters: 100 messages of 2,000 such
+    # characters are 200,000 tokens, four times the default budget and past Claude's context window.
+    line = "本番環境のデプロイ後に注文APIが遅くなりました。ログを確認してください。"
+    thread = [
+        said(ALICE if n % 2 else BOB, f"{n:03d} " + (line * 60)[:2_000], f"500.{n:06d}")
+        for n in range(1, 100)
+    ]
+    question = f"<@{BOT_USER}> 原因は何ですか？"
+    bot.slack.page_size = 15  # Slack's limit for apps outside the Marketplace
+    bot.slack.add_thread(CHANNEL, [*thread, said(ALICE, question, "500.000100")])
+
+    await bot.send_event(mention(question, ts="500.000100", thread_ts="500.000001"))
+
+    await bot.finished()
+    [request] = bot.claude.requests
+    sent = "".join(message["content"] for message in request.body["messages"])
+    wide = sum(1 for char in sent if not char.isascii())
+    assert wide <= bot.settings.context_budget_tokens
+    assert sent.endswith("Alice: 原因は何ですか？")
+    assert EARLIER_UNREAD in request.body["system"] or OMITTED.search(request.body["system"])
+
+
+@given(st.text(max_size=300), st.integers(min_value=0, max_value=100), st.booleans())
+def test_a_cut_is_the_longest_start_or_end_within_its_tokens(text, tokens, from_end):
+    piece = cut_to(text, tokens, from_end=from_end)
+    assert text.endswith(piece) if from_end else text.startswith(piece)
+    assert estimate_tokens(piece) <= tokens + TOKENS_PER_MESSAGE
+    longer = text[len(text) - len(piece) - 1 :] if from_end else text[: len(piece) + 1]
+    assert len(piece) <= tokens * CHARS_PER_TOKEN
+    assert (
+        len(piece) in (len(text), tokens * CHARS_PER_TOKEN)
+        or estimate_tokens(longer) > tokens + TOKENS_PER_MESSAGE
+    )
 
 
 def kept_numbers(request, count: int) -> list[int]:

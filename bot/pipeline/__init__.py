@@ -35,9 +35,9 @@ in full. `bot.pipeline.answer.Pipeline` runs the steps in this order.
    text where its message stands, oldest first, so that placeholders are numbered as the thread was
    written and an unchanged thread reads the same on the next question. The table of values lives
    only as long as the request.
-8. The budget: about CONTEXT_BUDGET_TOKENS (`bot.pipeline.tokens`: 4 characters a token). The newest
-   messages that fit are kept (the invoking message always, its middle left out if it alone is over),
-   and one note tells Claude that older ones were left out.
+8. The budget: about CONTEXT_BUDGET_TOKENS (`bot.pipeline.tokens`: 4 ASCII characters a token, one
+   for any other). The newest messages that fit are kept (the invoking message always, its middle left
+   out if it alone is over), and one note tells Claude that older ones were left out.
 9. Files (`bot.pipeline.files`), only with SEND_FILES=on: up to MAX_FILES of the kept messages' files,
    newest first, each within MAX_FILE_BYTES, are fetched into the request's memory and sent inside the
    Messages request itself (images, PDFs and text files; never the Files API). Each counts by a rough

@@ -21,7 +21,7 @@ from anthropic.types import ContentBlockParam, MessageParam, TextBlockParam
 from bot.pipeline.ask import BotIdentity, FileRef, SlackMessage
 from bot.pipeline.context import ts_micros
 from bot.pipeline.files import Attached, Files
-from bot.pipeline.tokens import CHARS_PER_TOKEN, estimate_tokens
+from bot.pipeline.tokens import cut_to, estimate_tokens
 
 SHORTENED = " […its middle was left out to fit the context budget…] "
 OVER_BUDGET = "over the context budget"
@@ -175,9 +175,8 @@ def _shortened(text: str, budget_tokens: int) -> str:
     question is often asked before a long paste or after it."""
     if estimate_tokens(text) <= budget_tokens:
         return text
-    room = budget_tokens * CHARS_PER_TOKEN
-    end = room // 4
-    return text[: room - end] + SHORTENED + text[len(text) - end :]
+    end = budget_tokens // 4
+    return cut_to(text, budget_tokens - end) + SHORTENED + cut_to(text, end, from_end=True)
 
 
 def _message_param(turn: Turn) -> MessageParam:
