@@ -3,6 +3,8 @@ status line, title and suggested prompts, the channel the user is viewing, and t
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 import pytest
@@ -520,3 +522,40 @@ async def test_when_slack_says_no_channel_is_viewed_any_more_the_old_one_is_forg
 
     assert viewed_channel_reads(bot) == 0
     assert "The launch moved to Friday." not in bot.claude.requests[0].body["system"]
+
+
+async def test_a_stop_pressed_twice_still_ends_the_answer_and_clears_its_status(bot, caplog):
+    """The second press lands while the first one's ending waits on Slack: it must not cut that short."""
+    caplog.set_level(logging.INFO, logger="bot")
+    full = "a long answer nobody will read " * 40
+    bot.slack.refuse_streaming()
+    bot.claude.chunk_chars = 5
+    bot.claude.chunk_delay = 0.05
+    bot.claude.reply(full)
+    bot.slack.add_thread(DM, [said(ALICE, "Tell me everything", "86.000001")])
+    bot.slack.hold("assistant.threads.setStatus")  # "is thinking…", slow to be shown
+    await bot.send_event(direct_message("Tell me everything", ts="86.000001", thread_ts="86.000001"))
+    await bot.slack.wait_for("chat.update")
+    first, second = (
+        bot.slack.agent_session_stopped_envelope(
+            channel_id=DM, user_id=ALICE, thread_ts="86.000001", streaming_message_ts=[]
+        )
+        for _ in range(2)
+    )
+
+    await deliver(bot, first)
+    await bot.claude.wait_for_abandoned()
+    await asyncio.wait_for(_logged(caplog, "surface=assistant cancelled", count=1), timeout=10)
+    await deliver(bot, second)
+    await asyncio.wait_for(_logged(caplog, "stop pressed in", count=2), timeout=10)  # the second press
+    bot.slack.let_go("assistant.threads.setStatus")
+
+    await bot.pipeline.wait_idle()
+    [answer] = bot.replies(DM, "86.000001")
+    assert answer.endswith("_(Stopped.)_")
+    assert bot.slack.calls_to("assistant.threads.setStatus")[-1].params["status"] == ""
+
+
+async def _logged(caplog, text: str, count: int) -> None:
+    while sum(text in record.getMessage() for record in caplog.records) < count:
+        await asyncio.sleep(0.01)

@@ -734,3 +734,29 @@ async def test_a_sweep_while_redis_refuses_writes_leaves_the_orphans_claim(tmp_p
         await raw.aclose()
         server.stop()
     assert taken == [] and left == (1, [key])
+
+
+async def test_a_stop_seen_again_at_the_next_poll_lets_the_answer_end(state: Held) -> None:
+    """The flag stays for a while, and an answer's ending (its note, its status cleared) waits on Slack:
+    the next poll must not cancel that ending too."""
+    in_flight = replica(state)
+    ending, ended = asyncio.Event(), asyncio.Event()
+
+    async def answer() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await ending.wait()
+            ended.set()
+
+    task = asyncio.create_task(answer())
+    ask = mention_in_thread("1700000000.001600")
+    key = await in_flight.begin(ask, task, open_writer(never_called(), ask))
+    assert not await replica(state).stop("C0GENERAL", "1700000000.000100")
+    await in_flight._look_for_stops()
+    await asyncio.sleep(0)  # the cancel lands: the answer is ending
+    await in_flight._look_for_stops()
+    ending.set()
+    await asyncio.gather(task, return_exceptions=True)
+    await in_flight.end(key)
+    assert ended.is_set()

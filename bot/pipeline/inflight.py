@@ -205,7 +205,7 @@ class InFlight:
         """Stop the answer in that thread, here or in whichever replica writes it. True if it was here."""
         task = self.running_in(channel, thread_ts)
         if task is not None:
-            task.cancel()
+            _stop_once(task)
             return True
         # When: an answer shown after it (a later question's) is not what the reader stopped.
         await self._state.put(self._stop_key(channel, thread_ts), repr(time.time()), STOP_TTL_SECONDS)
@@ -241,7 +241,7 @@ class InFlight:
         for (writing, _, shown_since), flag in zip(stoppable, flags, strict=True):
             if _pressed_after(flag, shown_since) and self._still_writing(writing):
                 log.info("stop for an answer here arrived through another replica")
-                writing.task.cancel()
+                _stop_once(writing.task)
 
     def _still_writing(self, writing: _Writing) -> bool:
         """Not ended while we awaited Redis: an ended answer's task may still be finishing, and a cancel
@@ -347,6 +347,13 @@ class InFlight:
         for task in taking_over:
             task.cancel()
         await asyncio.gather(*taking_over, return_exceptions=True)
+
+
+def _stop_once(task: asyncio.Task[None]) -> None:
+    """A second press (or the same flag seen at the next poll) must not cancel the answer's ending: its
+    note, its stream's stop, the clearing of its status."""
+    if not task.cancelling():
+        task.cancel()
 
 
 def _pressed_after(flag: str | None, since: float) -> bool:
