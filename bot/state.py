@@ -80,10 +80,14 @@ _ADD = (
 )
 # `State.write_all` in one script, atomic: ARGV holds (kind, value, ttl in ms) for each key in KEYS. A
 # transaction holding scripts would cost redis-py a SCRIPT EXISTS round trip before it, every time.
+# A 'mine' skips what follows, up to that key's 'release', while the key is held by another.
 _WRITE_ALL = (
-    _NOW_MS + "for i, key in ipairs(KEYS) do "
+    _NOW_MS + "local skipping = nil for i, key in ipairs(KEYS) do "
     "local kind, value, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], tonumber(ARGV[3 * i]) "
-    "if kind == 'put' then redis.call('SET', key, value, 'PX', ttl) "
+    "if skipping then if kind == 'release' and key == skipping then skipping = nil end "
+    "elseif kind == 'mine' then local held = redis.call('GET', key) "
+    "if held and held ~= value then skipping = key end "
+    "elseif kind == 'put' then redis.call('SET', key, value, 'PX', ttl) "
     "elseif kind == 'delete' then redis.call('DEL', key) "
     "elseif kind == 'enlist' then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) "
     "redis.call('ZADD', key, now + ttl, value) "
@@ -99,10 +103,11 @@ _WRITE_ALL = (
 @dataclass(frozen=True, slots=True)
 class Write:
     """One change in `State.write_all`: put (value, ttl), delete, enlist (member in value, ttl), delist
-    (member in value), hold (owner in value, ttl: held again unless another holds it) or release (owner
-    in value)."""
+    (member in value), hold (owner in value, ttl: held again unless another holds it), release (owner
+    in value) or mine (owner in value: the writes after it, up to the release of the same key, are made
+    only if no one else holds the key)."""
 
-    kind: Literal["put", "delete", "enlist", "delist", "hold", "release"]
+    kind: Literal["put", "delete", "enlist", "delist", "hold", "release", "mine"]
     key: str
     value: str = ""
     ttl: float = 0.0
@@ -158,8 +163,16 @@ class State(ABC):
 
     async def write_all(self, writes: Sequence[Write]) -> None:
         """All of `writes`, in order; in Redis at once, in one round trip."""
+        skipping: str | None = None
         for write in writes:
+            if skipping is not None:
+                if write.kind == "release" and write.key == skipping:
+                    skipping = None
+                continue
             match write.kind:
+                case "mine":
+                    if (await self.get(write.key)) not in (None, write.value):
+                        skipping = write.key
                 case "put":
                     await self.put(write.key, write.value, write.ttl)
                 case "delete":

@@ -760,3 +760,35 @@ async def test_a_stop_seen_again_at_the_next_poll_lets_the_answer_end(state: Hel
     await asyncio.gather(task, return_exceptions=True)
     await in_flight.end(key)
     assert ended.is_set()
+
+
+async def test_an_answer_that_finishes_after_another_replica_took_it_over_leaves_that_replicas_claim(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """Its lease ran out while the replica was paused, another replica took the question over under the
+    same key, and the paused answer then finished before its next renewal could find it lost: its end
+    must not delete the claim (or the index entry) the new answer holds, or nobody would answer again
+    should that replica die too."""
+    ask = mention_in_thread("1700000000.000850")
+    paused = replica(state)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    key = await paused.begin(ask, answering, open_writer(never_called(), ask))
+    await state.release(f"lease:{key}", paused.replica)  # run out while the replica was paused
+    taker = replica(state)
+    new_answer = asyncio.create_task(asyncio.Event().wait())
+
+    async def resume(_claim: Claim, _stopped: bool) -> None:
+        await taker.begin(ask, new_answer, open_writer(never_called(), ask))
+
+    await taker._take_over_orphans(resume)
+    await asyncio.gather(*taker._resuming)
+    answering.cancel()  # the paused answer finishes on its own, no renewal in between
+    await asyncio.gather(answering, return_exceptions=True)
+    await paused.end(key)
+    assert await redis_keys(redis_server) == ["answer", "answers", "lease"]
+    assert await state.members(taker._answers) == [key]
+    assert await state.get(f"lease:{key}") == taker.replica
+    new_answer.cancel()
+    await asyncio.gather(new_answer, return_exceptions=True)
+    await taker.end(key)
+    assert await redis_keys(redis_server) == []

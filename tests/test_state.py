@@ -217,6 +217,21 @@ async def test_several_writes_land_together(state: State) -> None:
     assert await state.members("answers:x") == [] and await state.get("lease:a") is None
 
 
+async def test_writes_guarded_by_a_key_another_holds_are_skipped_up_to_its_release(state: State) -> None:
+    """An answer's end deletes its claim only while its lease is not another replica's; what follows the
+    guarded writes (another answer's, sent with them) is made all the same."""
+    await state.put("lease:a", "replica-2", 5)
+    await state.put("answer:a", "taker's", 5)
+    await state.put("answer:b", "b", 5)
+    guarded = [Write("mine", "lease:a", "replica-1"), Write("delete", "answer:a")]
+    after = [Write("release", "lease:a", "replica-1"), Write("delete", "answer:b")]
+    await state.write_all([*guarded, *after])
+    assert await state.get_many(["lease:a", "answer:a", "answer:b"]) == ["replica-2", "taker's", None]
+    await state.delete("lease:a")  # no one's: the guarded writes are made
+    await state.write_all([*guarded, Write("release", "lease:a", "replica-1")])
+    assert await state.get("answer:a") is None
+
+
 async def test_several_writes_are_one_command_to_redis_even_after_it_forgot_its_scripts(
     redis_server: RedisServer,
 ) -> None:

@@ -192,7 +192,11 @@ class InFlight:
             writes = [Write("put", f"answer:{key}", unmarked.dumps(), self._claim_ttl)]
         else:
             writes = self._unclaimed(key)
-        await self._state.write_all([*writes, Write("release", f"lease:{key}", self.replica)])
+        # Only while the lease is not another's: a replica that took the answer over (this one paused
+        # past its lease) holds the claim, under the same key, now.
+        lease = f"lease:{key}"
+        mine = Write("mine", lease, self.replica)
+        await self._state.write_all([mine, *writes, Write("release", lease, self.replica)])
 
     def _unclaimed(self, key: str) -> list[Write]:
         return [Write("delete", f"answer:{key}"), Write("delist", self._answers, key)]
