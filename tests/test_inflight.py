@@ -792,3 +792,54 @@ async def test_an_answer_that_finishes_after_another_replica_took_it_over_leaves
     await asyncio.gather(new_answer, return_exceptions=True)
     await taker.end(key)
     assert await redis_keys(redis_server) == []
+
+
+class HeldTakeover(RedisState):
+    """RedisState whose first claim of a takeover waits for `go`: the sweep has found the lease gone and
+    is about to take the question over."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.waiting, self.go = asyncio.Event(), asyncio.Event()
+
+    async def claim(self, key: str, ttl: float, owner: str = "1") -> bool:
+        if key.startswith("takeover:") and not self.go.is_set():
+            self.waiting.set()
+            await self.go.wait()
+        return await super().claim(key, ttl, owner)
+
+
+async def test_a_sweep_that_saw_a_question_unheld_while_another_took_it_over_does_not_take_it_again(
+    state: Held, redis_server: RedisServer
+) -> None:
+    """A third replica's sweep read the lease (gone: the taker was reading the question again), then the
+    taker's new answer held the claim and let go of its takeover before the third claimed the takeover.
+    Not looking at the lease again, the third answered the question a second time."""
+    ask = mention_in_thread("1700000000.001700")
+    await orphan(state, ask)
+    taker = replica(state)
+    reading_again, holding = asyncio.Event(), asyncio.Event()
+    new_answer = asyncio.create_task(asyncio.Event().wait())
+    keys: list[str] = []
+
+    async def resume(_claim: Claim, _stopped: bool) -> None:
+        await reading_again.wait()
+        keys.append(await taker.begin(ask, new_answer, open_writer(never_called(), ask)))
+        holding.set()
+
+    await taker._take_over_orphans(resume)
+    async with in_use(HeldTakeover(redis_server.url), redis_server) as late:
+        third = replica(late)
+        taken: list[Claim] = []
+        sweeping = asyncio.create_task(third._take_over_orphans(recording(taken)))
+        await late.waiting.wait()  # it saw no lease
+        reading_again.set()
+        await holding.wait()  # the taker's new answer holds the claim
+        late.go.set()
+        await sweeping
+        await asyncio.gather(*third._resuming)
+        assert taken == []
+        assert await state.get(f"lease:{keys[0]}") == taker.replica
+    new_answer.cancel()
+    await asyncio.gather(new_answer, *taker._resuming, return_exceptions=True)
+    await taker.end(keys[0])

@@ -303,7 +303,12 @@ class InFlight:
             # expires and another replica takes the question over.
             if not await self._state.claim(f"takeover:{key}", self._lease, self.replica):
                 continue  # another replica has it
-            value = await self._state.get(f"answer:{key}")
+            # Read again now that the takeover is ours: another replica may have taken the question over
+            # since the lease was read, its new answer holding the lease and letting go of its takeover.
+            lease, value = await self._state.get_many([f"lease:{key}", f"answer:{key}"])
+            if lease is not None:  # held again: that answer's replica writes it
+                await self._state.release(f"takeover:{key}", self.replica)
+                continue
             if value is None:  # ended meanwhile, or not where this replica looks (Redis refusing writes)
                 await self._state.release(f"takeover:{key}", self.replica)  # its index entry expires
                 continue
