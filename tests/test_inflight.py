@@ -843,3 +843,31 @@ async def test_a_sweep_that_saw_a_question_unheld_while_another_took_it_over_doe
     new_answer.cancel()
     await asyncio.gather(new_answer, *taker._resuming, return_exceptions=True)
     await taker.end(keys[0])
+
+
+async def test_an_answer_shown_is_named_in_its_claim_before_the_next_renewal(
+    state: Held, slack, redis_server: RedisServer
+) -> None:
+    """A replica killed in the first third of a lease after its answer began to show (most answers are
+    short) left a claim that named no stream: the replica that took it over could not end the cut
+    stream with its note, and the reader saw a partial answer, unexplained, above the new one."""
+    in_flight = InFlight(state, StateKeys("xoxb-test"), lease_seconds=300, deadline_seconds=60)
+    ask = mention_in_thread("1700000000.001800")
+    writer = open_writer(AsyncWebClient(token="xoxb-test", base_url=slack.api_url), ask)
+    answering = asyncio.create_task(asyncio.Event().wait())
+    key = await in_flight.begin(ask, answering, writer)
+    watching = asyncio.create_task(in_flight.watch(recording([])))
+    await writer.append("The first words")
+    shown = writer.shown_at()
+    assert shown is not None and shown[1] == "stream"
+    raw = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        async with asyncio.timeout(10):  # a renewal would come only after 100 s
+            while (value := await raw.get(f"answer:{key}")) is None or shown[0] not in value:
+                await asyncio.sleep(0.05)
+    finally:
+        await raw.aclose()
+        watching.cancel()
+        answering.cancel()
+        await asyncio.gather(watching, answering, return_exceptions=True)
+    await in_flight.end(key)

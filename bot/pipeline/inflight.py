@@ -226,6 +226,10 @@ class InFlight:
                 if now - renewed >= self._lease / 3:
                     renewed = now
                     await self._renew_leases()
+                elif any(self._shown_anew(w) for w in self._writing.values()):
+                    # Named in its claim at once: a replica dying before the next renewal would leave
+                    # the cut answer to whoever takes it over unmarked, its stream never ended.
+                    await self._renew_leases(only=self._shown_anew)
                 if now - swept >= SWEEP_SECONDS:
                     swept = now
                     await self._take_over_orphans(resume)
@@ -252,16 +256,29 @@ class InFlight:
         then could cut the writes that release its claim (and the question would be answered again)."""
         return self._writing.get(writing.key) is writing and not writing.task.done()
 
-    async def _renew_leases(self) -> None:
+    def _shown_anew(self, writing: _Writing) -> bool:
+        """Shown in a message its claim does not name yet."""
+        shown = writing.writer.shown_at()
+        return (
+            writing.claim is not None
+            and writing.held
+            and shown is not None
+            and (writing.claim.reply_ts, writing.claim.reply_kind) != shown
+        )
+
+    async def _renew_leases(self, only: Callable[[_Writing], bool] | None = None) -> None:
         """Lost means another replica holds it; one that is only gone (Redis restarted empty, or the
-        store asked changed with an outage) is taken again, and an answer's claim written again with it."""
-        for key, taking_over in list(self._taking_over.items()):
+        store asked changed with an outage) is taken again, and an answer's claim written again with it.
+        `only`: just the answers it picks, and no takeover."""
+        for key, taking_over in list(self._taking_over.items()) if only is None else ():
             renewal = await self._state.renew(f"takeover:{key}", self.replica, self._lease)
             if renewal == "lost" and self._taking_over.get(key) is taking_over:
                 log.warning("a question taken over here was taken over again; that replica answers it")
                 taking_over.task.cancel(LOST)
         for writing in list(self._writing.values()):
             if writing.claim is None or not writing.held or not self._still_writing(writing):
+                continue
+            if only is not None and not only(writing):
                 continue
             key = writing.key
             renewal = await self._state.renew(
