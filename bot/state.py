@@ -18,7 +18,6 @@ turn of its event loop goes as one pipeline (`_Batches`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -58,6 +57,16 @@ _OUTAGES = (
     redis.exceptions.ClusterDownError,
     OSError,
 )
+# Refusals redis-py raises as a plain ResponseError: a snapshot that failed to save (MISCONF, with
+# stop-writes-on-bgsave-error), too few replicas in sync (NOREPLICAS, with min-replicas-to-write).
+_REFUSALS = ("MISCONF", "NOREPLICAS")
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, _OUTAGES):
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(_REFUSALS)
+
 
 # Compare-and-set scripts: one round trip, atomic in Redis. A renewal returns 0 lost, 1 renewed, 2 retaken.
 _RENEW = (
@@ -360,7 +369,9 @@ class RedisState(State):
             if self._owing():
                 await self._owed_sent()
             result = await shared()
-        except _OUTAGES as exc:
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
             if self._down_since is None:
                 self._down_since = now
                 log.warning(
@@ -480,9 +491,12 @@ class RedisState(State):
         """What is owed goes to Redis first, if it is back (answers handed over in an outage reach the
         other replicas); if not, it is given up."""
         if self._owing():
-            with contextlib.suppress(*_OUTAGES):
+            try:
                 async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                     await self._owed_sent()
+            except Exception as exc:
+                if not _is_outage(exc):
+                    raise
         if self._sending_owed is not None:  # given up: not left running on a closed connection
             self._sending_owed.cancel()
         await self._redis.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -343,5 +344,37 @@ async def test_what_is_owed_goes_to_redis_as_the_process_closes(tmp_path: Path) 
             await state.close()
         assert await raw.get("answer:handed-over") == "{}"
     finally:
+        await raw.aclose()
+        server.stop()
+
+
+async def test_a_redis_that_cannot_save_its_snapshots_is_an_outage_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis run with snapshots (a default redis.conf, a managed Redis) whose disk fails refuses every
+    write with MISCONF (stop-writes-on-bgsave-error, on by default). Raised as a bug, the dedupe claim
+    of every event failed and each event was dropped unanswered, as long as the disk stayed broken."""
+    caplog.set_level(logging.WARNING, logger="bot.state")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    raw = aioredis.Redis.from_url(server.url, decode_responses=True)
+    shared = RedisState(server.url, retry_seconds=0)
+    try:
+        await raw.config_set("save", "3600 1")
+        shutil.rmtree(folder)  # its disk fails: the next snapshot cannot be written
+        await raw.bgsave()
+        while (await raw.info("persistence"))["rdb_last_bgsave_status"] != "err":
+            await asyncio.sleep(0.05)
+        await shared.write_all([Write("put", "answer:a", "{}", 60)])
+        assert await shared.claim("dedupe:event:e", 60)
+        assert await shared.get("answer:a") == "{}"  # from this process's memory
+        assert any("refusing writes" in r.getMessage() for r in caplog.records)
+        await raw.config_set("save", "")  # snapshots off: writes are taken again
+        assert await shared.claim("dedupe:event:after", 60)
+        assert await raw.get("answer:a") == "{}"  # what it owed is in Redis now
+    finally:
+        await shared.close()
         await raw.aclose()
         server.stop()
