@@ -24,7 +24,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
@@ -405,6 +405,10 @@ class RedisState(State):
         again). A few thousand writes per script: Redis serves no one else while one runs."""
         while self._owed:
             sending = [self._owed.popleft() for _ in range(min(OWED_PER_SCRIPT, len(self._owed)))]
+            guarding = _guarding(None, (write for _, write in sending))
+            while guarding is not None and self._owed:  # a guarded group goes in one script, whole
+                sending.append(self._owed.popleft())
+                guarding = _guarding(guarding, [sending[-1][1]])
             now = time.monotonic()
             writes = [
                 replace(write, ttl=write.ttl - (now - at)) if write.kind in _TIMED else write
@@ -510,6 +514,16 @@ class StateKeys:
 
     def of(self, *ids: str) -> str:
         return hmac.new(self._key, "\x1f".join(ids).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _guarding(key: str | None, writes: Iterable[Write]) -> str | None:
+    """The key of the 'mine' still waiting for its release after `writes`, if one is."""
+    for write in writes:
+        if key is None and write.kind == "mine":
+            key = write.key
+        elif write.kind == "release" and write.key == key:
+            key = None
+    return key
 
 
 def _ms(seconds: float) -> int:

@@ -378,3 +378,40 @@ async def test_a_redis_that_cannot_save_its_snapshots_is_an_outage_not_a_crash(
         await shared.close()
         await raw.aclose()
         server.stop()
+
+
+async def test_writes_guarded_by_a_key_stay_together_when_owed_after_a_long_outage(tmp_path: Path) -> None:
+    """What is owed goes a few thousand writes per script: a guarded end cut between two scripts lost its
+    guard in the second, which delisted the answer another replica had taken over meanwhile."""
+    server = RedisServer(tmp_path)
+    server.start()
+    raw = aioredis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        async with Cuttable(server) as network:
+            state = RedisState(network.url, retry_seconds=0)
+            try:
+                await state.ping()
+                await state.write_all(
+                    [Write("put", "lease:a", "taker", 60), Write("enlist", "answers:x", "a", 60)]
+                )
+                network.cut()
+                await state.write_all(
+                    [Write("put", f"viewed:{i}", "C", 60) for i in range(OWED_PER_SCRIPT - 2)]
+                )
+                await state.write_all(
+                    [
+                        Write("mine", "lease:a", "paused"),
+                        Write("delete", "answer:a"),
+                        Write("delist", "answers:x", "a"),  # the first owed past the first script
+                        Write("release", "lease:a", "paused"),
+                    ]
+                )
+                network.restore()
+                await state.get("anything")  # sends what is owed
+                assert await raw.zrange("answers:x", 0, -1) == ["a"]
+                assert await raw.get("lease:a") == "taker"
+            finally:
+                await state.close()
+    finally:
+        await raw.aclose()
+        server.stop()
