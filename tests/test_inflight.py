@@ -871,3 +871,32 @@ async def test_an_answer_shown_is_named_in_its_claim_before_the_next_renewal(
         answering.cancel()
         await asyncio.gather(watching, answering, return_exceptions=True)
     await in_flight.end(key)
+
+
+async def test_a_stop_pressed_here_ends_the_answers_shown_in_the_thread_not_a_question_still_checked(
+    state: Held,
+) -> None:
+    """Three questions in one thread on this replica: the first, still in its access check (a slow look-up
+    of its asker), and two being shown. The Stop cancelled the first question only, unseen and now never
+    answered, while the answers the reader saw and stopped went on. As a Stop through another replica
+    does, it ends the answers shown."""
+    in_flight = replica(state)
+    tasks = [asyncio.create_task(asyncio.Event().wait()) for _ in range(3)]
+    asks = [mention_in_thread(f"1700000000.00190{i}") for i in range(3)]
+    checking = in_flight.enter(asks[0], tasks[0], open_writer(never_called(), asks[0]))
+    holding = in_flight._writing[checking].holding
+    assert holding is not None
+    await holding  # claimed, not yet shown
+    shown = [
+        await in_flight.begin(ask, task, open_writer(never_called(), ask))
+        for ask, task in zip(asks[1:], tasks[1:], strict=True)
+    ]
+    assert await in_flight.stop("C0GENERAL", "1700000000.000100")
+    await asyncio.sleep(0)  # a cancel would have landed by now
+    outcome = [task.cancelled() for task in tasks]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for key in [checking, *shown]:
+        await in_flight.end(key)
+    assert outcome == [False, True, True]

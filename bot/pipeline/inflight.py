@@ -207,12 +207,17 @@ class InFlight:
 
     async def stop(self, channel: str, thread_ts: str) -> bool:
         """Stop the answer in that thread, here or in whichever replica writes it. True if it was here."""
-        task = self.running_in(channel, thread_ts)
-        if task is not None:
-            _stop_once(task)
+        stop_key = self._stop_key(channel, thread_ts)
+        here = [w for w in self._writing.values() if w.stop_key == stop_key and not w.task.done()]
+        # The answers shown, as a Stop through another replica ends: a question still in its access
+        # check is not what the reader stopped. None shown: the one still beginning is.
+        shown = [w for w in here if w.shown_since is not None]
+        for writing in shown or here:
+            _stop_once(writing.task)
+        if here:
             return True
         # When: an answer shown after it (a later question's) is not what the reader stopped.
-        await self._state.put(self._stop_key(channel, thread_ts), repr(time.time()), STOP_TTL_SECONDS)
+        await self._state.put(stop_key, repr(time.time()), STOP_TTL_SECONDS)
         return False
 
     async def watch(self, resume: Resume) -> None:
