@@ -344,6 +344,7 @@ class RedisState(State):
             self._redis.register_script(script) for script in (_RENEW, _ADD, _MEMBERS, _WRITE_ALL)
         )
         self._down_since: float | None = None
+        self._recoveries = 0  # times Redis was found back: a call tried before the last one is stale
         self._last_try = float("-inf")
         self._owed: deque[tuple[float, Write]] = deque(maxlen=MAX_OWED_WRITES)  # and when each was made
         self._sending_owed: asyncio.Future[None] | None = None
@@ -365,6 +366,7 @@ class RedisState(State):
             self._owe(owed, now)
             return await local()
         self._last_try = now
+        recoveries = self._recoveries
         try:
             if self._owing():
                 await self._owed_sent()
@@ -372,7 +374,8 @@ class RedisState(State):
         except Exception as exc:
             if not _is_outage(exc):
                 raise
-            if self._down_since is None:
+            # Given up on after another call found Redis back: that outage, not a new one.
+            if self._down_since is None and recoveries == self._recoveries:
                 self._down_since = now
                 log.warning(
                     "Redis unreachable or refusing writes (%s): using this process's memory until it is back",
@@ -383,6 +386,7 @@ class RedisState(State):
         if self._down_since is not None:
             log.warning("Redis reachable again after %.0fs", now - self._down_since)
             self._down_since = None
+            self._recoveries += 1
         return result
 
     def _owing(self) -> bool:

@@ -93,6 +93,8 @@ class Cuttable:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self.is_cut = False
+        self.stalling = False  # new connections are taken but nothing goes through them, ever
+        self.stalled = asyncio.Event()  # set once one has been
         self.port = 0
 
     @property
@@ -121,6 +123,16 @@ class Cuttable:
     async def _forward(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         if self.is_cut:
             client_out.transport.abort()
+            return
+        if self.stalling:  # a network that drops what it is sent: the client's wait runs out
+            self._open.add(client_out)
+            self.stalled.set()
+            try:
+                while await client_in.read(65536):
+                    pass
+            finally:
+                self._open.discard(client_out)
+                client_out.transport.abort()
             return
         redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self._target)
         self._open |= {client_out, redis_out}

@@ -415,3 +415,39 @@ async def test_writes_guarded_by_a_key_stay_together_when_owed_after_a_long_outa
     finally:
         await raw.aclose()
         server.stop()
+
+
+async def test_a_call_given_up_on_after_redis_came_back_does_not_begin_a_second_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call tried Redis in the outage on a connection that never answers (a network dropping what it
+    is sent), and gave up only after a later call had found Redis back: its failure began an outage of
+    its own, warned about and recovered from a second time, for the one outage there was."""
+    caplog.set_level(logging.WARNING, logger="bot.state")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        async with Cuttable(server) as network:
+            state = RedisState(network.url, retry_seconds=0.05)
+            try:
+                await state.ping()
+                network.cut()
+                await state.get("a")  # the outage begins, warned about
+                network.restore()
+                network.stalling = True
+                await asyncio.sleep(0.1)  # past the retry interval: the next call tries Redis
+                stuck = asyncio.create_task(state.get("b"))
+                await network.stalled.wait()
+                network.stalling = False
+                await asyncio.sleep(0.1)
+                assert await state.get("c") is None  # from Redis: back
+                assert await stuck is None  # given up on, from this process's memory
+                await asyncio.sleep(0.1)
+                await state.get("d")
+            finally:
+                await state.close()
+    finally:
+        server.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "unreachable" in m]) == 1, messages
+    assert len([m for m in messages if "reachable again" in m]) == 1, messages
