@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 Headers = dict[str, str | Sequence[str]]  # as Bolt takes them
 EPOCH_SECONDS = re.compile(r"[0-9]{1,12}")  # the verifier calls int() on it, which raises on anything else
+# Slack's signature is a lowercase hex HMAC-SHA256; the verifier's compare_digest raises TypeError (a 500)
+# on a non-ASCII string, so anything else is refused as unsigned before it gets there.
+SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,7 @@ def http_application(
         started = time.perf_counter()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        if not (EPOCH_SECONDS.fullmatch(timestamp) and signature):
+        if not (EPOCH_SECONDS.fullmatch(timestamp) and SIGNATURE.fullmatch(signature)):
             return _refused(401, "unsigned")
         if (request.content_length or 0) > limits.max_body_bytes:
             return _refused(413, "body too large")

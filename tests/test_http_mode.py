@@ -220,8 +220,9 @@ def above_debug(caplog) -> list[str]:
         {"X-Slack-Signature": "<signed>", "X-Slack-Request-Timestamp": "<stale>"},
         {"X-Slack-Signature": "v0=abc", "X-Slack-Request-Timestamp": "not-a-number"},
         {"X-Slack-Signature": "v0=abc"},
+        {"X-Slack-Signature": "v0=" + "\u00e9" * 64, "X-Slack-Request-Timestamp": "<now>"},
     ],
-    ids=["unsigned", "bad_signature", "stale", "garbled_timestamp", "no_timestamp"],
+    ids=["unsigned", "bad_signature", "stale", "garbled_timestamp", "no_timestamp", "non_ascii_signature"],
 )
 async def test_a_request_not_signed_by_slack_is_refused_with_401_and_no_log_above_debug(
     http_bot, slack, claude, caplog, name, signed
