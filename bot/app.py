@@ -291,12 +291,16 @@ async def _serve_socket_mode(
 ) -> None:
     handler = AckFirstSocketModeHandler(app, app_token, arrivals)
     try:
+        # Asked here, not inside connect_async: slack_sdk's connect loop catches a refusal and retries
+        # it every few seconds for ever, so a revoked token would never stop the bot.
         with slack_call("apps.connections.open"):
-            await handler.connect_async()  # type: ignore[no-untyped-call]
+            opened = await app.client.apps_connections_open(app_token=app_token)
+        handler.client.wss_uri = opened["url"]
     except SlackCallFailed as exc:
         if not exc.refused:
             raise  # only a refusal names the setting to fix
         raise StartupError(f"SLACK_APP_TOKEN: Slack rejected it ({exc.error})") from None
+    await handler.connect_async()  # type: ignore[no-untyped-call]
     ready.connected = handler.client.is_connected
     log.info("listening over Socket Mode")
     tell_supervisor_listening(os.environ)

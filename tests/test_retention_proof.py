@@ -201,6 +201,20 @@ async def test_bot_token_rejected_at_start_is_one_line_naming_it(slack, claude, 
     assert output == "startup error: SLACK_BOT_TOKEN: Slack rejected it (invalid_auth)\n"
 
 
+async def test_app_token_rejected_at_start_is_one_line_naming_it(slack, claude, tmp_path):
+    bot = BotProcess(tmp_path, bot_env(slack, claude, SLACK_APP_TOKEN="xapp-revoked"))
+    await bot.start()
+    try:
+        output = await bot.stop(signal_first=False)  # it exits by itself, not retrying a refused token
+    finally:
+        if bot.process.returncode is None:
+            bot.process.kill()
+            await bot.process.wait()
+    assert bot.process.returncode == 1
+    assert output.endswith("startup error: SLACK_APP_TOKEN: Slack rejected it (invalid_auth)\n")
+    assert "third-party" not in output
+
+
 # --- Redis: what several processes share -------------------------------------------------------------
 
 REDIS_DB = 7  # a database of its own on the session's Redis, emptied first: every key found is this run's
