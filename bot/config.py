@@ -345,6 +345,12 @@ def _redis_url(raw: str) -> str:
     parsed = urlparse(raw)
     if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.netloc or parsed.path):
         raise ValueError("must be a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0")
+    try:
+        _ = parsed.port  # redis-py reads it only at start, where its ValueError would be an uncaught crash
+    except ValueError:
+        raise ValueError(
+            "its port must be a number from 0 to 65535, as in redis://localhost:6379/0"
+        ) from None
     return raw
 
 

@@ -112,6 +112,8 @@ def test_http_mode_when_only_a_signing_secret_is_set():
         ({"ALLOW_RETAINED_MODELS": "sometimes"}, "ALLOW_RETAINED_MODELS"),
         ({"WORKERS": "2"}, "WORKERS"),  # several processes share state only through Redis
         ({"WORKERS": "0", "REDIS_URL": "redis://localhost"}, "WORKERS"),
+        ({"REDIS_URL": "redis://localhost:99999/0"}, "REDIS_URL"),  # redis-py would crash at start
+        ({"REDIS_URL": "redis://:secret@localhost:port/0"}, "REDIS_URL"),
         ({"ANSWER_LEASE_SECONDS": "1"}, "ANSWER_LEASE_SECONDS"),
         ({"MAX_CONCURRENT_ANSWERS": "0"}, "MAX_CONCURRENT_ANSWERS"),
         ({"CLAUDE_INFERENCE_GEO": "U S"}, "CLAUDE_INFERENCE_GEO"),
