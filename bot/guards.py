@@ -14,8 +14,10 @@ from bot.state import State, StateKeys
 
 log = logging.getLogger(__name__)
 
-# A person's message, alone or with files; every other subtype is an edit, a delete, a join...
-ANSWERED_SUBTYPES = frozenset({None, "file_share"})
+# A person's message, alone, with files, or a thread reply also sent to the channel ("Also send to
+# channel": an app_mention or DM with subtype thread_broadcast); every other subtype is an edit, a
+# delete, a join...
+ANSWERED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 
 
 class RecentIds:

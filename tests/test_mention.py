@@ -106,3 +106,18 @@ async def test_unknown_user_in_the_thread_keeps_their_id_and_the_answer_still_ar
 
     await bot.finished()
     assert bot.claude.requests[0].body["messages"][0]["content"] == "U0GHOST: hello\n\nAlice: who?"
+
+
+async def test_a_mention_also_sent_to_the_channel_is_answered_in_its_thread(bot):
+    """A reply posted with "Also send to channel" comes as an app_mention with subtype thread_broadcast
+    (and the thread's root beside it): a person asked, so it is answered like any mention in a thread."""
+    root = said(BOB, "Checkout latency spiked at 14:02.", "110.000001")
+    question = f"<@{BOT_USER}> what should we do?"
+    bot.slack.add_thread(CHANNEL, [root, said(ALICE, question, "110.000002")])
+    event = mention(question, ts="110.000002", thread_ts="110.000001")
+
+    await bot.send_event({**event, "subtype": "thread_broadcast", "root": root})
+
+    await bot.finished()
+    assert bot.replies(CHANNEL, "110.000001") == ["Hello from fake Claude."]
+    assert bot.claude.requests[0].body["messages"][-1]["content"].endswith("Alice: what should we do?")
