@@ -3,6 +3,7 @@ read now, and an answer holding a private thread goes to the asker alone when ot
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -323,3 +324,47 @@ def test_a_huge_newest_message_of_a_linked_thread_or_viewed_channel_is_shortened
     sent = len(prompt.system) + sum(len(m["content"]) for m in prompt.messages)
     assert sent <= budget * CHARS_PER_TOKEN
     assert SHORTENED in prompt.system + prompt.messages[-1]["content"]
+
+
+def reads_still_running() -> list[str]:
+    """The reads of a request (its conversation, a linked thread, the viewed channel) still going on."""
+    names = []
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", "")
+        if not task.done() and name.startswith(("Pipeline._read", "read_conversation")):
+            names.append(name)
+    return sorted(names)
+
+
+async def test_when_the_conversation_cannot_be_read_no_linked_thread_is_read_after_the_answer_ended(bot):
+    """The answer failed at once (its own thread could not be read), while a linked private channel's
+    membership was still being checked: that check and the linked read end with it. Left running, the
+    linked thread would be read after the request was over, for nobody, and a late private note could
+    tell the asker their question was answered without the link, after the error."""
+    bot.slack.add_thread(SECRET, [said(BOB, "Reorg on Monday.", "400.000001")])
+    bot.slack.set_members(SECRET, [BOB, ALICE])
+    bot.slack.hold("conversations.members")
+    bot.slack.fail("conversations.replies", error="not_in_channel")  # the thread asked in: refused
+    question = f"<@{BOT_USER}> what was decided? {link_to(bot, SECRET, '400.000001')}"
+    bot.slack.add_thread(CHANNEL, [said(BOB, "root", "500.000001"), said(ALICE, question, "500.000002")])
+
+    await bot.send_event(
+        {
+            "type": "app_mention",
+            "user": ALICE,
+            "text": question,
+            "ts": "500.000002",
+            "channel": CHANNEL,
+            "event_ts": "500.000002",
+            "thread_ts": "500.000001",
+        }
+    )
+    await bot.finished()
+    await bot.pipeline.wait_idle()
+    try:
+        assert bot.replies(CHANNEL, "500.000001")[-1].startswith(":warning:")
+        assert reads_still_running() == []
+    finally:
+        bot.slack.let_go("conversations.members")
+    assert not bot.claude.requests

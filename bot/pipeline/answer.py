@@ -461,17 +461,24 @@ class Pipeline:
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
         """Read what the Ask names, no further back than the budget goes, and build Claude's input from it."""
         settings, slack, outbound = self._settings, self._slack, self._settings.outbound
-        read, viewed, (linked, private) = await asyncio.gather(
-            read_conversation(
-                slack,
-                ask,
-                dm_window_seconds=settings.dm_context_hours * 3600,
-                files=outbound.send_files,
-                budget_tokens=settings.context_budget_tokens,
-            ),
-            self._read_viewed_channel(ask),
-            self._read_linked_threads(ask),
-        )
+        # The three reads at once; when one fails, the others are cancelled and waited for (gather would
+        # leave them reading, and telling the asker, after the request was over).
+        try:
+            async with asyncio.TaskGroup() as reads:
+                reading = reads.create_task(
+                    read_conversation(
+                        slack,
+                        ask,
+                        dm_window_seconds=settings.dm_context_hours * 3600,
+                        files=outbound.send_files,
+                        budget_tokens=settings.context_budget_tokens,
+                    )
+                )
+                viewing = reads.create_task(self._read_viewed_channel(ask))
+                linking = reads.create_task(self._read_linked_threads(ask))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the read that failed first, as gather would raise it
+        read, viewed, (linked, private) = reading.result(), viewing.result(), linking.result()
         conversation = read.messages
         first_question = sum(not ask.bot.wrote(message) for message in conversation) == 1
         redactor = Redactor(secrets=outbound.redact_secrets, personal=outbound.redact_personal)
