@@ -63,6 +63,18 @@ def test_links_are_found_in_slack_text_with_labels_and_escaped_ampersands():
 
 
 @pytest.mark.parametrize(
+    "host",
+    ["acme.slack-gov.com", "acme.enterprise.slack-gov.com", "acme.enterprise.slack.com"],
+    ids=["govslack", "govslack-grid", "grid"],
+)
+def test_links_are_found_on_govslack_and_enterprise_grid_hosts(host):
+    """GovSlack (SLACK_API_URL=https://slack-gov.com/api/) writes its permalinks on slack-gov.com: a link
+    there names a thread as one on slack.com does, so it is read, or the asker told it was not."""
+    text = f"see <https://{host}/archives/C0A/p1700000000000100?thread_ts=1700000000.000050&amp;cid=C0A|this>"
+    assert find_links(text) == [Link("C0A", "1700000000.000050")]
+
+
+@pytest.mark.parametrize(
     "asked_in",
     [
         pytest.param({}, id="an-internal-channel"),

@@ -23,9 +23,11 @@ ANSWERED_PRIVATELY = (
     "I answered you privately: your question links to another conversation, which not everyone here may "
     "be able to see."
 )
-# A permalink, as Slack writes it in text (`<url|label>` or `<url>`, `&` as `&amp;`) or bare.
+# A permalink, as Slack writes it in text (`<url|label>` or `<url>`, `&` as `&amp;`) or bare, on
+# slack.com or GovSlack's slack-gov.com (SLACK_API_URL=https://slack-gov.com/api/).
 _PERMALINK = re.compile(
-    r"https://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.slack\.com/archives/([CGD][A-Z0-9]{2,})/p(\d+)(\d{6})"
+    r"https://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.slack(?:-gov)?\.com"
+    r"/archives/([CGD][A-Z0-9]{2,})/p(\d+)(\d{6})"
     r"(?:\?([^\s|>]*))?"
 )
 _QUERY_TS = re.compile(r"(?:^|&)thread_ts=(\d+\.\d{6})(?:&|$)")
