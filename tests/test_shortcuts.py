@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bot.pipeline.access import NotAMember
 from tests.conftest import ALICE, BOB, CHANNEL, bot_said, said
 
 SUMMARY_REQUEST = "Summarize this thread: the main points, the decisions made, and the open questions."
@@ -227,3 +228,38 @@ async def test_a_long_shortcut_answer_uses_no_more_posts_than_a_response_url_tak
     posts = [c for c in bot.slack.calls_to("response_url") if c.params["_name"] == "summary"]
     assert len(posts) <= 5, f"{len(posts)} posts to one response_url"
     assert "Paragraph 16." in "\n".join(p.params["text"] for p in posts)
+
+
+async def test_a_question_sent_after_the_asker_left_the_private_channel_does_not_read_it(bot):
+    """The modal stays open, and its response URL works for 30 minutes: the thread is read when the
+    question comes, so only while the asker may still read it. Removed from a private channel meanwhile,
+    they are told so privately, and nothing said there (before or since) is read or sent to Claude."""
+    hush = "C0HUSH"
+    bot.slack.add_channel(hush, is_private=True)
+    bot.slack.set_members(hush, [BOB, ALICE])
+    bot.slack.add_thread(hush, THREAD)
+    url = bot.slack.response_url("ask")
+    shortcut = bot.slack.message_shortcut_envelope(
+        "ask_about_thread", message=THREAD[0], channel_id=hush, response_url=url
+    )
+    await deliver(bot, shortcut)
+    await bot.slack.wait_for("views.open")
+
+    bot.slack.set_members(hush, [BOB])  # Alice is removed, and the thread goes on without her
+    bot.slack.add_thread(hush, [*THREAD, said(BOB, "Alice's team is being reorganised.", "100.000004")])
+    await deliver(bot, bot.slack.view_submission_envelope("ask_about_thread", values=question("News?")))
+
+    note, told = await private_posts(bot, 2)
+    await bot.pipeline.wait_idle()
+    assert note.params["text"] == WORKING_NOTE
+    assert told.params["text"] == f":warning: {NotAMember.sentence}"
+    assert not bot.slack.calls_to("conversations.replies")
+    assert not bot.claude.requests
+    assert_nothing_public(bot)
+
+    bot.slack.set_members(hush, [BOB, ALICE])  # back in: her next use of a shortcut there is answered
+    summarize = bot.slack.message_shortcut_envelope("summarize_thread", message=THREAD[0], channel_id=hush)
+    await deliver(bot, summarize)
+    await private_posts(bot, 4)
+    await bot.pipeline.wait_idle()
+    assert "Alice's team is being reorganised." in bot.claude.requests[0].body["messages"][-1]["content"]

@@ -12,6 +12,8 @@ concurrent asks by one person in one process share one lookup.
 
 `may_read(ask, channel)` decides, for every read of a channel other than the one asked in (the channel
 an agent-thread user is viewing), whether this asker may have it read now; nothing of it is remembered.
+`check_still_in(ask, channel)` holds a shortcut's own thread to its asker's membership when it is read,
+since a question from its modal may come long after the shortcut was used.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import AccessSettings
 from bot.pipeline.ask import Ask, InConversation
-from bot.pipeline.context import display_name
+from bot.pipeline.context import ContextUnavailable, display_name
 from bot.pipeline.said import VisibleError
 from bot.slack_calls import SlackCallFailed, slack_call
 from bot.state import State, StateKeys
@@ -86,6 +88,12 @@ class Unverified(Refused):
         "I couldn't confirm that you may use Claude right now, so I didn't read or answer anything. "
         "Please try again in a moment."
     )
+
+
+class NotAMember(VisibleError):
+    """A shortcut's question came after its asker left the private conversation it was used in."""
+
+    sentence = "You're not a member of that conversation any more, so I didn't read it."
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +207,32 @@ class AccessCheck:
         if verdict is not None:
             log.info("request=%s channel=%s not read: %s", ask.request_id, channel_id, verdict)
         return verdict is None
+
+    async def check_still_in(self, ask: Ask, channel_id: str) -> None:
+        """For a shortcut's thread, read when its question comes (from a modal, for as long as its response
+        URL works: 30 minutes), not when the shortcut was used: a private channel or group DM (any
+        channel, for a guest or a person from another organization) only while the asker is still a
+        member. Raises NotAMember if they are not, ContextUnavailable if Slack did not say (fails
+        closed); a DM is left to the read (the bot reads only its own)."""
+        if not _CHANNEL_ID.fullmatch(channel_id):
+            return
+        info = await self._conversation_info(channel_id)
+        if info is None:
+            raise ContextUnavailable("conversations.info", "lookup failed")
+        private = channel_id.startswith("G") or bool(info.get("is_private") or info.get("is_mpim"))
+        if not private:
+            home = await self._learn_home()
+            facts, _ = await self._person(ask.origin.user_id)
+            if home is None or facts is None:
+                raise ContextUnavailable("users.info", "lookup failed")
+            if not (facts.guest or _is_external(facts, home)):
+                return  # a public channel: open to every full member of the workspace
+        member = await self._is_member(channel_id, ask.origin.user_id)
+        if member is None:
+            raise ContextUnavailable("conversations.members", "lookup failed")
+        if not member:
+            log.info("request=%s channel=%s not read: asker no longer a member", ask.request_id, channel_id)
+            raise NotAMember()
 
     async def _verdict(self, ask: Ask, channel_id: str) -> str | None:
         """Why it may not be read; None: it may."""

@@ -461,6 +461,9 @@ class Pipeline:
     async def _prompt_for(self, ask: Ask, asker_name: str | None) -> Prompt:
         """Read what the Ask names, no further back than the budget goes, and build Claude's input from it."""
         settings, slack, outbound = self._settings, self._slack, self._settings.outbound
+        if ask.surface == "shortcut" and isinstance(ask.history, Thread):
+            # Its question may come from a modal long after the shortcut was used: the asker may have left.
+            await self._access.check_still_in(ask, ask.history.channel)
         # The three reads at once; when one fails, the others are cancelled and waited for (gather would
         # leave them reading, and telling the asker, after the request was over).
         try:
