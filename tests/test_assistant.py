@@ -559,3 +559,20 @@ async def test_a_stop_pressed_twice_still_ends_the_answer_and_clears_its_status(
 async def _logged(caplog, text: str, count: int) -> None:
     while sum(text in record.getMessage() for record in caplog.records) < count:
         await asyncio.sleep(0.01)
+
+
+async def test_a_question_about_the_channel_when_none_is_known_says_so_privately(bot):
+    """A thread opened from the DM itself (Slack's context names no channel), or in the agent view, which
+    sends no context at all: "Summarize this channel", the bot's own suggested prompt, has no channel to
+    read. It is answered from the thread alone, and the asker is told why, as when a channel may not be
+    read, rather than left to think the channel was read."""
+    await start_thread(bot, "75.000001", viewing=None)
+
+    await ask_about_the_channel(bot, "75.000001")
+
+    assert not bot.slack.calls_to("conversations.history")
+    assert not bot.slack.calls_to("conversations.info")
+    [note] = bot.slack.calls_to("chat.postEphemeral")
+    assert (note.params["channel"], note.params["thread_ts"], note.params["user"]) == (DM, "75.000001", ALICE)
+    assert note.params["text"] == rules.NO_VIEWED_CHANNEL
+    assert bot.replies(DM, "75.000001")[-1] == "Hello from fake Claude."

@@ -46,6 +46,10 @@ VIEWED_CHANNEL_NOT_READ = (
     "I couldn't read the channel you're viewing, so I answered from this thread alone. (I read only "
     "channels an admin enabled and I was invited to, and a private one only if you're a member.)"
 )
+NO_VIEWED_CHANNEL = (
+    "I can't tell which channel you're viewing here, so I answered from this thread alone. To ask about "
+    "a conversation, paste a link to one of its messages."
+)
 
 
 class Refused(VisibleError):

@@ -23,7 +23,7 @@ from bot.channel_config import ChannelInstructions
 from bot.config import Settings
 from bot.limits import UserRateLimit, UserTokenBudget
 from bot.logs import describe_exception
-from bot.pipeline.access import VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
+from bot.pipeline.access import NO_VIEWED_CHANNEL, VIEWED_CHANNEL_NOT_READ, AccessCheck, Refused
 from bot.pipeline.ask import Ask, InConversation, Privately, SlackMessage, Thread
 from bot.pipeline.capacity import ClaudeCapacity
 from bot.pipeline.claude import ClaudeError, Source, Usage, ask_claude, opaque_user_id
@@ -528,7 +528,10 @@ class Pipeline:
         if not (ask.agent_thread and isinstance(ask.history, Thread)):
             return []
         channel = await self.viewed.get(ask.history.channel, ask.history.thread_ts)
-        if channel is None or not asks_about_channel(ask.message.text, channel):
+        if not asks_about_channel(ask.message.text, channel):
+            return []
+        if channel is None:  # none known (the agent view sends no context): said, not left to be guessed
+            await say_privately(self._slack, ask, NO_VIEWED_CHANNEL)
             return []
         if await self._access.may_read(ask, channel):
             try:

@@ -107,11 +107,12 @@ def dm_window_start(now: float, window_seconds: float) -> int:
     return -(-earliest // step) * step
 
 
-def asks_about_channel(question: str, channel_id: str) -> bool:
+def asks_about_channel(question: str, channel_id: str | None) -> bool:
     """Whether a question in an assistant thread is plainly about the channel its asker is viewing: it
-    links to it (`<#C…>` or `<#C…|name>`) or says "this channel", "the channel I'm in" and the like.
-    Only then is that channel read (and only if the asker may read it: `AccessCheck.may_read`)."""
-    linked = re.search(rf"<#{re.escape(channel_id)}[|>]", question) is not None
+    links to it (`<#C…>` or `<#C…|name>`) or says "this channel", "the channel I'm in" and the like
+    (the latter alone when no channel is known to be viewed). Only then is that channel read (and only
+    if the asker may read it: `AccessCheck.may_read`)."""
+    linked = channel_id is not None and re.search(rf"<#{re.escape(channel_id)}[|>]", question) is not None
     return linked or _ABOUT_CHANNEL.search(question) is not None
 
 
