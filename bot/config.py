@@ -128,7 +128,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         read = _Reader(env)
         app_token = read.optional("SLACK_APP_TOKEN", _prefixed("xapp-"))
-        signing_secret = read.optional("SLACK_SIGNING_SECRET", str)
+        signing_secret = read.optional("SLACK_SIGNING_SECRET", _secret)
         if app_token is None and signing_secret is None:
             raise ConfigError(
                 "SLACK_APP_TOKEN: not set, and neither is SLACK_SIGNING_SECRET; "
@@ -157,7 +157,7 @@ class Settings:
             port=read.or_default("PORT", _int_between(1, 65535), 3000),
             slack_api_url=read.or_default("SLACK_API_URL", _http_url, "https://slack.com/api/"),
             anthropic_api_key=(
-                read.required("ANTHROPIC_API_KEY", str) if backend.kind == "anthropic" else None
+                read.required("ANTHROPIC_API_KEY", _secret) if backend.kind == "anthropic" else None
             ),
             anthropic_base_url=read.optional("ANTHROPIC_BASE_URL", _http_url),
             claude_model=model,
@@ -310,9 +310,17 @@ def _prefixed(prefix: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if not raw.startswith(prefix):
             raise ValueError(f"must start with {prefix}")
-        return raw
+        return _secret(raw)
 
     return parse
+
+
+def _secret(raw: str) -> str:
+    """A token or key: sent in a header (or signed with) on every call, where a space, a pasted newline
+    or a look-alike letter would fail each one later, not at start."""
+    if not (raw.isascii() and raw.isprintable()) or any(char.isspace() for char in raw):
+        raise ValueError("holds a space, a line break or a character outside ASCII; paste it again")
+    return raw
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:

@@ -93,6 +93,11 @@ def test_http_mode_when_only_a_signing_secret_is_set():
         ({"SLACK_APP_TOKEN": "xoxb-wrong"}, "SLACK_APP_TOKEN"),
         ({"SLACK_APP_TOKEN": ""}, "SLACK_APP_TOKEN"),
         ({"ANTHROPIC_API_KEY": ""}, "ANTHROPIC_API_KEY"),
+        # Sent in a header on every call: a look-alike letter or a broken paste fails each one later.
+        ({"ANTHROPIC_API_KEY": "sk-ant-api03-аbc"}, "ANTHROPIC_API_KEY"),  # a Cyrillic а
+        ({"SLACK_BOT_TOKEN": "xoxb-1-2 xoxb-3-4"}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_APP_TOKEN": "xapp-1-\u200b2"}, "SLACK_APP_TOKEN"),
+        ({"SLACK_SIGNING_SECRET": "abc def"}, "SLACK_SIGNING_SECRET"),
         ({"PORT": "http"}, "PORT"),
         ({"PORT": "70000"}, "PORT"),
         ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL"),
