@@ -300,11 +300,19 @@ async def _serve_socket_mode(
         if not exc.refused:
             raise  # only a refusal names the setting to fix
         raise StartupError(f"SLACK_APP_TOKEN: Slack rejected it ({exc.error})") from None
-    await handler.connect_async()  # type: ignore[no-untyped-call]
-    ready.connected = handler.client.is_connected
-    log.info("listening over Socket Mode")
-    tell_supervisor_listening(os.environ)
     try:
+        # The SDK retries a connection that fails for as long as it takes: a stop asked for meanwhile wins.
+        connecting = asyncio.ensure_future(handler.connect_async())  # type: ignore[no-untyped-call]
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            connecting.cancel()
+            return
+        stopping.cancel()
+        connecting.result()
+        ready.connected = handler.client.is_connected
+        log.info("listening over Socket Mode")
+        tell_supervisor_listening(os.environ)
         await stop.wait()
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]

@@ -115,3 +115,20 @@ async def test_sigterm_with_an_answer_in_flight_exits_0(slack, claude, tmp_path,
     [text] = slack.thread_texts(CHANNEL, "4.000001")
     assert text == (finished_text or f":warning: {RESTARTING.sentence}")
     assert "answers interrupted" in output
+
+
+async def test_sigterm_while_the_socket_cannot_connect_stops_the_bot(slack, claude, tmp_path):
+    """Slack hands out a connection URL that never connects: the SDK retries it for ever, and a stop
+    asked for meanwhile must still be heard."""
+    slack._handlers["apps.connections.open"] = lambda _: {"ok": True, "url": "ws://127.0.0.1:1/socket-mode"}
+    bot = BotProcess(tmp_path, bot_env(slack, claude))
+    await bot.start()
+    try:
+        await slack.wait_for("apps.connections.open")
+        output = await bot.stop()
+    finally:
+        if bot.process.returncode is None:
+            bot.process.kill()
+            await bot.process.wait()
+    assert bot.process.returncode == 0
+    assert "Traceback" not in output
